@@ -1,0 +1,12 @@
+//! Pure logic of ngx-push-stream: everything that can be unit-tested without nginx.
+//!
+//! Nothing in this crate references an nginx symbol, so `cargo test -p push-stream-core`
+//! runs on any machine.
+
+pub mod channel_path;
+pub mod conf_values;
+pub mod escape;
+pub mod format;
+pub mod resume;
+pub mod template;
+pub mod websocket;

@@ -1,0 +1,256 @@
+//! Thin, unsafe wrappers over nginx's HTTP request API: headers, bodies, holding a request
+//! open, finishing it. Everything that touches an `ngx_http_request_t` lives here.
+
+use core::ptr;
+
+use nginx_sys::{
+    ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_http_finalize_request,
+    ngx_http_output_filter, ngx_http_request_t, ngx_http_run_posted_requests, ngx_http_send_header,
+    ngx_http_set_content_type, ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_pnalloc, ngx_str_t,
+    ngx_table_elt_t, NGX_AGAIN, NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_OK,
+};
+
+/// A request pointer handed to us by nginx. Only used on the worker's event-loop thread.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Req(pub *mut ngx_http_request_t);
+
+/// Copies `bytes` into the request pool as an `ngx_str_t`.
+unsafe fn pool_str(r: *mut ngx_http_request_t, bytes: &[u8]) -> Option<ngx_str_t> {
+    let data = if bytes.is_empty() {
+        ptr::null_mut()
+    } else {
+        let p = ngx_pnalloc((*r).pool, bytes.len()) as *mut u8;
+        if p.is_null() {
+            return None;
+        }
+        ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+        p
+    };
+    Some(ngx_str_t {
+        len: bytes.len(),
+        data,
+    })
+}
+
+impl Req {
+    /// # Safety
+    /// `r` must be a live request given to us by nginx.
+    pub unsafe fn from_raw(r: *mut ngx_http_request_t) -> Req {
+        Req(r)
+    }
+
+    fn r(&self) -> &mut ngx_http_request_t {
+        // SAFETY: a Req is only built from a live request pointer and used on its thread.
+        unsafe { &mut *self.0 }
+    }
+
+    pub fn log(&self) -> *mut nginx_sys::ngx_log_t {
+        // SAFETY: see `r`.
+        unsafe { (*self.r().connection).log }
+    }
+
+    pub fn method(&self) -> usize {
+        self.r().method as usize
+    }
+
+    /// The value of the first request header named `name` (case-insensitive).
+    pub fn header_in(&self, name: &str) -> Option<&[u8]> {
+        // SAFETY: iterating nginx's own header list of a live request.
+        unsafe {
+            let mut part = &self.r().headers_in.headers.part as *const nginx_sys::ngx_list_part_t;
+            while !part.is_null() {
+                let elts = (*part).elts as *const ngx_table_elt_t;
+                for i in 0..(*part).nelts {
+                    let h = &*elts.add(i);
+                    if h.key.as_bytes().eq_ignore_ascii_case(name.as_bytes()) {
+                        return Some(h.value.as_bytes());
+                    }
+                }
+                part = (*part).next;
+            }
+        }
+        None
+    }
+
+    pub fn set_status(&self, status: usize) {
+        self.r().headers_out.status = status as _;
+    }
+
+    /// Adds a response header (copied into the request pool).
+    pub fn add_header(&self, key: &str, value: &[u8]) -> bool {
+        // SAFETY: ngx_list_push returns a slot in the request's own header list; it is zeroed
+        // (so fields added by newer nginx versions, e.g. `next`, are null) and then filled.
+        unsafe {
+            let r = self.0;
+            let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
+            if h.is_null() {
+                return false;
+            }
+            ptr::write_bytes(h, 0, 1);
+            let (Some(k), Some(v)) = (pool_str(r, key.as_bytes()), pool_str(r, value)) else {
+                (*h).hash = 0;
+                return false;
+            };
+            (*h).key = k;
+            (*h).value = v;
+            (*h).hash = 1;
+            true
+        }
+    }
+
+    /// Sets the response content type; `None` picks nginx's `default_type`/extension type.
+    pub fn set_content_type(&self, ct: Option<&[u8]>) -> bool {
+        // SAFETY: fields of a live request; the string is copied into its pool.
+        unsafe {
+            match ct {
+                Some(ct) => {
+                    let Some(s) = pool_str(self.0, ct) else {
+                        return false;
+                    };
+                    (*self.0).headers_out.content_type = s;
+                    (*self.0).headers_out.content_type_len = ct.len();
+                    true
+                }
+                None => ngx_http_set_content_type(self.0) == NGX_OK as ngx_int_t,
+            }
+        }
+    }
+
+    pub fn set_content_length(&self, n: Option<usize>) {
+        self.r().headers_out.content_length_n = n.map(|n| n as _).unwrap_or(-1);
+    }
+
+    pub fn send_header(&self) -> ngx_int_t {
+        // SAFETY: a live request.
+        unsafe { ngx_http_send_header(self.0) }
+    }
+
+    /// Sends `data` (copied into a pool buffer) with the given flags. An empty `data` with
+    /// `last` sends just the end of the response.
+    pub fn send_bytes(&self, data: &[u8], flush: bool, last: bool) -> ngx_int_t {
+        // SAFETY: buffers and chain links come from the request pool and live as long as it.
+        unsafe {
+            let r = self.0;
+            let b = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
+            if b.is_null() {
+                return NGX_ERROR as ngx_int_t;
+            }
+            if !data.is_empty() {
+                let p = ngx_pnalloc((*r).pool, data.len()) as *mut u8;
+                if p.is_null() {
+                    return NGX_ERROR as ngx_int_t;
+                }
+                ptr::copy_nonoverlapping(data.as_ptr(), p, data.len());
+                (*b).pos = p;
+                (*b).last = p.add(data.len());
+                (*b).start = p;
+                (*b).end = (*b).last;
+                (*b).set_memory(1);
+            }
+            (*b).set_flush(flush as u32);
+            if last {
+                (*b).set_last_buf(((*r).main == r) as u32);
+                (*b).set_last_in_chain(1);
+            }
+            let cl = ngx_alloc_chain_link((*r).pool) as *mut ngx_chain_t;
+            if cl.is_null() {
+                return NGX_ERROR as ngx_int_t;
+            }
+            (*cl).buf = b;
+            (*cl).next = ptr::null_mut();
+            ngx_http_output_filter(r, cl)
+        }
+    }
+
+    /// A complete response from a content handler: status, headers, body. Returns what the
+    /// content handler should return.
+    pub fn respond(
+        &self,
+        status: usize,
+        content_type: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+    ) -> ngx_int_t {
+        self.set_status(status);
+        for (k, v) in headers {
+            if !self.add_header(k, v) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+            }
+        }
+        if !self.set_content_type(content_type) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        self.set_content_length(Some(body.len()));
+        if body.is_empty() {
+            self.r().set_header_only(1);
+        }
+        let rc = self.send_header();
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || self.r().header_only() != 0 {
+            return rc;
+        }
+        self.send_bytes(body, false, true)
+    }
+
+    /// Keeps the request open after the content handler returns (which must then return the
+    /// value this returns, NGX_DONE). `on_write` runs when the socket becomes writable again.
+    pub fn hold(&self, on_write: nginx_sys::ngx_http_event_handler_pt) -> ngx_int_t {
+        let r = self.r();
+        // SAFETY: r.main is the main request of a live request.
+        unsafe { (*r.main).set_count((*r.main).count() + 1) };
+        r.read_event_handler = Some(nginx_sys::ngx_http_test_reading);
+        r.write_event_handler = on_write;
+        NGX_DONE as ngx_int_t
+    }
+
+    /// Flushes output that was left pending (after NGX_AGAIN).
+    pub fn flush_pending(&self) -> ngx_int_t {
+        // SAFETY: a live request; a null chain only flushes.
+        unsafe { ngx_http_output_filter(self.0, ptr::null_mut()) }
+    }
+
+    /// Whether output is still waiting for the socket.
+    pub fn has_pending_output(&self) -> bool {
+        let r = self.r();
+        // SAFETY: a live request's connection.
+        r.buffered() != 0 || unsafe { (*r.connection).buffered() } != 0
+    }
+
+    /// Ends a held request: `tail` (e.g. a footer) and the last buffer, then finalize.
+    pub fn finish(&self, tail: &[u8]) {
+        let rc = self.send_bytes(tail, true, true);
+        self.finalize(if rc == NGX_AGAIN as ngx_int_t {
+            NGX_OK as ngx_int_t
+        } else {
+            rc
+        });
+    }
+
+    /// `ngx_http_finalize_request` followed by running posted requests, as nginx expects from
+    /// code that finalizes outside a request's own handler.
+    pub fn finalize(&self, rc: ngx_int_t) {
+        // SAFETY: a live request; the connection is read before finalizing may free the request.
+        unsafe {
+            let c = (*self.0).connection;
+            ngx_http_finalize_request(self.0, rc);
+            ngx_http_run_posted_requests(c);
+        }
+    }
+
+    /// Registers `handler(data)` to run when the request's pool is destroyed.
+    pub fn on_cleanup(
+        &self,
+        handler: unsafe extern "C" fn(*mut core::ffi::c_void),
+        data: *mut core::ffi::c_void,
+    ) -> bool {
+        // SAFETY: the cleanup record is allocated from and owned by the request pool.
+        unsafe {
+            let cln = nginx_sys::ngx_pool_cleanup_add((*self.0).pool, 0);
+            if cln.is_null() {
+                return false;
+            }
+            (*cln).handler = Some(handler);
+            (*cln).data = data;
+            true
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Writing to nginx's error log. Every line the module writes starts with `push_stream:`.
+
+use nginx_sys::{ngx_cycle, ngx_log_t};
+
+/// Writes `msg` at `level` (NGX_LOG_*) to `log`, or to the cycle's log when `log` is null.
+pub fn write(level: usize, log: *mut ngx_log_t, msg: &str) {
+    // SAFETY: nginx's globals are only touched on the worker's (or master's) main thread, where
+    // every caller of this function runs; the log pointer is nginx's own.
+    unsafe {
+        let log = if log.is_null() {
+            if ngx_cycle.is_null() {
+                return;
+            }
+            (*ngx_cycle).log
+        } else {
+            log
+        };
+        if log.is_null() || (*log).log_level < level {
+            return;
+        }
+        ngx::log::log_error(level as _, log, 0, msg.as_bytes());
+    }
+}
+
+macro_rules! log_at {
+    ($name:ident, $level:ident) => {
+        #[allow(dead_code)]
+        pub fn $name(log: *mut ngx_log_t, msg: &str) {
+            write(nginx_sys::$level as usize, log, msg)
+        }
+    };
+}
+
+log_at!(alert, NGX_LOG_ALERT);
+log_at!(error, NGX_LOG_ERR);
+log_at!(warn, NGX_LOG_WARN);
+log_at!(notice, NGX_LOG_NOTICE);
+log_at!(info, NGX_LOG_INFO);

@@ -1,0 +1,582 @@
+//! Test harness: starts a real nginx with the module, talks to it as a client would, reloads
+//! it, stops it by pid, and fails the test on `[alert]`, `[emerg]`, `[crit]` or a worker that
+//! died on a signal.
+//!
+//! Which nginx and module: `PUSH_STREAM_NGINX` (default `/usr/sbin/nginx`) and
+//! `PUSH_STREAM_MODULE` (default `target/module-test/ngx_http_push_stream_module.so`, built by
+//! `ci/build --features test-hooks`). `ci/test` runs every test against Debian's nginx and
+//! against the nginx 1.28 that the `vendored` feature builds.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn nginx_bin() -> PathBuf {
+    std::env::var_os("PUSH_STREAM_NGINX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+}
+
+pub fn module_path() -> PathBuf {
+    let p = std::env::var_os("PUSH_STREAM_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/module-test/ngx_http_push_stream_module.so"));
+    assert!(
+        p.exists(),
+        "module {} not found: run ci/build --features test-hooks (or ci/test)",
+        p.display()
+    );
+    fs::canonicalize(p).unwrap()
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh, empty prefix directory for one nginx instance.
+pub fn temp_prefix(tag: &str) -> PathBuf {
+    let base = std::env::var_os("PUSH_STREAM_TEST_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/test-tmp"));
+    let dir = base.join(format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    for sub in ["logs", "conf", "tmp"] {
+        fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    // Workers run as an unprivileged user when the master is root: let them write temp files.
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(&dir)
+        .status();
+    dir
+}
+
+/// The whole nginx.conf around an `http{}` body. `{PORT}` in `http_body` is replaced.
+pub fn full_config(
+    prefix: &Path,
+    workers: usize,
+    main_extra: &str,
+    http_body: &str,
+    port: u16,
+) -> String {
+    let p = prefix.display();
+    format!(
+        "load_module {module};\n\
+         worker_processes {workers};\n\
+         daemon off;\n\
+         master_process on;\n\
+         pid {p}/nginx.pid;\n\
+         error_log {p}/logs/error.log info;\n\
+         {main_extra}\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n\
+         access_log off;\n\
+         client_body_temp_path {p}/tmp/body;\n\
+         proxy_temp_path {p}/tmp/proxy;\n\
+         fastcgi_temp_path {p}/tmp/fastcgi;\n\
+         uwsgi_temp_path {p}/tmp/uwsgi;\n\
+         scgi_temp_path {p}/tmp/scgi;\n\
+         add_header X-Worker-Pid $pid always;\n\
+         {body}\n\
+         }}\n",
+        module = module_path().display(),
+        body = http_body.replace("{PORT}", &port.to_string()),
+    )
+}
+
+pub struct Nginx {
+    pub prefix: PathBuf,
+    pub port: u16,
+    pub workers: usize,
+    child: Option<Child>,
+    /// Log lines that are expected (e.g. the alert a test-hook panic writes).
+    pub allowed: Vec<String>,
+    checked: bool,
+}
+
+pub struct Options {
+    pub workers: usize,
+    pub main_extra: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            workers: 2,
+            main_extra: String::new(),
+        }
+    }
+}
+
+impl Nginx {
+    /// Starts nginx with `http_body` inside `http{}` (use `listen 127.0.0.1:{PORT};`).
+    pub fn start(http_body: &str) -> Nginx {
+        Self::start_with(http_body, Options::default())
+    }
+
+    pub fn start_with(http_body: &str, opts: Options) -> Nginx {
+        let prefix = temp_prefix("nginx");
+        let port = free_port();
+        let conf = prefix.join("conf/nginx.conf");
+        fs::write(
+            &conf,
+            full_config(&prefix, opts.workers, &opts.main_extra, http_body, port),
+        )
+        .unwrap();
+        let child = Command::new(nginx_bin())
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let mut n = Nginx {
+            prefix,
+            port,
+            workers: opts.workers,
+            child: Some(child),
+            allowed: vec![],
+            checked: false,
+        };
+        n.wait_ready();
+        n
+    }
+
+    pub fn conf_path(&self) -> PathBuf {
+        self.prefix.join("conf/nginx.conf")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.prefix.join("logs/error.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "nginx exited at start ({status}); error log:\n{}",
+                    self.error_log()
+                );
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.worker_pids().len() == self.workers
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not come up; error log:\n{}",
+                self.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The master's current children that are worker processes.
+    pub fn worker_pids(&self) -> HashSet<u32> {
+        children_of(self.pid())
+            .into_iter()
+            .filter(|p| cmdline(*p).contains("worker process"))
+            .collect()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: signals the nginx master this harness started (its own child).
+        let rc = unsafe { libc::kill(self.pid() as i32, sig) };
+        assert_eq!(rc, 0, "kill({}) failed", self.pid());
+    }
+
+    /// Rewrites the configuration (same port) and reloads; waits until the new workers are up
+    /// and returns the old workers' pids (which may still be exiting).
+    pub fn reload_with(&mut self, http_body: &str, opts: &Options) -> HashSet<u32> {
+        let conf = full_config(
+            &self.prefix,
+            opts.workers,
+            &opts.main_extra,
+            http_body,
+            self.port,
+        );
+        fs::write(self.conf_path(), conf).unwrap();
+        self.workers = opts.workers;
+        self.reload()
+    }
+
+    pub fn reload(&mut self) -> HashSet<u32> {
+        let old = self.worker_pids();
+        self.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = self.worker_pids();
+            if now.difference(&old).count() >= self.workers {
+                return old;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "reload did not start new workers; log:\n{}",
+                self.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until none of `pids` is alive; returns how long it took.
+    pub fn wait_gone(&self, pids: &HashSet<u32>, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let alive: Vec<_> = pids
+                .iter()
+                .filter(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(**p))
+                .collect();
+            if alive.is_empty() {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "old workers {alive:?} still alive after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Graceful stop (QUIT), then the log check.
+    pub fn stop(mut self) {
+        self.shutdown(libc::SIGQUIT);
+        self.check_log();
+    }
+
+    fn shutdown(&mut self, sig: i32) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: our own child.
+            unsafe { libc::kill(child.id() as i32, sig) };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("nginx did not stop within 15 s");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Fails on `[alert]`, `[emerg]`, `[crit]` or a worker exit on a signal, except lines that
+    /// contain one of `self.allowed`.
+    pub fn check_log(&mut self) {
+        self.checked = true;
+        let log = self.error_log();
+        let bad: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains("[alert]")
+                    || l.contains("[emerg]")
+                    || l.contains("[crit]")
+                    || l.contains("exited on signal")
+            })
+            .filter(|l| !self.allowed.iter().any(|a| l.contains(a.as_str())))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "error log has problems:\n{}",
+            bad.join("\n")
+        );
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.shutdown(libc::SIGTERM);
+        if !self.checked && !std::thread::panicking() {
+            self.check_log();
+        }
+    }
+}
+
+fn children_of(ppid: u32) -> Vec<u32> {
+    let mut out = vec![];
+    if let Ok(rd) = fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
+                // pid (comm) state ppid ...
+                if let Some(rest) = stat.rsplit_once(')').map(|x| x.1) {
+                    let mut it = rest.split_whitespace();
+                    let state = it.next().unwrap_or("");
+                    if it.next().and_then(|p| p.parse::<u32>().ok()) == Some(ppid) && state != "Z" {
+                        out.push(pid);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .map(|x| x.1.trim_start().starts_with('Z'))
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
+}
+
+fn cmdline(pid: u32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// `nginx -t` on a whole configuration text; returns (ok, stderr) and the file it wrote.
+pub fn nginx_t(conf_text: &str) -> (bool, String, PathBuf) {
+    let prefix = temp_prefix("nginx-t");
+    let conf = prefix.join("conf/nginx.conf");
+    fs::write(&conf, conf_text).unwrap();
+    let out = Command::new(nginx_bin())
+        .arg("-t")
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        conf,
+    )
+}
+
+/// Asserts that `nginx -t` rejects `http_body` with a message containing `needle`, followed by
+/// ` in FILE:LINE` where LINE is the line of the configuration that holds `at_line`.
+pub fn assert_rejects(main_extra: &str, http_body: &str, needle: &str, at_line: &str) {
+    let prefix = temp_prefix("nginx-t");
+    let text = full_config(&prefix, 1, main_extra, http_body, free_port());
+    let line = text
+        .lines()
+        .position(|l| l.contains(at_line))
+        .expect("marker line in config")
+        + 1;
+    let (ok, stderr, conf) = nginx_t(&text);
+    assert!(
+        !ok,
+        "nginx -t accepted a bad configuration:\n{text}\n{stderr}"
+    );
+    let place = format!(" in {}:{line}", conf.display());
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(needle) && l.ends_with(&place)),
+        "expected a line with `{needle}` ending in `{place}` in nginx -t output:\n{stderr}"
+    );
+}
+
+// ---- HTTP client --------------------------------------------------------------------------
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One request on a fresh connection; `extra_headers` are raw `Name: value` lines.
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    extra_headers: &[&str],
+    body: &[u8],
+) -> Response {
+    let mut s = connect(port);
+    send_request(&mut s, method, path, extra_headers, body, true);
+    let mut r = BufReader::new(s);
+    read_response(&mut r, method == "HEAD")
+}
+
+pub fn get(port: u16, path: &str) -> Response {
+    request(port, "GET", path, &[], b"")
+}
+
+pub fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+pub fn send_request(
+    s: &mut TcpStream,
+    method: &str,
+    path: &str,
+    extra_headers: &[&str],
+    body: &[u8],
+    close: bool,
+) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for h in extra_headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    if close {
+        req.push_str("Connection: close\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+}
+
+/// Reads the status line and headers.
+pub fn read_head<R: BufRead>(r: &mut R) -> (u16, Vec<(String, String)>) {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("status line");
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = vec![];
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        let l = l.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    (status, headers)
+}
+
+pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> Response {
+    let (status, headers) = read_head(r);
+    let find = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = vec![];
+    if !head_only && status != 304 && status != 204 {
+        if find("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            while let Some(chunk) = read_chunk(r) {
+                body.extend_from_slice(&chunk);
+            }
+        } else if let Some(len) = find("Content-Length").and_then(|v| v.parse::<usize>().ok()) {
+            body.resize(len, 0);
+            r.read_exact(&mut body).unwrap();
+        } else {
+            r.read_to_end(&mut body).unwrap();
+        }
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Reads one chunk of a chunked body; None at the terminating zero-size chunk.
+pub fn read_chunk<R: BufRead>(r: &mut R) -> Option<Vec<u8>> {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("chunk size line");
+    let size = usize::from_str_radix(line.trim().split(';').next().unwrap(), 16)
+        .unwrap_or_else(|_| panic!("bad chunk size {line:?}"));
+    let mut data = vec![0; size];
+    r.read_exact(&mut data).unwrap();
+    let mut crlf = [0u8; 2];
+    r.read_exact(&mut crlf).unwrap();
+    if size == 0 {
+        None
+    } else {
+        Some(data)
+    }
+}
+
+/// A response read incrementally (a held/streaming subscriber).
+pub struct Stream {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Stream {
+    pub fn open(port: u16, path: &str, extra_headers: &[&str]) -> Stream {
+        let mut s = connect(port);
+        send_request(&mut s, "GET", path, extra_headers, b"", false);
+        let mut reader = BufReader::new(s);
+        let (status, headers) = read_head(&mut reader);
+        Stream {
+            status,
+            headers,
+            reader,
+        }
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    /// The next chunk, or None at the end of the response.
+    pub fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        read_chunk(&mut self.reader)
+    }
+    /// Everything until the end of the response.
+    pub fn rest(&mut self) -> Vec<u8> {
+        let mut out = vec![];
+        while let Some(c) = self.next_chunk() {
+            out.extend_from_slice(&c);
+        }
+        out
+    }
+}
