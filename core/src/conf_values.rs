@@ -86,13 +86,21 @@ fn parse_time(value: &str, is_sec: bool) -> Option<u64> {
                 if step > Step::Start {
                     return None;
                 }
-                (Step::Year, MAX_INT32 / (60 * 60 * 24 * 365), 60 * 60 * 24 * 365)
+                (
+                    Step::Year,
+                    MAX_INT32 / (60 * 60 * 24 * 365),
+                    60 * 60 * 24 * 365,
+                )
             }
             b'M' => {
                 if step >= Step::Month {
                     return None;
                 }
-                (Step::Month, MAX_INT32 / (60 * 60 * 24 * 30), 60 * 60 * 24 * 30)
+                (
+                    Step::Month,
+                    MAX_INT32 / (60 * 60 * 24 * 30),
+                    60 * 60 * 24 * 30,
+                )
             }
             b'w' => {
                 if step >= Step::Week {
@@ -464,7 +472,9 @@ mod tests {
 
     #[test]
     fn size_errors() {
-        for bad in ["", "k", "m", "1.5m", "-1", "+1", " 1", "1 ", "1kb", "1t", "abc", "1mm"] {
+        for bad in [
+            "", "k", "m", "1.5m", "-1", "+1", " 1", "1 ", "1kb", "1t", "abc", "1mm",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse_size("9223372036854775807"), Ok(i64::MAX as u64));
@@ -488,7 +498,10 @@ mod tests {
         assert_eq!(parse_time_s("1w"), Ok(604800));
         assert_eq!(parse_time_s("1M"), Ok(2592000));
         assert_eq!(parse_time_s("1y"), Ok(31536000));
-        assert_eq!(parse_time_s("1y 1M 1w 1d 1h 1m 1s"), Ok(31536000 + 2592000 + 604800 + 86400 + 3600 + 60 + 1));
+        assert_eq!(
+            parse_time_s("1y 1M 1w 1d 1h 1m 1s"),
+            Ok(31536000 + 2592000 + 604800 + 86400 + 3600 + 60 + 1)
+        );
         assert_eq!(parse_time_s("1h 5"), Ok(3605));
         assert_eq!(parse_time_s("0"), Ok(0));
         assert_eq!(parse_time_s("2147483647"), Ok(2147483647));
@@ -499,8 +512,20 @@ mod tests {
     #[test]
     fn time_seconds_errors() {
         for bad in [
-            "", "s", "h", "1ms", "1x", "30m 1h", "1h1h", "1s 1m", "-1", "1.5h", " 1h", "68y 1y",
-            "2147483648", "69y",
+            "",
+            "s",
+            "h",
+            "1ms",
+            "1x",
+            "30m 1h",
+            "1h1h",
+            "1s 1m",
+            "-1",
+            "1.5h",
+            " 1h",
+            "68y 1y",
+            "2147483648",
+            "69y",
         ] {
             assert!(parse_time_s(bad).is_err(), "{bad:?}");
         }
@@ -521,7 +546,9 @@ mod tests {
 
     #[test]
     fn time_milliseconds_errors() {
-        for bad in ["", "1y", "1M", "ms", "1ms 1s", "1msms", "25d", "4w", "2147484s", "x"] {
+        for bad in [
+            "", "1y", "1M", "ms", "1ms 1s", "1msms", "25d", "4w", "2147484s", "x",
+        ] {
             assert!(parse_time_ms(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse_time_ms("24d"), Ok(24 * 86_400_000));
@@ -546,7 +573,15 @@ mod tests {
         assert_eq!(parse_number("0"), Ok(0));
         assert_eq!(parse_number("42"), Ok(42));
         assert_eq!(parse_number("9223372036854775807"), Ok(i64::MAX as u64));
-        for bad in ["", "-1", "+1", "1k", "9223372036854775808", "99999999999999999999", " 1"] {
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1k",
+            "9223372036854775808",
+            "99999999999999999999",
+            " 1",
+        ] {
             assert!(parse_number(bad).is_err(), "{bad:?}");
         }
     }
@@ -563,11 +598,26 @@ mod tests {
         assert!(PublisherMode::parse("admins").is_err());
 
         assert_eq!(SubscriberMode::default(), SubscriberMode::Streaming);
-        assert_eq!(SubscriberMode::parse("streaming"), Ok(SubscriberMode::Streaming));
-        assert_eq!(SubscriberMode::parse("Polling"), Ok(SubscriberMode::Polling));
-        assert_eq!(SubscriberMode::parse("LONG-POLLING"), Ok(SubscriberMode::LongPolling));
-        assert_eq!(SubscriberMode::parse("eventsource"), Ok(SubscriberMode::EventSource));
-        assert_eq!(SubscriberMode::parse("WebSocket"), Ok(SubscriberMode::WebSocket));
+        assert_eq!(
+            SubscriberMode::parse("streaming"),
+            Ok(SubscriberMode::Streaming)
+        );
+        assert_eq!(
+            SubscriberMode::parse("Polling"),
+            Ok(SubscriberMode::Polling)
+        );
+        assert_eq!(
+            SubscriberMode::parse("LONG-POLLING"),
+            Ok(SubscriberMode::LongPolling)
+        );
+        assert_eq!(
+            SubscriberMode::parse("eventsource"),
+            Ok(SubscriberMode::EventSource)
+        );
+        assert_eq!(
+            SubscriberMode::parse("WebSocket"),
+            Ok(SubscriberMode::WebSocket)
+        );
         assert_eq!(
             SubscriberMode::parse("unknown").unwrap_err(),
             "push stream module: invalid push_stream_subscriber mode value: unknown, accepted values (streaming, polling, long-polling, eventsource, websocket)"
@@ -591,7 +641,10 @@ mod tests {
         );
         assert_eq!(
             parse_padding("[T|t]est 1,0,545:[T|t]est 2,4097,0"),
-            Ok(vec![rule("[T|t]est 1", 0, 545), rule("[T|t]est 2", 4097, 0)])
+            Ok(vec![
+                rule("[T|t]est 1", 0, 545),
+                rule("[T|t]est 2", 4097, 0)
+            ])
         );
         // greedy first group
         assert_eq!(parse_padding("a,b,1,2,3"), Ok(vec![rule("a,b,1", 2, 3)]));
