@@ -69,7 +69,10 @@ mod tests {
 
     #[test]
     fn json_escapes_quotes_controls_and_invalid_utf8() {
-        assert_eq!(json_escape(b"a\"b\\c\nd\x01"), b"a\\\"b\\\\c\\nd\\u0001".to_vec());
+        assert_eq!(
+            json_escape(b"a\"b\\c\nd\x01"),
+            b"a\\\"b\\\\c\\nd\\u0001".to_vec()
+        );
         assert_eq!(json_escape("é".as_bytes()), "é".as_bytes().to_vec());
         assert_eq!(json_escape(b"x\xffy"), b"x\\u00ffy".to_vec());
     }
