@@ -1,6 +1,16 @@
 //! Turns what nginx-sys found out about the nginx tree (exported as DEP_NGINX_*) into cfgs and
 //! environment for this crate, the same way the `ngx` crate does for itself.
 fn main() {
+    // The commit shown by the statistics location (X-Nginx-PushStream-Commit).
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo::rustc-env=PUSH_STREAM_COMMIT={commit}");
+
     println!("cargo::rerun-if-env-changed=DEP_NGINX_FEATURES_CHECK");
     println!(
         "cargo::rustc-check-cfg=cfg(ngx_feature, values({}))",

@@ -1,12 +1,34 @@
-//! Content handlers: the entry points nginx calls for requests to our locations.
+//! Content handlers: the entry points nginx calls for requests to our locations. The HTTP
+//! rules (status codes, explain strings, formats) come from `push_stream_core`; this file
+//! wires them to requests and to the host-wide store.
 
 use nginx_sys::{ngx_http_request_t, ngx_int_t, NGX_HTTP_INTERNAL_SERVER_ERROR};
-use ngx::http::HttpModuleLocationConf;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
+use push_stream_core::channel_path::{self as cp, ChannelError};
+use push_stream_core::conf_values::PublisherMode;
+use push_stream_core::format::{
+    self, ChannelInfo as FmtInfo, Format, GroupHead, Summary, WorkerInfo,
+};
+use push_stream_core::resume::{self, Cursor};
+use push_stream_core::store::{ChannelInfo, StoreError};
+use push_stream_core::template::Message;
 
-use crate::glue::conf::LocationRole;
+use crate::glue::conf::{LocConf, LocationRole, MainConf};
 use crate::glue::guard::guard;
 use crate::glue::http::Req;
+use crate::glue::{log, worker, zone};
 use crate::Module;
+
+const GET: usize = nginx_sys::NGX_HTTP_GET as usize;
+const POST: usize = nginx_sys::NGX_HTTP_POST as usize;
+const PUT: usize = nginx_sys::NGX_HTTP_PUT as usize;
+const DELETE: usize = nginx_sys::NGX_HTTP_DELETE as usize;
+const OPTIONS: usize = nginx_sys::NGX_HTTP_OPTIONS as usize;
+const ERR500: ngx_int_t = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+
+const ALLOW_HEADERS: &[u8] =
+    b"If-Modified-Since,If-None-Match,Etag,Event-Id,Event-Type,Last-Event-Id";
+const EXPLAIN: &str = "X-Nginx-PushStream-Explain";
 
 /// The content handler of every location the module serves.
 ///
@@ -14,29 +36,515 @@ use crate::Module;
 /// Called by nginx with a live request.
 pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let req = Req::from_raw(r);
-    guard(
-        req.log(),
-        "content handler",
-        NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
-        || {
-            let Some(lcf) = Module::location_conf(&*r) else {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-            };
-            match lcf.role {
-                #[cfg(feature = "test-hooks")]
-                Some(LocationRole::TestHook(hook)) => test_hooks::handle(req, hook),
-                #[allow(unreachable_patterns)]
-                _ => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+    guard(req.log(), "content handler", ERR500, || {
+        let (Some(lcf), Some(mcf)) = (Module::location_conf(&*r), Module::main_conf(&*r)) else {
+            return ERR500;
+        };
+        match lcf.role {
+            Some(LocationRole::Publisher(mode)) => publisher(req, mcf, lcf, mode),
+            Some(LocationRole::Statistics) => statistics(req, mcf, lcf),
+            Some(LocationRole::Subscriber(_)) => subscriber(req, mcf, lcf),
+            #[cfg(feature = "test-hooks")]
+            Some(LocationRole::TestHook(hook)) => test_hooks::handle(req, hook),
+            _ => ERR500,
+        }
+    })
+}
+
+fn no_cache(req: Req) {
+    req.add_header("Expires", b"Thu, 01 Jan 1970 00:00:01 GMT");
+    req.add_header("Cache-Control", b"no-cache, no-store, must-revalidate");
+}
+
+fn cors(req: Req, lcf: &LocConf, methods: &[u8]) {
+    let Some(cv) = lcf.allowed_origins else {
+        return;
+    };
+    let origin = req
+        .complex(cv)
+        .map(|v| cp::unescape_value(&v))
+        .unwrap_or_default();
+    if origin.is_empty() {
+        return;
+    }
+    req.add_header("Access-Control-Allow-Origin", &origin);
+    req.add_header("Access-Control-Allow-Methods", methods);
+    req.add_header("Access-Control-Allow-Headers", ALLOW_HEADERS);
+}
+
+/// A header-only error with the C module's explain header.
+fn fail(req: Req, status: usize, explain: &str) -> ngx_int_t {
+    let h: Vec<(&str, &[u8])> = if explain.is_empty() {
+        vec![]
+    } else {
+        vec![(EXPLAIN, explain.as_bytes())]
+    };
+    req.respond(status, None, &h, b"")
+}
+
+fn fail_channel(req: Req, e: ChannelError) -> ngx_int_t {
+    fail(req, e.status() as usize, e.explain())
+}
+
+fn store_error(e: StoreError) -> ChannelError {
+    match e {
+        StoreError::OutOfMemory => ChannelError::OutOfMemory,
+        StoreError::ChannelsLimit => ChannelError::ChannelsLimit,
+        StoreError::SubscribersLimit => ChannelError::SubscribersLimit,
+        StoreError::EventsChannel => ChannelError::EventsChannelReadOnly,
+    }
+}
+
+/// The channels a request names, URL-unescaped and parsed. Empty ids (from a leading `/`, as
+/// the stock JavaScript client sends) are dropped: a deliberate deviation, see docs.
+fn requested_channels(req: Req, lcf: &LocConf) -> Vec<cp::ChannelRef> {
+    let Some(cv) = lcf.channels_path else {
+        return vec![];
+    };
+    let raw = req.complex(cv).unwrap_or_default();
+    cp::parse_channels(&cp::unescape_value(&raw))
+        .into_iter()
+        .filter(|c| !c.id.is_empty())
+        .collect()
+}
+
+fn too_long(mcf: &MainConf, id: &[u8]) -> bool {
+    mcf.max_channel_id_length
+        .is_some_and(|max| id.len() as u64 > max)
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn fmt_info(c: &ChannelInfo) -> FmtInfo {
+    FmtInfo {
+        id: c.id.clone(),
+        published_messages: c.published_messages,
+        stored_messages: c.stored_messages,
+        subscribers: c.subscribers,
+    }
+}
+
+/// Channel info (one channel) or a group listing, in the format the request's Accept asks for.
+fn reply_infos(req: Req, mcf: &MainConf, infos: &[ChannelInfo], force_group: bool) -> ngx_int_t {
+    let (fmt, ct) = format::negotiate(req.header_in("Accept"));
+    let body = if infos.len() == 1 && !force_group {
+        format::render_channel(fmt, &fmt_info(&infos[0]))
+    } else {
+        let c = zone::with_store(mcf.shm_zone, |s| s.counters()).unwrap_or_default();
+        let now = worker::now();
+        let head = GroupHead {
+            hostname: hostname(),
+            time: format::stats_time(now),
+            channels: c.channels,
+            wildcard_channels: c.wildcard_channels,
+            uptime: (now - zone::created(mcf.shm_zone).unwrap_or(now)).max(0) as u64,
+        };
+        let items: Vec<FmtInfo> = infos.iter().map(fmt_info).collect();
+        format::render_group(fmt, &head, &items)
+    };
+    req.respond(200, Some(ct.as_bytes()), &[], &body)
+}
+
+// ---- publisher --------------------------------------------------------------------------
+
+fn publisher(
+    req: Req,
+    mcf: &'static MainConf,
+    lcf: &'static LocConf,
+    mode: PublisherMode,
+) -> ngx_int_t {
+    let admin = mode == PublisherMode::Admin;
+    let (methods, allow): (&[u8], &[u8]) = if admin {
+        (b"GET, POST, PUT, DELETE", b"GET, POST, PUT, DELETE")
+    } else {
+        (b"GET, POST, PUT", b"GET, POST, PUT")
+    };
+    no_cache(req);
+    cors(req, lcf, methods);
+    let method = req.method();
+    if method == OPTIONS {
+        return req.respond(200, None, &[], b"");
+    }
+    if !(method == GET || method == POST || method == PUT || (admin && method == DELETE)) {
+        return req.respond(405, None, &[("Allow", allow)], b"");
+    }
+    let channels = requested_channels(req, lcf);
+    if channels.is_empty() {
+        return fail_channel(req, ChannelError::NoChannel);
+    }
+    for c in &channels {
+        if cp::is_reserved_id(&c.id) {
+            return fail_channel(req, ChannelError::NotAuthorized);
+        }
+        if too_long(mcf, &c.id) {
+            return fail_channel(req, ChannelError::TooLong);
+        }
+        if method != GET && mcf.limits.events_channel_id.as_deref() == Some(c.id.as_slice()) {
+            return fail_channel(req, ChannelError::EventsChannelReadOnly);
+        }
+    }
+    if method == GET {
+        let infos: Vec<ChannelInfo> = zone::with_store(mcf.shm_zone, |s| {
+            channels.iter().filter_map(|c| s.channel(&c.id)).collect()
+        })
+        .unwrap_or_default();
+        if infos.is_empty() {
+            return req.respond(404, None, &[], b"");
+        }
+        return reply_infos(req, mcf, &infos, false);
+    }
+    req.read_body(body_read)
+}
+
+/// The publisher's POST/PUT/DELETE, once nginx has read the whole body.
+unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    let req = Req::from_raw(r);
+    let rc = guard(req.log(), "publisher", ERR500, || {
+        let (Some(lcf), Some(mcf)) = (Module::location_conf(&*r), Module::main_conf(&*r)) else {
+            return ERR500;
+        };
+        let body = match req.body() {
+            Ok(b) => b,
+            Err(e) => {
+                log::error(req.log(), &format!("push_stream: {e}"));
+                return ERR500;
             }
-        },
+        };
+        let channels = requested_channels(req, lcf);
+        if req.method() == DELETE {
+            delete(req, mcf, &channels, &body)
+        } else {
+            publish(req, mcf, lcf, &channels, &body)
+        }
+    });
+    req.finalize_in_handler(rc);
+}
+
+fn publish(
+    req: Req,
+    mcf: &MainConf,
+    lcf: &LocConf,
+    channels: &[cp::ChannelRef],
+    body: &[u8],
+) -> ngx_int_t {
+    if body.is_empty() {
+        return fail(req, 400, "Empty post requests are not allowed.");
+    }
+    let event_id = req.header_in("Event-Id").map(|v| v.to_vec());
+    let event_type = req.header_in("Event-Type").map(|v| v.to_vec());
+    let store = lcf.store_messages();
+    let now = worker::now();
+    let limits = &mcf.limits;
+    let outcome = zone::with_store(mcf.shm_zone, |s| {
+        let mut infos = Vec::with_capacity(channels.len());
+        for c in channels {
+            s.publish(
+                &c.id,
+                body,
+                event_id.as_deref(),
+                event_type.as_deref(),
+                store,
+                now,
+                limits,
+            )?;
+            infos.extend(s.channel(&c.id));
+        }
+        let pids: Vec<u32> = s.workers().iter().map(|w| w.pid).collect();
+        Ok::<_, StoreError>((infos, pids))
+    });
+    let Some(outcome) = outcome else {
+        return ERR500;
+    };
+    // Whatever was published (also before a failure) is delivered.
+    worker::process_log();
+    match outcome {
+        Ok((infos, pids)) => {
+            worker::wake_others(&pids);
+            if lcf.channel_info_on_publish() {
+                reply_infos(req, mcf, &infos, false)
+            } else {
+                req.respond(200, None, &[], b"")
+            }
+        }
+        Err(e) => {
+            let pids: Vec<u32> = zone::with_store(mcf.shm_zone, |s| {
+                s.workers().iter().map(|w| w.pid).collect()
+            })
+            .unwrap_or_default();
+            worker::wake_others(&pids);
+            if e == StoreError::OutOfMemory {
+                let (used, size) = zone::memory(mcf.shm_zone);
+                log::error(req.log(), &format!(
+                    "push_stream: shared memory zone \"{}\" is full ({used} of {size} bytes used): message refused",
+                    String::from_utf8_lossy(&mcf.shm_name)
+                ));
+                return fail(req, 500, "Shared memory exhausted.");
+            }
+            fail_channel(req, store_error(e))
+        }
+    }
+}
+
+fn delete(req: Req, mcf: &MainConf, channels: &[cp::ChannelRef], body: &[u8]) -> ngx_int_t {
+    let text = if body.is_empty() {
+        mcf.deleted_text().to_vec()
+    } else {
+        body.to_vec()
+    };
+    let now = worker::now();
+    let outcome = zone::with_store(mcf.shm_zone, |s| {
+        let mut deleted = 0;
+        for c in channels {
+            if s.delete(&c.id, &text, now, &mcf.limits)? {
+                deleted += 1;
+            }
+        }
+        let pids: Vec<u32> = s.workers().iter().map(|w| w.pid).collect();
+        Ok::<_, StoreError>((deleted, pids))
+    });
+    match outcome {
+        Some(Ok((deleted, pids))) => {
+            worker::process_log();
+            worker::wake_others(&pids);
+            if deleted == 0 {
+                req.respond(404, None, &[], b"")
+            } else {
+                fail(req, 200, "Channel deleted.")
+            }
+        }
+        Some(Err(e)) => fail_channel(req, store_error(e)),
+        None => ERR500,
+    }
+}
+
+// ---- statistics -------------------------------------------------------------------------
+
+fn statistics(req: Req, mcf: &MainConf, lcf: &LocConf) -> ngx_int_t {
+    no_cache(req);
+    if req.method() != GET {
+        return req.respond(405, None, &[("Allow", b"GET")], b"");
+    }
+    req.add_header(
+        "X-Nginx-PushStream-Tag",
+        env!("CARGO_PKG_VERSION").as_bytes(),
+    );
+    req.add_header("X-Nginx-PushStream-Commit", crate::COMMIT.as_bytes());
+    let channels = requested_channels(req, lcf);
+    if channels.is_empty() {
+        return summary(req, mcf);
+    }
+    let mut infos = Vec::new();
+    for c in &channels {
+        if too_long(mcf, &c.id) {
+            return fail_channel(req, ChannelError::TooLong);
+        }
+        if let Some(prefix) = cp::stats_prefix(&c.id) {
+            let all =
+                zone::with_store(mcf.shm_zone, |s| s.channels(Some(prefix))).unwrap_or_default();
+            return reply_infos(req, mcf, &all, true);
+        }
+        if c.id == b"ALL" {
+            let all = zone::with_store(mcf.shm_zone, |s| s.channels(None)).unwrap_or_default();
+            return reply_infos(req, mcf, &all, true);
+        }
+        if let Some(i) = zone::with_store(mcf.shm_zone, |s| s.channel(&c.id)).flatten() {
+            infos.push(i);
+        }
+    }
+    if infos.is_empty() {
+        return req.respond(404, None, &[], b"");
+    }
+    reply_infos(req, mcf, &infos, channels.len() > 1)
+}
+
+fn summary(req: Req, mcf: &MainConf) -> ngx_int_t {
+    let (fmt, ct): (Format, &str) = format::negotiate(req.header_in("Accept"));
+    let Some((c, workers)) = zone::with_store(mcf.shm_zone, |s| (s.counters(), s.workers())) else {
+        return ERR500;
+    };
+    let now = worker::now();
+    let (used, size) = zone::memory(mcf.shm_zone);
+    let stats = worker::with(|w| w.stats).unwrap_or_default();
+    let s = Summary {
+        hostname: hostname(),
+        time: format::stats_time(now),
+        channels: c.channels,
+        wildcard_channels: c.wildcard_channels,
+        published_messages: c.published_messages,
+        stored_messages: c.stored_messages,
+        messages_in_trash: c.messages_in_trash,
+        channels_in_delete: c.channels_in_delete,
+        channels_in_trash: c.channels_in_trash,
+        subscribers: c.subscribers,
+        uptime: (now - c.created).max(0) as u64,
+        extra: vec![
+            ("shared_memory_used".into(), used),
+            ("shared_memory_limit".into(), size),
+            (
+                "slow_subscribers_closed_by_this_worker".into(),
+                stats.slow_closed,
+            ),
+        ],
+        by_worker: workers
+            .iter()
+            .map(|w| WorkerInfo {
+                pid: w.pid,
+                subscribers: w.subscribers,
+                uptime: (now - w.started).max(0) as u64,
+            })
+            .collect(),
+    };
+    req.respond(
+        200,
+        Some(ct.as_bytes()),
+        &[],
+        &format::render_summary(fmt, &s),
     )
+}
+
+// ---- subscriber (streaming) -------------------------------------------------------------
+
+fn subscriber(req: Req, mcf: &'static MainConf, lcf: &'static LocConf) -> ngx_int_t {
+    cors(req, lcf, b"GET");
+    if req.method() == OPTIONS {
+        return req.respond(200, None, &[], b"");
+    }
+    no_cache(req);
+    if req.method() != GET {
+        return req.respond(405, None, &[("Allow", b"GET")], b"");
+    }
+    let channels = requested_channels(req, lcf);
+    if channels.is_empty() {
+        return fail_channel(req, ChannelError::NoChannel);
+    }
+    let events = mcf.limits.events_channel_id.as_deref();
+    for c in &channels {
+        if cp::is_reserved_id(&c.id) {
+            return fail_channel(req, ChannelError::NotAuthorized);
+        }
+        if too_long(mcf, &c.id) {
+            return fail_channel(req, ChannelError::TooLong);
+        }
+        if events == Some(c.id.as_slice()) {
+            return fail_channel(req, ChannelError::EventsChannelForbidden);
+        }
+    }
+    let Some(tpl) = lcf.templates.as_ref() else {
+        return ERR500;
+    };
+    let cursor_base = Cursor {
+        backtrack: 0,
+        since: req
+            .header_in("If-Modified-Since")
+            .and_then(resume::parse_http_date),
+        tag: req.header_in("If-None-Match").and_then(resume::parse_tag),
+        last_event_id: req
+            .header_in("Last-Event-Id")
+            .map(|v| cp::unescape_value(v))
+            .filter(|v| !v.is_empty()),
+    };
+    let now = worker::now();
+    let limits = &mcf.limits;
+    // Subscribe to every channel (creating it), all or nothing, and take the old messages and
+    // the log position in the same critical section, so nothing is sent twice or missed.
+    let outcome = zone::with_store(mcf.shm_zone, |s| {
+        let mut done: Vec<&[u8]> = Vec::new();
+        let mut result = Ok(());
+        for c in &channels {
+            let r = s
+                .get_or_create(&c.id, now, limits)
+                .and_then(|_| s.add_subscriber(&c.id, now, limits));
+            if let Err(e) = r {
+                result = Err(e);
+                break;
+            }
+            done.push(&c.id);
+        }
+        if let Err(e) = result {
+            for id in done {
+                s.remove_subscriber(id, now, limits);
+            }
+            return Err(e);
+        }
+        let old: Vec<_> = channels
+            .iter()
+            .map(|c| {
+                let cur = Cursor {
+                    backtrack: c.backtrack,
+                    ..cursor_base.clone()
+                };
+                (c.id.clone(), s.old_messages(&c.id, &cur))
+            })
+            .collect();
+        Ok((old, s.last_seq()))
+    });
+    let (old, since_seq) = match outcome {
+        Some(Ok(x)) => x,
+        Some(Err(StoreError::OutOfMemory)) => return fail(req, 500, ""),
+        Some(Err(e)) => return fail_channel(req, store_error(e)),
+        None => return ERR500,
+    };
+    let sub = worker::Sub {
+        req,
+        channels: channels.iter().map(|c| c.id.clone()).collect(),
+        tpl: Some(tpl),
+        footer: tpl.footer.clone(),
+        since_seq,
+        pending: 0,
+        finishing: false,
+    };
+    req.set_status(200);
+    let sent = req.set_content_type(None) && {
+        req.set_content_length(None);
+        let rc = req.send_header();
+        !(rc == nginx_sys::NGX_ERROR as ngx_int_t || rc > nginx_sys::NGX_OK as ngx_int_t)
+    };
+    if !sent {
+        zone::with_store(mcf.shm_zone, |s| {
+            channels
+                .iter()
+                .for_each(|c| s.remove_subscriber(&c.id, now, limits))
+        });
+        return nginx_sys::NGX_ERROR as ngx_int_t;
+    }
+    let mut first = tpl.header.clone();
+    for (channel, msgs) in &old {
+        for m in msgs {
+            let msg = Message {
+                text: &m.text,
+                id: m.id,
+                channel,
+                event_id: &m.event_id,
+                event_type: &m.event_type,
+                time: m.time,
+                tag: m.tag,
+            };
+            tpl.render_message_into(&mut first, &msg);
+        }
+    }
+    // From here on the request is held; its cleanup releases the subscriptions on every path.
+    let rc_hold = worker::hold(sub);
+    let rc = req.send_bytes(&first, true, false);
+    if rc == nginx_sys::NGX_ERROR as ngx_int_t {
+        // nginx terminates the request; the cleanup unsubscribes.
+        return rc;
+    }
+    rc_hold
 }
 
 #[cfg(feature = "test-hooks")]
 mod test_hooks {
     use super::*;
     use crate::glue::conf::TestHook;
-    use crate::glue::worker;
 
     pub fn handle(req: Req, hook: TestHook) -> ngx_int_t {
         let pid = std::process::id();
@@ -52,7 +560,7 @@ mod test_hooks {
                 let (bridge, dropped, held) = (
                     worker::bridge_running(),
                     worker::inbox_dropped(),
-                    worker::held_count(),
+                    worker::sub_count(),
                 );
                 let (ticks, last) = worker::with(|w| (w.ticks, w.last_tick)).unwrap_or((0, 0));
                 let body = format!(
@@ -63,7 +571,7 @@ mod test_hooks {
             TestHook::Hold => {
                 req.set_status(200);
                 if !req.set_content_type(Some(b"text/plain")) {
-                    return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+                    return ERR500;
                 }
                 req.set_content_length(None);
                 let rc = req.send_header();
@@ -74,7 +582,15 @@ mod test_hooks {
                 if rc == nginx_sys::NGX_ERROR as ngx_int_t {
                     return rc;
                 }
-                worker::hold(req, b"bye\n".to_vec(), Some(worker::held_write_handler))
+                worker::hold(worker::Sub {
+                    req,
+                    channels: vec![],
+                    tpl: None,
+                    footer: b"bye\n".to_vec(),
+                    since_seq: 0,
+                    pending: 0,
+                    finishing: false,
+                })
             }
         }
     }

@@ -8,10 +8,10 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_LOG_EMERG, NGX_LOG_WARN,
-    NGX_OK,
+    ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t,
+    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE,
+    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::core::NGX_CONF_ERROR;
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
@@ -39,6 +39,7 @@ impl HttpModule for Module {
     unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
         guard((*cf).log, "init_main_conf", NGX_CONF_ERROR, || {
             let mcf = &mut *(conf as *mut MainConf);
+            mcf.finish();
             if mcf.used && !mcf.shm_set {
                 glue::conf::conf_error(
                     cf,
@@ -86,7 +87,8 @@ unsafe extern "C" fn set_shared_memory_size(
     conf: *mut c_void,
 ) -> *mut c_char {
     let tag = ptr::addr_of_mut!(ngx_http_push_stream_module) as *mut c_void;
-    let rv = setter(cf, conf, |mcf: &mut MainConf, args| {
+    let mcf_ptr = conf as *mut MainConf;
+    setter(cf, conf, |mcf: &mut MainConf, args| {
         if mcf.shm_set {
             return Err("\"push_stream_shared_memory_size\" directive is duplicate".into());
         }
@@ -112,12 +114,10 @@ unsafe extern "C" fn set_shared_memory_size(
             }
             mcf.shm_name = name.as_bytes().to_vec();
         }
-        mcf.shm_zone = glue::zone::add(cf, &mcf.shm_name, size, tag)?;
-        mcf.shm_size = size;
+        mcf.shm_zone = glue::zone::add(cf, mcf_ptr, size, tag)?;
         mcf.shm_set = true;
         Ok(())
-    });
-    rv
+    })
 }
 
 #[cfg(feature = "test-hooks")]
@@ -171,53 +171,53 @@ unsafe extern "C" fn set_test_bridge_ticks(
     })
 }
 
-const fn command(
-    name: &'static core::ffi::CStr,
-    type_: u32,
-    set: glue::conf::Setter,
-    conf: usize,
-) -> ngx_command_t {
-    ngx_command_t {
-        name: nginx_sys::ngx_str_t {
-            len: name.to_bytes().len(),
-            data: name.as_ptr() as *mut u8,
-        },
-        type_: type_ as ngx_uint_t,
-        set: Some(set),
-        conf,
-        offset: 0,
-        post: ptr::null_mut(),
-    }
-}
+use glue::conf::{command, set_loc, set_main, set_role, Field};
+
+const MAIN: usize = NGX_HTTP_MAIN_CONF_OFFSET;
+const LOC: usize = NGX_HTTP_LOC_CONF_OFFSET;
+/// Location-level directives are valid in http, server and location blocks.
+const ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+/// … and inside `if` in a location.
+const ANY_IF: u32 = ANY | NGX_HTTP_LIF_CONF;
 
 #[cfg(not(feature = "test-hooks"))]
-const N_COMMANDS: usize = 2;
+const N_COMMANDS: usize = 23;
 #[cfg(feature = "test-hooks")]
-const N_COMMANDS: usize = 4;
+const N_COMMANDS: usize = 25;
 
+#[rustfmt::skip]
 static mut COMMANDS: [ngx_command_t; N_COMMANDS] = [
-    command(
-        c"push_stream_shared_memory_size",
-        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE12,
-        set_shared_memory_size,
-        NGX_HTTP_MAIN_CONF_OFFSET,
-    ),
+    command(c"push_stream_shared_memory_size", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE12, set_shared_memory_size, MAIN, 0),
+    command(c"push_stream_channel_deleted_message_text", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::ChannelDeletedMessageText as usize),
+    command(c"push_stream_channel_inactivity_time", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::ChannelInactivityTime as usize),
+    command(c"push_stream_message_ttl", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::MessageTtl as usize),
+    command(c"push_stream_max_subscribers_per_channel", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::MaxSubscribersPerChannel as usize),
+    command(c"push_stream_max_messages_stored_per_channel", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::MaxMessagesStoredPerChannel as usize),
+    command(c"push_stream_max_channel_id_length", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::MaxChannelIdLength as usize),
+    command(c"push_stream_max_number_of_channels", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::MaxNumberOfChannels as usize),
+    command(c"push_stream_max_number_of_wildcard_channels", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::MaxNumberOfWildcardChannels as usize),
+    command(c"push_stream_wildcard_channel_prefix", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::WildcardChannelPrefix as usize),
+    command(c"push_stream_events_channel_id", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::EventsChannelId as usize),
+    command(c"push_stream_channels_statistics", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_role, LOC, 0),
+    command(c"push_stream_publisher", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_role, LOC, 0),
+    command(c"push_stream_subscriber", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_role, LOC, 0),
+    command(c"push_stream_channels_path", ANY_IF | NGX_CONF_TAKE1, set_loc, LOC, Field::ChannelsPath as usize),
+    command(c"push_stream_store_messages", ANY_IF | NGX_CONF_TAKE1, set_loc, LOC, Field::StoreMessages as usize),
+    command(c"push_stream_channel_info_on_publish", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::ChannelInfoOnPublish as usize),
+    command(c"push_stream_allowed_origins", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::AllowedOrigins as usize),
+    command(c"push_stream_header_template", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::HeaderTemplate as usize),
+    command(c"push_stream_header_template_file", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::HeaderTemplateFile as usize),
+    command(c"push_stream_message_template", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::MessageTemplate as usize),
+    command(c"push_stream_footer_template", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::FooterTemplate as usize),
     #[cfg(feature = "test-hooks")]
-    command(
-        c"push_stream_test_hook",
-        NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-        set_test_hook,
-        NGX_HTTP_LOC_CONF_OFFSET,
-    ),
+    command(c"push_stream_test_hook", NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1, set_test_hook, LOC, 0),
     #[cfg(feature = "test-hooks")]
-    command(
-        c"push_stream_test_bridge_ticks",
-        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-        set_test_bridge_ticks,
-        NGX_HTTP_MAIN_CONF_OFFSET,
-    ),
+    command(c"push_stream_test_bridge_ticks", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_test_bridge_ticks, MAIN, 0),
     ngx_command_t::empty(),
 ];
+
+/// The commit the module was built from (build.rs), shown by the statistics location.
+pub const COMMIT: &str = env!("PUSH_STREAM_COMMIT");
 
 // ---- module -----------------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     create_srv_conf: None,
     merge_srv_conf: None,
     create_loc_conf: Some(Module::create_loc_conf),
-    merge_loc_conf: Some(Module::merge_loc_conf),
+    merge_loc_conf: Some(glue::conf::merge_loc_conf),
 };
 
 /// `init_module` (master, every configuration): say so when the module is loaded but unused.
@@ -256,7 +256,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         if !mcf.used {
             return NGX_OK as ngx_int_t;
         }
-        if let Err(e) = glue::worker::init(cycle) {
+        if let Err(e) = glue::worker::init(cycle, mcf.shm_zone, &mcf.limits) {
             glue::log::alert((*cycle).log, &format!("push_stream: {e}"));
             return NGX_OK as ngx_int_t;
         }

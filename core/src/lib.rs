@@ -8,5 +8,6 @@ pub mod conf_values;
 pub mod escape;
 pub mod format;
 pub mod resume;
+pub mod store;
 pub mod template;
 pub mod websocket;

@@ -1,17 +1,29 @@
 //! Configuration structures and the directive setters nginx calls.
+//!
+//! Values are parsed with `push_stream_core::conf_values` (unit-tested); this file only moves
+//! them between nginx and the structs, and reports errors with nginx's `in FILE:LINE`.
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
-use nginx_sys::{ngx_command_t, ngx_conf_t, ngx_str_t, NGX_LOG_EMERG};
+use nginx_sys::{
+    ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
+    ngx_http_complex_value_t, ngx_pcalloc, ngx_str_t, NGX_LOG_EMERG, NGX_OK,
+};
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
-use ngx::http::{HttpModuleLocationConf, Merge, MergeConfigError, NgxHttpCoreModule};
+use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
+use push_stream_core::conf_values as cv;
+use push_stream_core::store::Limits;
+use push_stream_core::template::{Kind, LocationTemplates};
 
 use super::guard::guard;
 
 /// What a location does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LocationRole {
+    Publisher(cv::PublisherMode),
+    Statistics,
+    Subscriber(cv::SubscriberMode),
     /// Test-only handlers (feature `test-hooks`).
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     TestHook(TestHook),
@@ -30,7 +42,6 @@ pub enum TestHook {
 }
 
 /// `http{}`-level configuration.
-#[derive(Debug)]
 pub struct MainConf {
     /// Some location uses the module.
     pub used: bool,
@@ -38,8 +49,19 @@ pub struct MainConf {
     pub shm_size: usize,
     pub shm_name: Vec<u8>,
     pub shm_zone: *mut nginx_sys::ngx_shm_zone_t,
-    /// Where `push_stream_shared_memory_size` was given, for later messages.
     pub shm_set: bool,
+    pub channel_deleted_message_text: Option<Vec<u8>>,
+    pub channel_inactivity_time: Option<u64>,
+    pub message_ttl: Option<u64>,
+    pub max_subscribers_per_channel: Option<u64>,
+    pub max_messages_stored_per_channel: Option<u64>,
+    pub max_channel_id_length: Option<u64>,
+    pub max_number_of_channels: Option<u64>,
+    pub max_number_of_wildcard_channels: Option<u64>,
+    pub wildcard_channel_prefix: Option<Vec<u8>>,
+    pub events_channel_id: Option<Vec<u8>>,
+    /// Built in init_main_conf from the fields above.
+    pub limits: Limits,
     /// `push_stream_test_bridge_ticks` (test-hooks): start the thread skeleton with a ticker.
     pub test_ticks_ms: u64,
 }
@@ -52,21 +74,74 @@ impl Default for MainConf {
             shm_name: b"push_stream_module".to_vec(),
             shm_zone: ptr::null_mut(),
             shm_set: false,
+            channel_deleted_message_text: None,
+            channel_inactivity_time: None,
+            message_ttl: None,
+            max_subscribers_per_channel: None,
+            max_messages_stored_per_channel: None,
+            max_channel_id_length: None,
+            max_number_of_channels: None,
+            max_number_of_wildcard_channels: None,
+            wildcard_channel_prefix: None,
+            events_channel_id: None,
+            limits: Limits::default(),
             test_ticks_ms: 0,
         }
     }
 }
 
-/// Location-level configuration.
-#[derive(Debug, Default)]
-pub struct LocConf {
-    pub role: Option<LocationRole>,
+impl MainConf {
+    pub fn deleted_text(&self) -> &[u8] {
+        self.channel_deleted_message_text
+            .as_deref()
+            .unwrap_or(b"Channel deleted")
+    }
+
+    /// Defaults applied after the whole `http{}` block was read.
+    pub fn finish(&mut self) {
+        self.limits = Limits {
+            message_ttl: self.message_ttl.unwrap_or(30 * 60) as i64,
+            max_messages_stored_per_channel: self.max_messages_stored_per_channel,
+            max_number_of_channels: self.max_number_of_channels,
+            max_number_of_wildcard_channels: self.max_number_of_wildcard_channels,
+            max_subscribers_per_channel: self.max_subscribers_per_channel,
+            channel_inactivity_time: self.channel_inactivity_time.unwrap_or(30) as i64,
+            wildcard_prefix: self
+                .wildcard_channel_prefix
+                .clone()
+                .filter(|p| !p.is_empty()),
+            events_channel_id: self.events_channel_id.clone().filter(|p| !p.is_empty()),
+        };
+    }
 }
 
-impl Merge for LocConf {
-    fn merge(&mut self, _prev: &LocConf) -> Result<(), MergeConfigError> {
-        // The role is per location, never inherited (as nginx's own content handlers).
-        Ok(())
+/// A compiled nginx complex value (may contain variables), evaluated per request.
+#[derive(Clone, Copy)]
+pub struct Complex(pub *mut ngx_http_complex_value_t);
+
+/// Location-level configuration (merged from http and server levels).
+#[derive(Default)]
+pub struct LocConf {
+    pub role: Option<LocationRole>,
+    pub channels_path: Option<Complex>,
+    pub store_messages: Option<bool>,
+    pub channel_info_on_publish: Option<bool>,
+    pub allowed_origins: Option<Complex>,
+    pub header_template: Option<Vec<u8>>,
+    /// Set by push_stream_header_template_file (for the duplicate check).
+    pub header_from_file: bool,
+    pub message_template: Option<Vec<u8>>,
+    pub footer_template: Option<Vec<u8>>,
+    /// Built at merge time for subscriber locations.
+    pub templates: Option<LocationTemplates>,
+}
+
+impl LocConf {
+    pub fn store_messages(&self) -> bool {
+        self.store_messages.unwrap_or(false)
+    }
+    pub fn channel_info_on_publish(&self) -> bool {
+        self.channel_info_on_publish.unwrap_or(true)
     }
 }
 
@@ -79,7 +154,16 @@ pub unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
     &all[1..]
 }
 
-/// Logs `msg` at `emerg` against the directive being parsed; nginx appends `in FILE:LINE`.
+/// The name of the directive being parsed.
+///
+/// # Safety
+/// `cf` must be the configuration nginx passed to a directive setter.
+pub unsafe fn directive_name(cf: *mut ngx_conf_t) -> String {
+    let all: &[ngx_str_t] = (*(*cf).args).as_slice();
+    String::from_utf8_lossy(all[0].as_bytes()).into_owned()
+}
+
+/// Logs `msg` against the directive being parsed; nginx appends `in FILE:LINE`.
 ///
 /// # Safety
 /// `cf` must be a live configuration.
@@ -88,7 +172,7 @@ pub unsafe fn conf_error(cf: *mut ngx_conf_t, level: u32, msg: &str) {
 }
 
 /// Runs a directive setter body: `Err(message)` and panics become NGX_CONF_ERROR with the
-/// message logged against the directive's file and line.
+/// message logged against the directive's file and line (an empty message: already logged).
 ///
 /// # Safety
 /// Arguments are those nginx passes to a directive setter.
@@ -103,14 +187,17 @@ pub unsafe fn setter<T>(
         match f(conf, args(cf)) {
             Ok(()) => NGX_CONF_OK,
             Err(msg) => {
-                conf_error(cf, NGX_LOG_EMERG, &msg);
+                if !msg.is_empty() {
+                    conf_error(cf, NGX_LOG_EMERG, &msg);
+                }
                 NGX_CONF_ERROR
             }
         }
     })
 }
 
-/// Makes the current location's content handler ours.
+/// Makes the current location's content handler ours and turns off nginx's own
+/// If-Modified-Since handling there (the module reads that header itself).
 ///
 /// # Safety
 /// `cf` must be a live configuration inside a location.
@@ -120,6 +207,7 @@ pub unsafe fn set_content_handler(
 ) {
     if let Some(clcf) = NgxHttpCoreModule::location_conf_mut(&*cf) {
         clcf.handler = Some(h);
+        clcf.if_modified_since = nginx_sys::NGX_HTTP_IMS_OFF as _;
     }
 }
 
@@ -133,6 +221,367 @@ pub unsafe fn mark_used(cf: *mut ngx_conf_t) {
     }
 }
 
+/// Compiles a complex value (a string that may hold variables).
+///
+/// # Safety
+/// `cf` must be a live configuration.
+pub unsafe fn compile_complex(cf: *mut ngx_conf_t, value: &ngx_str_t) -> Result<Complex, String> {
+    let cv = ngx_pcalloc((*cf).pool, core::mem::size_of::<ngx_http_complex_value_t>())
+        as *mut ngx_http_complex_value_t;
+    if cv.is_null() {
+        return Err("push stream module: out of memory".into());
+    }
+    let mut v = *value;
+    let mut ccv: ngx_http_compile_complex_value_t = core::mem::zeroed();
+    ccv.cf = cf;
+    ccv.value = &mut v;
+    ccv.complex_value = cv;
+    if ngx_http_compile_complex_value(&mut ccv) != NGX_OK as _ {
+        return Err(String::new());
+    }
+    Ok(Complex(cv))
+}
+
+pub fn text(s: &ngx_str_t) -> String {
+    String::from_utf8_lossy(s.as_bytes()).into_owned()
+}
+
+/// Which field a `push_stream_*` directive sets (stored in the command's `offset`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum Field {
+    ChannelDeletedMessageText,
+    ChannelInactivityTime,
+    MessageTtl,
+    MaxSubscribersPerChannel,
+    MaxMessagesStoredPerChannel,
+    MaxChannelIdLength,
+    MaxNumberOfChannels,
+    MaxNumberOfWildcardChannels,
+    WildcardChannelPrefix,
+    EventsChannelId,
+    ChannelsPath,
+    StoreMessages,
+    ChannelInfoOnPublish,
+    AllowedOrigins,
+    HeaderTemplate,
+    HeaderTemplateFile,
+    MessageTemplate,
+    FooterTemplate,
+}
+
+const MAIN_FIELDS: [Field; 10] = [
+    Field::ChannelDeletedMessageText,
+    Field::ChannelInactivityTime,
+    Field::MessageTtl,
+    Field::MaxSubscribersPerChannel,
+    Field::MaxMessagesStoredPerChannel,
+    Field::MaxChannelIdLength,
+    Field::MaxNumberOfChannels,
+    Field::MaxNumberOfWildcardChannels,
+    Field::WildcardChannelPrefix,
+    Field::EventsChannelId,
+];
+
+const LOC_FIELDS: [Field; 8] = [
+    Field::ChannelsPath,
+    Field::StoreMessages,
+    Field::ChannelInfoOnPublish,
+    Field::AllowedOrigins,
+    Field::HeaderTemplate,
+    Field::HeaderTemplateFile,
+    Field::MessageTemplate,
+    Field::FooterTemplate,
+];
+
+fn field_of(cmd: *mut ngx_command_t, table: &[Field]) -> Field {
+    // SAFETY: cmd is one of our command entries; its offset holds a Field discriminant.
+    let i = unsafe { (*cmd).offset };
+    *table
+        .iter()
+        .find(|f| **f as usize == i)
+        .expect("directive field")
+}
+
+fn set_once<T>(slot: &mut Option<T>, v: T, name: &str) -> Result<(), String> {
+    if slot.is_some() {
+        return Err(format!("\"{name}\" directive is duplicate"));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+fn nonzero(v: u64, name: &str) -> Result<u64, String> {
+    if v == 0 {
+        Err(cv::zero_error(name))
+    } else {
+        Ok(v)
+    }
+}
+
+fn invalid(name: &str, e: String) -> String {
+    format!("push stream module: invalid value for {name}: {e}")
+}
+
+/// Setter for the `http{}`-level directives.
+///
+/// # Safety
+/// Called by nginx with a directive of ours.
+pub unsafe extern "C" fn set_main(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let name = directive_name(cf);
+    let field = field_of(cmd, &MAIN_FIELDS);
+    setter(cf, conf, |m: &mut MainConf, args| {
+        let a = text(&args[0]);
+        let num = || cv::parse_number(&a).map_err(|e| invalid(&name, e));
+        let secs = || cv::parse_time_s(&a).map_err(|e| invalid(&name, e));
+        match field {
+            Field::ChannelDeletedMessageText => set_once(
+                &mut m.channel_deleted_message_text,
+                args[0].as_bytes().to_vec(),
+                &name,
+            ),
+            Field::ChannelInactivityTime => {
+                set_once(&mut m.channel_inactivity_time, secs()?, &name)
+            }
+            Field::MessageTtl => set_once(&mut m.message_ttl, nonzero(secs()?, &name)?, &name),
+            Field::MaxSubscribersPerChannel => set_once(
+                &mut m.max_subscribers_per_channel,
+                nonzero(num()?, &name)?,
+                &name,
+            ),
+            Field::MaxMessagesStoredPerChannel => set_once(
+                &mut m.max_messages_stored_per_channel,
+                nonzero(num()?, &name)?,
+                &name,
+            ),
+            Field::MaxChannelIdLength => {
+                set_once(&mut m.max_channel_id_length, nonzero(num()?, &name)?, &name)
+            }
+            Field::MaxNumberOfChannels => set_once(
+                &mut m.max_number_of_channels,
+                nonzero(num()?, &name)?,
+                &name,
+            ),
+            Field::MaxNumberOfWildcardChannels => set_once(
+                &mut m.max_number_of_wildcard_channels,
+                nonzero(num()?, &name)?,
+                &name,
+            ),
+            Field::WildcardChannelPrefix => set_once(
+                &mut m.wildcard_channel_prefix,
+                args[0].as_bytes().to_vec(),
+                &name,
+            ),
+            Field::EventsChannelId => {
+                let id = args[0].as_bytes();
+                if id.is_empty() {
+                    return Err(format!("push stream module: {name} cannot be empty."));
+                }
+                if push_stream_core::channel_path::is_reserved_id(id) {
+                    return Err(format!(
+                        "push stream module: {name} cannot be ALL or contain '*'."
+                    ));
+                }
+                set_once(&mut m.events_channel_id, id.to_vec(), &name)
+            }
+            _ => unreachable!(),
+        }
+    })
+}
+
+/// Setter for the location-level (http, server, location) directives.
+///
+/// # Safety
+/// Called by nginx with a directive of ours.
+pub unsafe extern "C" fn set_loc(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let name = directive_name(cf);
+    let field = field_of(cmd, &LOC_FIELDS);
+    setter(cf, conf, |l: &mut LocConf, args| {
+        let a = text(&args[0]);
+        let flag = || cv::parse_flag(&a).map_err(|e| invalid(&name, e));
+        match field {
+            Field::ChannelsPath => {
+                set_once(&mut l.channels_path, compile_complex(cf, &args[0])?, &name)
+            }
+            Field::AllowedOrigins => set_once(
+                &mut l.allowed_origins,
+                compile_complex(cf, &args[0])?,
+                &name,
+            ),
+            Field::StoreMessages => set_once(&mut l.store_messages, flag()?, &name),
+            Field::ChannelInfoOnPublish => set_once(&mut l.channel_info_on_publish, flag()?, &name),
+            Field::HeaderTemplate => {
+                set_once(&mut l.header_template, args[0].as_bytes().to_vec(), &name)
+            }
+            Field::HeaderTemplateFile => {
+                if l.header_template.is_some() {
+                    return Err(
+                        "\"push_stream_header_template_file\" directive is duplicate or template set by 'push_stream_header_template'"
+                            .into(),
+                    );
+                }
+                let path = full_path(cf, &args[0])?;
+                let bytes = std::fs::read(&path).map_err(|_| {
+                    format!(
+                        "push stream module: unable to open file \"{path}\" for header template"
+                    )
+                })?;
+                l.header_template = Some(bytes);
+                l.header_from_file = true;
+                Ok(())
+            }
+            Field::MessageTemplate => {
+                if args[0].as_bytes().is_empty() {
+                    return Err(
+                        "push stream module: push_stream_message_template cannot be blank.".into(),
+                    );
+                }
+                set_once(&mut l.message_template, args[0].as_bytes().to_vec(), &name)
+            }
+            Field::FooterTemplate => {
+                set_once(&mut l.footer_template, args[0].as_bytes().to_vec(), &name)
+            }
+            _ => unreachable!(),
+        }
+    })
+}
+
+/// A path relative to nginx's configuration prefix made absolute, as nginx does for its files.
+unsafe fn full_path(cf: *mut ngx_conf_t, s: &ngx_str_t) -> Result<String, String> {
+    let mut name = *s;
+    if nginx_sys::ngx_conf_full_name((*cf).cycle, &mut name, 1) != NGX_OK as _ {
+        return Err("push stream module: out of memory".into());
+    }
+    Ok(text(&name))
+}
+
+/// `push_stream_publisher`, `push_stream_subscriber`, `push_stream_channels_statistics`.
+///
+/// # Safety
+/// Called by nginx with a directive of ours.
+pub unsafe extern "C" fn set_role(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let name = directive_name(cf);
+    setter(cf, conf, |l: &mut LocConf, args| {
+        let value = args.first().map(text);
+        let role = match name.as_str() {
+            "push_stream_publisher" => LocationRole::Publisher(match value {
+                Some(v) => cv::PublisherMode::parse(&v)?,
+                None => cv::PublisherMode::default(),
+            }),
+            "push_stream_subscriber" => {
+                let mode = match &value {
+                    Some(v) => cv::SubscriberMode::parse(v)?,
+                    None => cv::SubscriberMode::default(),
+                };
+                if mode != cv::SubscriberMode::Streaming {
+                    return Err(format!(
+                        "push stream module: push_stream_subscriber mode {} is not supported by this version yet (only streaming)",
+                        value.unwrap_or_default()
+                    ));
+                }
+                LocationRole::Subscriber(mode)
+            }
+            _ => LocationRole::Statistics,
+        };
+        if l.role.is_some() {
+            return Err(format!("\"{name}\" directive is duplicate"));
+        }
+        l.role = Some(role);
+        set_content_handler(cf, crate::handlers::content_handler);
+        mark_used(cf);
+        Ok(())
+    })
+}
+
+/// merge_loc_conf: inheritance, then the checks that need the merged values.
+///
+/// # Safety
+/// Called by nginx with two of our location configurations.
+pub unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard((*cf).log, "merge_loc_conf", NGX_CONF_ERROR, || {
+        let prev = &*(prev as *const LocConf);
+        let conf = &mut *(conf as *mut LocConf);
+        fn inherit<T: Clone>(c: &mut Option<T>, p: &Option<T>) {
+            if c.is_none() {
+                *c = p.clone();
+            }
+        }
+        inherit(&mut conf.channels_path, &prev.channels_path);
+        inherit(&mut conf.store_messages, &prev.store_messages);
+        inherit(
+            &mut conf.channel_info_on_publish,
+            &prev.channel_info_on_publish,
+        );
+        inherit(&mut conf.allowed_origins, &prev.allowed_origins);
+        inherit(&mut conf.header_template, &prev.header_template);
+        inherit(&mut conf.message_template, &prev.message_template);
+        inherit(&mut conf.footer_template, &prev.footer_template);
+        if conf
+            .role
+            .is_some_and(|r| !matches!(r, LocationRole::TestHook(_)))
+            && conf.channels_path.is_none()
+        {
+            conf_error(
+                cf,
+                NGX_LOG_EMERG,
+                "push stream module: push_stream_channels_path must be set.",
+            );
+            return NGX_CONF_ERROR;
+        }
+        if let Some(LocationRole::Subscriber(mode)) = conf.role {
+            let kind = match mode {
+                cv::SubscriberMode::EventSource => Kind::EventSource,
+                cv::SubscriberMode::WebSocket => Kind::WebSocket,
+                _ => Kind::Plain,
+            };
+            conf.templates = Some(LocationTemplates::new(
+                conf.header_template.as_deref().unwrap_or(b""),
+                conf.message_template.as_deref().unwrap_or(b"~text~"),
+                conf.footer_template.as_deref().unwrap_or(b""),
+                kind,
+            ));
+        }
+        ptr::null_mut()
+    })
+}
+
 #[allow(dead_code)]
 pub type Setter =
     unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
+
+/// The command table entries of the directives above.
+pub const fn command(
+    name: &'static core::ffi::CStr,
+    type_: u32,
+    set: Setter,
+    conf: usize,
+    field: usize,
+) -> ngx_command_t {
+    ngx_command_t {
+        name: ngx_str_t {
+            len: name.to_bytes().len(),
+            data: name.as_ptr() as *mut u8,
+        },
+        type_: type_ as nginx_sys::ngx_uint_t,
+        set: Some(set),
+        conf,
+        offset: field,
+        post: ptr::null_mut(),
+    }
+}

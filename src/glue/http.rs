@@ -236,6 +236,88 @@ impl Req {
         }
     }
 
+    /// Evaluates a compiled complex value for this request.
+    pub fn complex(&self, cv: crate::glue::conf::Complex) -> Option<Vec<u8>> {
+        // SAFETY: cv was compiled at configuration time and lives as long as the cycle.
+        unsafe {
+            let mut out = ngx_str_t {
+                len: 0,
+                data: ptr::null_mut(),
+            };
+            if nginx_sys::ngx_http_complex_value(self.0, cv.0, &mut out) != NGX_OK as ngx_int_t {
+                return None;
+            }
+            Some(out.as_bytes().to_vec())
+        }
+    }
+
+    /// Starts reading the request body; `done` runs when it is complete. Returns what the
+    /// content handler should return.
+    pub fn read_body(&self, done: unsafe extern "C" fn(*mut ngx_http_request_t)) -> ngx_int_t {
+        // SAFETY: a live request.
+        let rc = unsafe { nginx_sys::ngx_http_read_client_request_body(self.0, Some(done)) };
+        if rc >= nginx_sys::NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+            return rc;
+        }
+        NGX_DONE as ngx_int_t
+    }
+
+    /// The whole request body, from memory buffers and/or the temp file nginx spooled it to.
+    pub fn body(&self) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        // SAFETY: walking the request body chain nginx built; file reads use its own fd.
+        unsafe {
+            let rb = (*self.0).request_body;
+            if rb.is_null() {
+                return Ok(out);
+            }
+            let mut cl = (*rb).bufs;
+            while !cl.is_null() {
+                let b = (*cl).buf;
+                if (*b).in_file() != 0 && !(*b).file.is_null() {
+                    let fd = (*(*b).file).fd;
+                    let mut pos = (*b).file_pos;
+                    let end = (*b).file_last;
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    while pos < end {
+                        let want = ((end - pos) as usize).min(chunk.len());
+                        let n = libc::pread(fd, chunk.as_mut_ptr() as *mut libc::c_void, want, pos);
+                        if n <= 0 {
+                            return Err(format!(
+                                "cannot read the request body's temp file: {}",
+                                std::io::Error::last_os_error()
+                            ));
+                        }
+                        out.extend_from_slice(&chunk[..n as usize]);
+                        pos += n as i64;
+                    }
+                } else if !(*b).pos.is_null() && (*b).last > (*b).pos {
+                    let len = (*b).last.offset_from((*b).pos) as usize;
+                    out.extend_from_slice(core::slice::from_raw_parts((*b).pos, len));
+                }
+                cl = (*cl).next;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The query string (without `?`).
+    pub fn args(&self) -> &[u8] {
+        self.r().args.as_bytes()
+    }
+
+    /// Sets keep-alive off (WebSocket).
+    #[allow(dead_code)]
+    pub fn no_keepalive(&self) {
+        self.r().set_keepalive(0);
+    }
+
+    /// `ngx_http_finalize_request` alone, for a request body's post handler.
+    pub fn finalize_in_handler(&self, rc: ngx_int_t) {
+        // SAFETY: a live request.
+        unsafe { ngx_http_finalize_request(self.0, rc) }
+    }
+
     /// Registers `handler(data)` to run when the request's pool is destroyed.
     pub fn on_cleanup(
         &self,

@@ -1,5 +1,6 @@
 //! Per-worker state owned by the event loop: the eventfd connection (inbox wake-up and the
-//! graceful-shutdown hook), the background thread, and the requests held open.
+//! graceful-shutdown hook), the host wake-up socket, the background thread, the worker's
+//! subscribers, and the delivery of what the host-wide store's log holds.
 //!
 //! Everything here runs on the worker's single event-loop thread.
 
@@ -11,22 +12,45 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver};
 use nginx_sys::{
     ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_get_connection,
-    ngx_handle_read_event, ngx_http_request_t, ngx_int_t, NGX_OK,
+    ngx_handle_read_event, ngx_http_request_t, ngx_int_t, ngx_shm_zone_t, NGX_OK,
 };
+use push_stream_core::store::{Limits, Record};
+use push_stream_core::template::{LocationTemplates, Message};
 
 use super::guard::guard;
 use super::http::Req;
 use super::log;
 use super::thread::{drain_eventfd, eventfd, Waker};
+use super::zone;
 use crate::bridge::{Bridge, InboxItem, INBOX_CAPACITY};
 
 /// How long `exit_process` waits for the background thread.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// The periodic timer: log catch-up, GC, subscriber census.
+const TICK_MS: usize = 1000;
+/// Bytes a subscriber may leave unsent (it stopped reading) before it is closed.
+pub const MAX_PENDING_BYTES: usize = 1024 * 1024;
 
-/// A request held open by the module (a subscriber), with what it gets when it is ended.
-pub struct Held {
+/// A request held open by the module (a subscriber).
+pub struct Sub {
     pub req: Req,
+    pub channels: Vec<Vec<u8>>,
+    /// The location's templates (they live as long as the configuration cycle); None for the
+    /// test hold hook.
+    pub tpl: Option<&'static LocationTemplates>,
     pub footer: Vec<u8>,
+    /// Records up to this sequence were already covered by the subscriber's old messages.
+    pub since_seq: u64,
+    pub pending: usize,
+    /// Its end (footer, last buffer) was sent; waiting for nginx to finish the request.
+    pub finishing: bool,
+}
+
+#[derive(Default, Clone, Copy)]
+pub struct Stats {
+    pub delivered: u64,
+    pub slow_closed: u64,
+    pub lost: u64,
 }
 
 pub struct Worker {
@@ -35,45 +59,125 @@ pub struct Worker {
     inbox: Receiver<InboxItem>,
     inbox_tx: crossbeam_channel::Sender<InboxItem>,
     bridge: Option<Bridge>,
-    held: HashMap<usize, Held>,
+    wake_conn: *mut ngx_connection_t,
+    timer: Box<ngx_event_t>,
+    pub zone: *mut ngx_shm_zone_t,
+    pub limits: &'static Limits,
+    pub slot: usize,
+    pub pid: u32,
+    cursor: u64,
+    subs: HashMap<usize, Sub>,
+    by_channel: HashMap<Vec<u8>, Vec<usize>>,
     pub shutting_down: bool,
     pub ticks: u64,
     pub last_tick: u64,
+    pub stats: Stats,
 }
 
 thread_local! {
     static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with the worker state, if this process has one.
+/// Runs `f` with the worker state, if this process has one. `f` must not call back into
+/// anything that finalizes a request (cleanups re-enter here).
 pub fn with<R>(f: impl FnOnce(&mut Worker) -> R) -> Option<R> {
     WORKER.with(|w| w.borrow_mut().as_mut().map(f))
 }
 
-/// Creates the eventfd connection. Called from `init_process` when the configuration uses the
-/// module. Starts no thread by itself (see [`start_bridge`]).
-pub fn init(cycle: *mut ngx_cycle_t) -> Result<(), String> {
-    let efd = eventfd().map_err(|e| format!("eventfd() failed: {e}"))?;
-    // SAFETY: nginx's connection API on the worker thread; the connection wraps our own fd.
-    let conn = unsafe {
-        let c = ngx_get_connection(efd, (*cycle).log);
-        if c.is_null() {
-            libc::close(efd);
-            return Err("no free connection for the inbox eventfd".into());
+fn wake_name(pid: u32) -> Vec<u8> {
+    format!("\0ngx_push_stream.{pid}").into_bytes()
+}
+
+fn sockaddr(name: &[u8]) -> (libc::sockaddr_un, libc::socklen_t) {
+    // SAFETY: zeroed sockaddr_un is valid; name is shorter than sun_path.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as _;
+    for (i, b) in name.iter().enumerate() {
+        a.sun_path[i] = *b as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + name.len();
+    (a, len as libc::socklen_t)
+}
+
+/// The datagram socket other workers poke after they publish.
+fn wake_socket(pid: u32) -> Result<RawFd, String> {
+    // SAFETY: plain socket syscalls on a new fd.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return Err(format!(
+                "socket(AF_UNIX) failed: {}",
+                std::io::Error::last_os_error()
+            ));
         }
-        (*c).log = (*cycle).log;
-        (*(*c).read).log = (*cycle).log;
-        (*(*c).write).log = (*cycle).log;
-        (*(*c).read).handler = Some(inbox_handler);
+        let (a, len) = sockaddr(&wake_name(pid));
+        if libc::bind(fd, &a as *const _ as *const libc::sockaddr, len) != 0 {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(format!("bind of the wake-up socket failed: {e}"));
+        }
+        Ok(fd)
+    }
+}
+
+/// Wraps `fd` in an nginx connection whose read events call `handler`.
+unsafe fn connection(
+    cycle: *mut ngx_cycle_t,
+    fd: RawFd,
+    handler: unsafe extern "C" fn(*mut ngx_event_t),
+) -> Result<*mut ngx_connection_t, String> {
+    let c = ngx_get_connection(fd, (*cycle).log);
+    if c.is_null() {
+        libc::close(fd);
+        return Err("no free connection for an internal fd".into());
+    }
+    (*c).log = (*cycle).log;
+    (*(*c).read).log = (*cycle).log;
+    (*(*c).write).log = (*cycle).log;
+    (*(*c).read).handler = Some(handler);
+    if ngx_handle_read_event((*c).read, 0) != NGX_OK as ngx_int_t {
+        ngx_close_connection(c);
+        return Err("cannot register an internal fd with the event loop".into());
+    }
+    Ok(c)
+}
+
+/// Sets the worker up. Called from `init_process` when the configuration uses the module.
+/// Starts no thread by itself (see [`start_bridge`]).
+pub fn init(
+    cycle: *mut ngx_cycle_t,
+    zone: *mut ngx_shm_zone_t,
+    limits: &'static Limits,
+) -> Result<(), String> {
+    let pid = std::process::id();
+    // SAFETY: nginx globals read on the worker thread.
+    let slot = unsafe { nginx_sys::ngx_process_slot }.max(0) as usize;
+    let efd = eventfd().map_err(|e| format!("eventfd() failed: {e}"))?;
+    // SAFETY: nginx's connection API on the worker thread, wrapping our own fds.
+    let (conn, wake_conn) = unsafe {
+        let c = connection(cycle, efd, inbox_handler)?;
         // Marked idle so that ngx_close_idle_connections() calls inbox_handler with c->close
         // set when a graceful shutdown (reload, QUIT) begins: our shutdown hook.
         (*c).set_idle(1);
-        if ngx_handle_read_event((*c).read, 0) != NGX_OK as ngx_int_t {
-            ngx_close_connection(c);
-            return Err("cannot register the inbox eventfd with the event loop".into());
-        }
-        c
+        let w = if zone.is_null() {
+            std::ptr::null_mut()
+        } else {
+            connection(cycle, wake_socket(pid)?, wake_handler)?
+        };
+        (c, w)
     };
+    let mut timer: Box<ngx_event_t> = Box::new(unsafe { std::mem::zeroed() });
+    timer.handler = Some(timer_handler);
+    // SAFETY: the cycle's log outlives the worker.
+    timer.log = unsafe { (*cycle).log };
+    timer.set_cancelable(1);
+    let cursor = zone::with_store(zone, |s| s.register_worker(slot, pid, now()))
+        .and_then(|r| r.ok())
+        .unwrap_or(0);
     let (tx, rx) = bounded(INBOX_CAPACITY);
     WORKER.with(|w| {
         *w.borrow_mut() = Some(Worker {
@@ -82,13 +186,34 @@ pub fn init(cycle: *mut ngx_cycle_t) -> Result<(), String> {
             inbox: rx,
             inbox_tx: tx,
             bridge: None,
-            held: HashMap::new(),
+            wake_conn,
+            timer,
+            zone,
+            limits,
+            slot,
+            pid,
+            cursor,
+            subs: HashMap::new(),
+            by_channel: HashMap::new(),
             shutting_down: false,
             ticks: 0,
             last_tick: 0,
+            stats: Stats::default(),
         })
     });
+    arm_timer();
     Ok(())
+}
+
+fn arm_timer() {
+    with(|w| {
+        // SAFETY: the boxed event lives in the worker state until exit.
+        unsafe { nginx_sys::ngx_add_timer(&mut *w.timer, TICK_MS as _) }
+    });
+}
+
+pub fn now() -> i64 {
+    nginx_sys::ngx_time() as i64
 }
 
 /// Starts the background thread with `body`.
@@ -120,110 +245,372 @@ pub fn inbox_dropped() -> u64 {
 }
 
 /// The eventfd's read handler: drains the inbox, or, when nginx starts a graceful shutdown
-/// (`c->close` set by ngx_close_idle_connections), ends every held request.
+/// (`c->close` set by ngx_close_idle_connections), ends every subscriber.
 unsafe extern "C" fn inbox_handler(ev: *mut ngx_event_t) {
     let c = (*ev).data as *mut ngx_connection_t;
-    let log_ptr = (*c).log;
-    guard(log_ptr, "inbox handler", (), || {
+    guard((*c).log, "inbox handler", (), || {
         // SAFETY: c is our eventfd connection, alive until exit_process closes it.
         let closing = unsafe { (*c).close() } != 0;
         if closing {
             // Stay registered: the thread may still write until exit_process joins it.
-            unsafe { (*c).set_close(0) };
-            unsafe { (*c).set_idle(0) };
+            unsafe {
+                (*c).set_close(0);
+                (*c).set_idle(0);
+            }
             shutdown();
             return;
         }
-        let fd = unsafe { (*c).fd };
-        drain_eventfd(fd);
+        drain_eventfd(unsafe { (*c).fd });
         let items: Vec<InboxItem> =
             with(|w| w.inbox.try_iter().take(INBOX_CAPACITY).collect()).unwrap_or_default();
         for item in items {
-            handle_item(item);
+            match item {
+                InboxItem::Tick(n) => {
+                    with(|w| {
+                        w.ticks += 1;
+                        w.last_tick = n;
+                    });
+                }
+            }
         }
     })
 }
 
-fn handle_item(item: InboxItem) {
-    match item {
-        InboxItem::Tick(n) => {
-            with(|w| {
-                w.ticks += 1;
-                w.last_tick = n;
-            });
+/// Another worker published: drain the wake-up datagrams, then the log.
+unsafe extern "C" fn wake_handler(ev: *mut ngx_event_t) {
+    let c = (*ev).data as *mut ngx_connection_t;
+    guard((*c).log, "wake-up handler", (), || {
+        let mut buf = [0u8; 64];
+        // SAFETY: non-blocking recv on our own socket into a stack buffer.
+        while unsafe { libc::recv((*c).fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) }
+            > 0
+        {}
+        process_log();
+    })
+}
+
+unsafe extern "C" fn timer_handler(ev: *mut ngx_event_t) {
+    guard((*ev).log, "timer", (), || {
+        process_log();
+        let (zone, limits, slot, pid, n) =
+            match with(|w| (w.zone, w.limits, w.slot, w.pid, w.subs.len() as u64)) {
+                Some(x) => x,
+                None => return,
+            };
+        let t = now();
+        zone::with_store(zone, |s| s.set_worker_subscribers(slot, pid, n));
+        if zone::claim_gc(zone, t) {
+            let report = zone::with_store(zone, |s| s.gc(t, limits, &pid_alive));
+            if let Some(r) = report {
+                if !r.dead_workers.is_empty() {
+                    log::warn(std::ptr::null_mut(), &format!(
+                        "push_stream: workers {:?} died without unregistering; their share of the store was released",
+                        r.dead_workers
+                    ));
+                }
+            }
+        }
+        // SAFETY: nginx global, read on the worker thread.
+        if unsafe { nginx_sys::ngx_exiting } == 0 {
+            arm_timer();
+        }
+    })
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks existence.
+    let r = unsafe { libc::kill(pid as i32, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Pokes every other registered worker after a publish.
+pub fn wake_others(pids: &[u32]) {
+    let me = std::process::id();
+    let Some(c) = with(|w| w.wake_conn) else {
+        return;
+    };
+    if c.is_null() {
+        return;
+    }
+    for &pid in pids {
+        if pid == me {
+            continue;
+        }
+        let (a, len) = sockaddr(&wake_name(pid));
+        // SAFETY: a non-blocking sendto of one byte from our own socket; a full queue or a
+        // missing peer is fine (the periodic timer catches up).
+        unsafe {
+            libc::sendto(
+                (*c).fd,
+                b"w".as_ptr() as *const libc::c_void,
+                1,
+                libc::MSG_DONTWAIT,
+                &a as *const _ as *const libc::sockaddr,
+                len,
+            );
         }
     }
 }
 
-/// Graceful shutdown began: each held request gets its footer and ends.
+/// Delivers what the host-wide log holds beyond this worker's cursor.
+pub fn process_log() {
+    loop {
+        let Some((zone, cursor, slot, pid)) = with(|w| (w.zone, w.cursor, w.slot, w.pid)) else {
+            return;
+        };
+        if zone.is_null() {
+            return;
+        }
+        let Some(batch) = zone::with_store(zone, |s| s.records_after(cursor, 256)) else {
+            return;
+        };
+        if batch.lost > 0 {
+            with(|w| w.stats.lost += batch.lost);
+            log::error(std::ptr::null_mut(), &format!(
+                "push_stream: worker {pid} missed {} message(s) that left the store before it could deliver them",
+                batch.lost
+            ));
+        }
+        let done = batch.records.is_empty();
+        for rec in &batch.records {
+            deliver(rec);
+        }
+        with(|w| w.cursor = batch.cursor);
+        zone::with_store(zone, |s| s.ack(slot, pid, batch.cursor));
+        if done {
+            return;
+        }
+    }
+}
+
+fn targets(channel: &[u8], seq: u64) -> Vec<(usize, Req, Option<&'static LocationTemplates>)> {
+    with(|w| {
+        w.by_channel
+            .get(channel)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| {
+                        w.subs
+                            .get(k)
+                            .filter(|s| s.since_seq < seq && !s.finishing)
+                            .map(|s| (*k, s.req, s.tpl))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+    .unwrap_or_default()
+}
+
+fn deliver(rec: &Record) {
+    match rec {
+        Record::Message {
+            seq,
+            channel,
+            id,
+            time,
+            tag,
+            event_id,
+            event_type,
+            text,
+        } => {
+            let m = Message {
+                text,
+                id: *id,
+                channel,
+                event_id,
+                event_type,
+                time: *time,
+                tag: *tag,
+            };
+            let mut cache: Vec<(*const LocationTemplates, Vec<u8>)> = Vec::new();
+            for (key, req, tpl) in targets(channel, *seq) {
+                let Some(tpl) = tpl else { continue };
+                let p = tpl as *const LocationTemplates;
+                let idx = match cache.iter().position(|(t, _)| *t == p) {
+                    Some(i) => i,
+                    None => {
+                        cache.push((p, tpl.render_message(&m)));
+                        cache.len() - 1
+                    }
+                };
+                send(key, req, &cache[idx].1);
+            }
+        }
+        Record::ChannelDeleted { seq, channel, text } => {
+            let m = Message::channel_deleted(channel, text);
+            for (key, req, tpl) in targets(channel, *seq) {
+                if let Some(tpl) = tpl {
+                    send(key, req, &tpl.render_message(&m));
+                }
+                // The subscriber leaves that channel; the store counts it out of the deleted one.
+                let left = with(|w| {
+                    if let Some(keys) = w.by_channel.get_mut(channel.as_slice()) {
+                        keys.retain(|k| *k != key);
+                    }
+                    w.subs.get_mut(&key).map(|s| {
+                        s.channels.retain(|c| c != channel);
+                        (s.channels.is_empty(), s.footer.clone())
+                    })
+                })
+                .flatten();
+                let (zone, limits) = with(|w| (w.zone, w.limits)).unwrap();
+                zone::with_store(zone, |s| s.remove_subscriber(channel, now(), limits));
+                if let Some((true, footer)) = left {
+                    finish(key, req, &footer);
+                }
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to a subscriber; closes it when the write fails or when it has stopped
+/// reading and more than MAX_PENDING_BYTES wait for it.
+pub fn send(key: usize, req: Req, bytes: &[u8]) {
+    let rc = req.send_bytes(bytes, true, false);
+    if rc == nginx_sys::NGX_ERROR as ngx_int_t {
+        req.finalize(rc);
+        return;
+    }
+    let blocked = req.has_pending_output();
+    let over = with(|w| {
+        w.stats.delivered += 1;
+        w.subs.get_mut(&key).map(|s| {
+            s.pending = if blocked { s.pending + bytes.len() } else { 0 };
+            s.pending > MAX_PENDING_BYTES
+        })
+    })
+    .flatten()
+    .unwrap_or(false);
+    if over {
+        with(|w| w.stats.slow_closed += 1);
+        log::warn(req.log(), &format!(
+            "push_stream: closing a subscriber that stopped reading ({} bytes unsent, limit {MAX_PENDING_BYTES})",
+            MAX_PENDING_BYTES
+        ));
+        req.finalize(nginx_sys::NGX_ERROR as ngx_int_t);
+    }
+}
+
+fn finish(key: usize, req: Req, footer: &[u8]) {
+    with(|w| w.subs.get_mut(&key).map(|s| s.finishing = true));
+    req.finish(footer);
+}
+
+/// Graceful shutdown began: each subscriber gets its footer and ends.
 fn shutdown() {
-    let held: Vec<Held> = with(|w| {
+    let subs: Vec<(usize, Req, Vec<u8>)> = with(|w| {
         w.shutting_down = true;
-        w.held.drain().map(|(_, h)| h).collect()
+        w.subs
+            .iter()
+            .filter(|(_, s)| !s.finishing)
+            .map(|(k, s)| (*k, s.req, s.footer.clone()))
+            .collect()
     })
     .unwrap_or_default();
-    if !held.is_empty() {
+    if !subs.is_empty() {
         log::info(
             std::ptr::null_mut(),
             &format!(
-                "push_stream: shutting down, ending {} held request(s)",
-                held.len()
+                "push_stream: shutting down, ending {} subscriber(s)",
+                subs.len()
             ),
         );
     }
-    for h in held {
-        h.req.finish(&h.footer);
+    for (key, req, footer) in subs {
+        finish(key, req, &footer);
     }
 }
 
-/// Holds `req` open until the client leaves or the worker shuts down.
-pub fn hold(
-    req: Req,
-    footer: Vec<u8>,
-    on_write: nginx_sys::ngx_http_event_handler_pt,
-) -> ngx_int_t {
-    if !req.on_cleanup(held_cleanup, req.0 as *mut core::ffi::c_void) {
+/// Holds `sub.req` open as a subscriber until it ends. Returns NGX_DONE for the handler.
+pub fn hold(sub: Sub) -> ngx_int_t {
+    let req = sub.req;
+    let key = req.0 as usize;
+    if !req.on_cleanup(sub_cleanup, req.0 as *mut core::ffi::c_void) {
         return nginx_sys::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     }
-    let rc = req.hold(on_write);
-    with(|w| w.held.insert(req.0 as usize, Held { req, footer }));
+    let rc = req.hold(Some(sub_write_handler));
+    with(|w| {
+        for c in &sub.channels {
+            w.by_channel.entry(c.clone()).or_default().push(key);
+        }
+        w.subs.insert(key, sub);
+    });
     rc
 }
 
-unsafe extern "C" fn held_cleanup(data: *mut core::ffi::c_void) {
+/// Pool cleanup of a subscriber request: forget it here and in the store's counts.
+unsafe extern "C" fn sub_cleanup(data: *mut core::ffi::c_void) {
     guard(std::ptr::null_mut(), "request cleanup", (), || {
-        with(|w| w.held.remove(&(data as usize)));
+        let key = data as usize;
+        let gone = with(|w| {
+            let sub = w.subs.remove(&key)?;
+            for c in &sub.channels {
+                if let Some(keys) = w.by_channel.get_mut(c) {
+                    keys.retain(|k| *k != key);
+                    if keys.is_empty() {
+                        w.by_channel.remove(c);
+                    }
+                }
+            }
+            Some((sub.channels, w.zone, w.limits))
+        })
+        .flatten();
+        if let Some((channels, zone, limits)) = gone {
+            if !channels.is_empty() {
+                let t = now();
+                zone::with_store(zone, |s| {
+                    for c in &channels {
+                        s.remove_subscriber(c, t, limits);
+                    }
+                });
+            }
+        }
     })
 }
 
-pub fn held_count() -> usize {
-    with(|w| w.held.len()).unwrap_or(0)
+pub fn sub_count() -> usize {
+    with(|w| w.subs.len()).unwrap_or(0)
 }
 
-/// The write handler of held requests: flush what was pending.
-pub unsafe extern "C" fn held_write_handler(r: *mut ngx_http_request_t) {
+/// The write handler of subscribers: flush what was pending.
+unsafe extern "C" fn sub_write_handler(r: *mut ngx_http_request_t) {
     let req = Req::from_raw(r);
     guard(req.log(), "write handler", (), || {
         let rc = req.flush_pending();
         if rc == nginx_sys::NGX_ERROR as ngx_int_t {
             req.finalize(rc);
+            return;
+        }
+        if !req.has_pending_output() {
+            with(|w| w.subs.get_mut(&(r as usize)).map(|s| s.pending = 0));
         }
     })
 }
 
-/// `exit_process`: end what is still held, stop and join the thread (bounded), then close the
-/// eventfd connection, in that order (a closed fd number could be reused by a client socket
-/// the thread would then write to).
+/// `exit_process`: end subscribers, leave the store, stop and join the thread (bounded),
+/// then close our connections, in that order (a closed fd number could be reused by a client
+/// socket the thread would then write to).
 pub fn exit() {
     shutdown();
     let Some(mut w) = WORKER.with(|w| w.borrow_mut().take()) else {
         return;
     };
+    zone::with_store(w.zone, |s| s.unregister_worker(w.slot, w.pid));
+    // SAFETY: our own timer event and connections, still registered with the event loop.
+    unsafe {
+        if w.timer.timer_set() != 0 {
+            nginx_sys::ngx_del_timer(&mut *w.timer);
+        }
+        if !w.wake_conn.is_null() {
+            ngx_close_connection(w.wake_conn);
+        }
+    }
     let mut joined = true;
     if let Some(b) = w.bridge.take() {
         joined = b.stop(JOIN_TIMEOUT);
     }
-    // SAFETY: our own eventfd connection, still registered with the event loop.
+    // SAFETY: see above.
     unsafe {
         if joined {
             ngx_close_connection(w.conn);

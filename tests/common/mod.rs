@@ -151,7 +151,7 @@ impl Nginx {
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(fs::File::create(prefix.join("logs/stderr.log")).unwrap())
             .spawn()
             .expect("start nginx");
         let mut n = Nginx {
