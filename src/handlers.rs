@@ -5,13 +5,13 @@
 use nginx_sys::{ngx_http_request_t, ngx_int_t, NGX_HTTP_INTERNAL_SERVER_ERROR};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 use push_stream_core::channel_path::{self as cp, ChannelError};
-use push_stream_core::conf_values::PublisherMode;
+use push_stream_core::conf_values::{self, PublisherMode, SubscriberMode};
 use push_stream_core::format::{
     self, ChannelInfo as FmtInfo, Format, GroupHead, Summary, WorkerInfo,
 };
 use push_stream_core::resume::{self, Cursor};
 use push_stream_core::store::{ChannelInfo, StoreError};
-use push_stream_core::template::Message;
+use push_stream_core::template::{LocationTemplates, Message};
 
 use crate::glue::conf::{LocConf, LocationRole, MainConf};
 use crate::glue::guard::guard;
@@ -43,7 +43,7 @@ pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_
         match lcf.role {
             Some(LocationRole::Publisher(mode)) => publisher(req, mcf, lcf, mode),
             Some(LocationRole::Statistics) => statistics(req, mcf, lcf),
-            Some(LocationRole::Subscriber(_)) => subscriber(req, mcf, lcf),
+            Some(LocationRole::Subscriber(mode)) => subscriber(req, mcf, lcf, mode),
             #[cfg(feature = "test-hooks")]
             Some(LocationRole::TestHook(hook)) => test_hooks::handle(req, hook),
             _ => ERR500,
@@ -51,7 +51,7 @@ pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_
     })
 }
 
-fn no_cache(req: Req) {
+pub fn no_cache(req: Req) {
     req.add_header("Expires", b"Thu, 01 Jan 1970 00:00:01 GMT");
     req.add_header("Cache-Control", b"no-cache, no-store, must-revalidate");
 }
@@ -73,7 +73,7 @@ fn cors(req: Req, lcf: &LocConf, methods: &[u8]) {
 }
 
 /// A header-only error with the C module's explain header.
-fn fail(req: Req, status: usize, explain: &str) -> ngx_int_t {
+pub fn fail(req: Req, status: usize, explain: &str) -> ngx_int_t {
     let h: Vec<(&str, &[u8])> = if explain.is_empty() {
         vec![]
     } else {
@@ -86,7 +86,7 @@ fn fail_channel(req: Req, e: ChannelError) -> ngx_int_t {
     fail(req, e.status() as usize, e.explain())
 }
 
-fn store_error(e: StoreError) -> ChannelError {
+pub fn store_error(e: StoreError) -> ChannelError {
     match e {
         StoreError::OutOfMemory => ChannelError::OutOfMemory,
         StoreError::ChannelsLimit => ChannelError::ChannelsLimit,
@@ -411,113 +411,181 @@ fn summary(req: Req, mcf: &MainConf) -> ngx_int_t {
     )
 }
 
-// ---- subscriber (streaming) -------------------------------------------------------------
+// ---- subscribers ------------------------------------------------------------------------
 
-fn subscriber(req: Req, mcf: &'static MainConf, lcf: &'static LocConf) -> ngx_int_t {
-    cors(req, lcf, b"GET");
-    if req.method() == OPTIONS {
-        return req.respond(200, None, &[], b"");
-    }
-    no_cache(req);
-    if req.method() != GET {
-        return req.respond(405, None, &[("Allow", b"GET")], b"");
-    }
+/// When a subscribe request registers as a subscriber of its channels.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Subscribe {
+    Always,
+    Never,
+    /// Long-polling: only when there is nothing old to answer with at once.
+    IfNothingOld,
+}
+
+/// What a validated subscribe request found in the store.
+pub struct Prepared {
+    pub channels: Vec<cp::ChannelRef>,
+    /// Old messages per channel, in path order.
+    pub old: Vec<(Vec<u8>, Vec<push_stream_core::store::StoredMessage>)>,
+    /// Channel info of the channels that had old messages (for Last-Modified / Etag).
+    pub newest: Option<(i64, u64)>,
+    pub since_seq: u64,
+    pub subscribed: bool,
+}
+
+/// Validation, channel creation, subscription and old messages of a subscriber request, in
+/// the C module's order (section 2.6 step 5 of the reference); the first failure wins.
+pub fn prepare(
+    req: Req,
+    mcf: &MainConf,
+    lcf: &LocConf,
+    subscribe: Subscribe,
+) -> Result<Prepared, ChannelError> {
     let channels = requested_channels(req, lcf);
     if channels.is_empty() {
-        return fail_channel(req, ChannelError::NoChannel);
+        return Err(ChannelError::NoChannel);
     }
-    let events = mcf.limits.events_channel_id.as_deref();
-    for c in &channels {
+    let limits = &mcf.limits;
+    let events = limits.events_channel_id.as_deref();
+    let prefix = limits.wildcard_prefix.as_deref();
+    let infos: Vec<Option<ChannelInfo>> = zone::with_store(mcf.shm_zone, |s| {
+        channels.iter().map(|c| s.channel(&c.id)).collect()
+    })
+    .ok_or(ChannelError::OutOfMemory)?;
+    for (c, info) in channels.iter().zip(&infos) {
         if cp::is_reserved_id(&c.id) {
-            return fail_channel(req, ChannelError::NotAuthorized);
+            return Err(ChannelError::NotAuthorized);
         }
         if too_long(mcf, &c.id) {
-            return fail_channel(req, ChannelError::TooLong);
+            return Err(ChannelError::TooLong);
         }
-        if events == Some(c.id.as_slice()) {
-            return fail_channel(req, ChannelError::EventsChannelForbidden);
+        let wildcard = cp::is_wildcard(&c.id, prefix);
+        if lcf.authorized_channels_only()
+            && !wildcard
+            && info.as_ref().is_none_or(|i| i.stored_messages == 0)
+        {
+            return Err(ChannelError::CannotCreate);
+        }
+        if let (Some(max), Some(i)) = (limits.max_subscribers_per_channel, info) {
+            if i.subscribers >= max {
+                return Err(ChannelError::SubscribersLimit);
+            }
+        }
+        if events == Some(c.id.as_slice()) && !lcf.allow_connections_to_events_channel() {
+            return Err(ChannelError::EventsChannelForbidden);
         }
     }
-    let Some(tpl) = lcf.templates.as_ref() else {
-        return ERR500;
-    };
-    let cursor_base = Cursor {
+    let qtd = lcf
+        .wildcard_channel_max_qtd
+        .or(mcf.max_number_of_wildcard_channels);
+    if let (Some(qtd), Some(_)) = (qtd, prefix) {
+        let n = channels
+            .iter()
+            .filter(|c| cp::is_wildcard(&c.id, prefix))
+            .count() as u64;
+        if n > 0 && (n > qtd || n == channels.len() as u64) {
+            return Err(ChannelError::TooManyWildcard);
+        }
+    }
+    let since = lcf
+        .last_received_message_time
+        .and_then(|cv| req.complex(cv))
+        .map(|v| cp::unescape_value(&v))
+        .or_else(|| req.header_in("If-Modified-Since").map(|v| v.to_vec()))
+        .and_then(|v| resume::parse_http_date(&v));
+    let tag = lcf
+        .last_received_message_tag
+        .and_then(|cv| req.complex(cv))
+        .map(|v| cp::unescape_value(&v))
+        .or_else(|| req.header_in("If-None-Match").map(|v| v.to_vec()))
+        .and_then(|v| resume::parse_tag(&v));
+    let last_event_id = lcf
+        .last_event_id
+        .and_then(|cv| req.complex(cv))
+        .map(|v| cp::unescape_value(&v))
+        .or_else(|| req.header_in("Last-Event-Id").map(|v| v.to_vec()))
+        .filter(|v| !v.is_empty());
+    let base = Cursor {
         backtrack: 0,
-        since: req
-            .header_in("If-Modified-Since")
-            .and_then(resume::parse_http_date),
-        tag: req.header_in("If-None-Match").and_then(resume::parse_tag),
-        last_event_id: req
-            .header_in("Last-Event-Id")
-            .map(|v| cp::unescape_value(v))
-            .filter(|v| !v.is_empty()),
+        since,
+        tag,
+        last_event_id,
     };
     let now = worker::now();
-    let limits = &mcf.limits;
-    // Subscribe to every channel (creating it), all or nothing, and take the old messages and
-    // the log position in the same critical section, so nothing is sent twice or missed.
+    // Create, subscribe (all or nothing), take the old messages and the log position in one
+    // critical section, so that nothing is sent twice or missed.
     let outcome = zone::with_store(mcf.shm_zone, |s| {
-        let mut done: Vec<&[u8]> = Vec::new();
-        let mut result = Ok(());
         for c in &channels {
-            let r = s
-                .get_or_create(&c.id, now, limits)
-                .and_then(|_| s.add_subscriber(&c.id, now, limits));
-            if let Err(e) = r {
-                result = Err(e);
-                break;
-            }
-            done.push(&c.id);
-        }
-        if let Err(e) = result {
-            for id in done {
-                s.remove_subscriber(id, now, limits);
-            }
-            return Err(e);
+            s.get_or_create(&c.id, now, limits)?;
         }
         let old: Vec<_> = channels
             .iter()
             .map(|c| {
-                let cur = Cursor {
-                    backtrack: c.backtrack,
-                    ..cursor_base.clone()
-                };
-                (c.id.clone(), s.old_messages(&c.id, &cur))
+                (
+                    c.id.clone(),
+                    s.old_messages(
+                        &c.id,
+                        &Cursor {
+                            backtrack: c.backtrack,
+                            ..base.clone()
+                        },
+                    ),
+                )
             })
             .collect();
-        Ok((old, s.last_seq()))
+        let any_old = old.iter().any(|(_, m)| !m.is_empty());
+        let subscribe = match subscribe {
+            Subscribe::Always => true,
+            Subscribe::Never => false,
+            Subscribe::IfNothingOld => !any_old,
+        };
+        if subscribe {
+            let mut done: Vec<&[u8]> = Vec::new();
+            for c in &channels {
+                if let Err(e) = s.add_subscriber(&c.id, now, limits) {
+                    done.iter()
+                        .for_each(|id| s.remove_subscriber(id, now, limits));
+                    return Err(e);
+                }
+                done.push(&c.id);
+            }
+        }
+        let newest = old
+            .iter()
+            .filter(|(_, m)| !m.is_empty())
+            .filter_map(|(id, _)| s.channel(id).map(|i| (i.last_time, i.last_tag)))
+            .max();
+        Ok((old, newest, s.last_seq(), subscribe))
     });
-    let (old, since_seq) = match outcome {
-        Some(Ok(x)) => x,
-        Some(Err(StoreError::OutOfMemory)) => return fail(req, 500, ""),
-        Some(Err(e)) => return fail_channel(req, store_error(e)),
-        None => return ERR500,
-    };
-    let sub = worker::Sub {
-        req,
-        channels: channels.iter().map(|c| c.id.clone()).collect(),
-        tpl: Some(tpl),
-        footer: tpl.footer.clone(),
-        since_seq,
-        pending: 0,
-        finishing: false,
-    };
-    req.set_status(200);
-    let sent = req.set_content_type(None) && {
-        req.set_content_length(None);
-        let rc = req.send_header();
-        !(rc == nginx_sys::NGX_ERROR as ngx_int_t || rc > nginx_sys::NGX_OK as ngx_int_t)
-    };
-    if !sent {
-        zone::with_store(mcf.shm_zone, |s| {
-            channels
-                .iter()
-                .for_each(|c| s.remove_subscriber(&c.id, now, limits))
-        });
-        return nginx_sys::NGX_ERROR as ngx_int_t;
+    match outcome {
+        Some(Ok((old, newest, since_seq, subscribed))) => Ok(Prepared {
+            channels,
+            old,
+            newest,
+            since_seq,
+            subscribed,
+        }),
+        Some(Err(e)) => Err(store_error(e)),
+        None => Err(ChannelError::OutOfMemory),
     }
-    let mut first = tpl.header.clone();
-    for (channel, msgs) in &old {
+}
+
+/// Releases the subscriptions `prepare` took, when the request cannot go on.
+pub fn release(mcf: &MainConf, p: &Prepared) {
+    if p.subscribed {
+        let now = worker::now();
+        zone::with_store(mcf.shm_zone, |s| {
+            p.channels
+                .iter()
+                .for_each(|c| s.remove_subscriber(&c.id, now, &mcf.limits))
+        });
+    }
+}
+
+/// Old messages rendered for a location, in path order.
+pub fn render_old(tpl: &LocationTemplates, p: &Prepared) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (channel, msgs) in &p.old {
         for m in msgs {
             let msg = Message {
                 text: &m.text,
@@ -528,9 +596,117 @@ fn subscriber(req: Req, mcf: &'static MainConf, lcf: &'static LocConf) -> ngx_in
                 time: m.time,
                 tag: m.tag,
             };
-            tpl.render_message_into(&mut first, &msg);
+            out.push(tpl.render_message(&msg));
         }
     }
+    out
+}
+
+/// The padding rule that matches this request's user agent: (header min, message min).
+fn padding_for(req: Req, lcf: &LocConf) -> Option<(usize, usize)> {
+    let rules = lcf.padding.as_ref()?;
+    let ua = match lcf.user_agent {
+        Some(cv) => req
+            .complex(cv)
+            .map(|v| cp::unescape_value(&v))
+            .unwrap_or_default(),
+        None => req
+            .header_in("User-Agent")
+            .map(|v| v.to_vec())
+            .unwrap_or_default(),
+    };
+    rules
+        .iter()
+        .find(|r| req.regex_matches(r.regex, &ua))
+        .map(|r| (r.header_min, r.message_min))
+}
+
+fn subscriber(
+    req: Req,
+    mcf: &'static MainConf,
+    lcf: &'static LocConf,
+    mode: SubscriberMode,
+) -> ngx_int_t {
+    if mode == SubscriberMode::WebSocket {
+        return crate::websocket::handshake(req, mcf, lcf);
+    }
+    cors(req, lcf, b"GET");
+    if req.method() == OPTIONS {
+        return req.respond(200, None, &[], b"");
+    }
+    no_cache(req);
+    if req.method() != GET {
+        return req.respond(405, None, &[("Allow", b"GET")], b"");
+    }
+    let Some(tpl) = lcf.templates.as_ref() else {
+        return ERR500;
+    };
+    // X-Nginx-PushStream-Mode turns a streaming or EventSource location into polling or
+    // long-polling (long-polling wins, as in the C module).
+    let header_mode = req
+        .header_in("X-Nginx-PushStream-Mode")
+        .map(|v| v.to_ascii_lowercase());
+    let long_polling = mode == SubscriberMode::LongPolling
+        || header_mode.as_deref() == Some(b"long-polling".as_slice());
+    let polling = !long_polling
+        && (mode == SubscriberMode::Polling
+            || header_mode.as_deref() == Some(b"polling".as_slice()));
+    if polling || long_polling {
+        return poll(req, mcf, lcf, long_polling);
+    }
+    let p = match prepare(req, mcf, lcf, Subscribe::Always) {
+        Ok(p) => p,
+        Err(ChannelError::OutOfMemory) => return fail(req, 500, ""),
+        Err(e) => return fail_channel(req, e),
+    };
+    let eventsource = tpl.kind == push_stream_core::template::Kind::EventSource;
+    req.set_status(200);
+    let ct: Option<&[u8]> = if eventsource {
+        Some(b"text/event-stream; charset=utf-8")
+    } else {
+        None
+    };
+    let sent = req.set_content_type(ct) && {
+        req.set_content_length(None);
+        let rc = req.send_header();
+        !(rc == nginx_sys::NGX_ERROR as ngx_int_t || rc > nginx_sys::NGX_OK as ngx_int_t)
+    };
+    if !sent {
+        release(mcf, &p);
+        return nginx_sys::NGX_ERROR as ngx_int_t;
+    }
+    let padding = padding_for(req, lcf);
+    let pad = |out: &mut Vec<u8>, min: usize, len: usize| {
+        if min > len {
+            let n = conf_values::padding_len((min - len) as i64, mcf.max_padding);
+            out.extend_from_slice(&conf_values::padding_bytes(n, eventsource));
+        }
+    };
+    let mut first = tpl.header.clone();
+    if let Some((h, _)) = padding {
+        if !tpl.header.is_empty() {
+            pad(&mut first, h, tpl.header.len());
+        }
+    }
+    for m in render_old(tpl, &p) {
+        first.extend_from_slice(&m);
+        if let Some((_, min)) = padding {
+            pad(&mut first, min, m.len());
+        }
+    }
+    let mut sub = worker::Sub::new(
+        req,
+        p.channels.iter().map(|c| c.id.clone()).collect(),
+        Some(tpl),
+        tpl.footer.clone(),
+        p.since_seq,
+        worker::Mode::Stream,
+    );
+    sub.ping = lcf
+        .ping_message_interval
+        .map(|ms| (tpl.ping(mcf.ping_text()), ms));
+    sub.ttl = lcf.subscriber_connection_ttl;
+    sub.padding = padding.map(|(_, m)| (m, mcf.max_padding, eventsource));
     // From here on the request is held; its cleanup releases the subscriptions on every path.
     let rc_hold = worker::hold(sub);
     let rc = req.send_bytes(&first, true, false);
@@ -539,6 +715,81 @@ fn subscriber(req: Req, mcf: &'static MainConf, lcf: &'static LocConf) -> ngx_in
         return rc;
     }
     rc_hold
+}
+
+/// Polling and long-polling.
+fn poll(req: Req, mcf: &'static MainConf, lcf: &'static LocConf, long_polling: bool) -> ngx_int_t {
+    let Some(tpl) = lcf.templates.as_ref() else {
+        return ERR500;
+    };
+    let jsonp = query_arg(req.args(), b"callback")
+        .map(|v| cp::unescape_value(&v))
+        .filter(|v| !v.is_empty());
+    let p = match prepare(
+        req,
+        mcf,
+        lcf,
+        if long_polling {
+            Subscribe::IfNothingOld
+        } else {
+            Subscribe::Never
+        },
+    ) {
+        Ok(p) => p,
+        Err(ChannelError::OutOfMemory) => return fail(req, 500, ""),
+        Err(e) => return fail_channel(req, e),
+    };
+    let old = render_old(tpl, &p);
+    if !old.is_empty() {
+        let (time, tag) = p.newest.unwrap_or((0, 0));
+        return worker::reply_batch(req, tpl, 200, time, tag, jsonp.as_deref(), old);
+    }
+    if !long_polling {
+        // Nothing new: 304, echoing the request's own time and tag.
+        let since = req
+            .header_in("If-Modified-Since")
+            .and_then(resume::parse_http_date)
+            .unwrap_or(0);
+        let tag = req.header_in("If-None-Match").and_then(resume::parse_tag);
+        req.set_status(304);
+        if since > 0 {
+            req.set_last_modified(since);
+        }
+        if let Some(tag) = tag {
+            req.add_header("Etag", format!("W/{tag}").as_bytes());
+        }
+        let ct: Option<&[u8]> = if jsonp.is_some() {
+            Some(b"application/javascript")
+        } else {
+            None
+        };
+        if !req.set_content_type(ct) {
+            return ERR500;
+        }
+        req.set_content_length(Some(0));
+        req.set_header_only();
+        return req.send_header();
+    }
+    let mut sub = worker::Sub::new(
+        req,
+        p.channels.iter().map(|c| c.id.clone()).collect(),
+        Some(tpl),
+        tpl.footer.clone(),
+        p.since_seq,
+        worker::Mode::LongPoll { jsonp },
+    );
+    sub.ttl = lcf.longpolling_ttl();
+    sub.timeout_body = mcf.timeout_with_body();
+    worker::hold(sub)
+}
+
+/// The value of `name` in a query string (raw, still escaped).
+fn query_arg(args: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+    args.split(|b| *b == b'&').find_map(|kv| {
+        let mut it = kv.splitn(2, |b| *b == b'=');
+        let k = it.next()?;
+        (k == name).then(|| it.next().unwrap_or(b"").to_vec())
+    })
 }
 
 #[cfg(feature = "test-hooks")]
@@ -582,15 +833,14 @@ mod test_hooks {
                 if rc == nginx_sys::NGX_ERROR as ngx_int_t {
                     return rc;
                 }
-                worker::hold(worker::Sub {
+                worker::hold(worker::Sub::new(
                     req,
-                    channels: vec![],
-                    tpl: None,
-                    footer: b"bye\n".to_vec(),
-                    since_seq: 0,
-                    pending: 0,
-                    finishing: false,
-                })
+                    vec![],
+                    None,
+                    b"bye\n".to_vec(),
+                    0,
+                    worker::Mode::Stream,
+                ))
             }
         }
     }

@@ -19,6 +19,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 mod bridge;
 mod glue;
 mod handlers;
+mod websocket;
 
 use glue::conf::{setter, LocConf, MainConf};
 use glue::guard::guard;
@@ -181,9 +182,9 @@ const ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 const ANY_IF: u32 = ANY | NGX_HTTP_LIF_CONF;
 
 #[cfg(not(feature = "test-hooks"))]
-const N_COMMANDS: usize = 23;
+const N_COMMANDS: usize = 37;
 #[cfg(feature = "test-hooks")]
-const N_COMMANDS: usize = 25;
+const N_COMMANDS: usize = 39;
 
 #[rustfmt::skip]
 static mut COMMANDS: [ngx_command_t; N_COMMANDS] = [
@@ -198,6 +199,8 @@ static mut COMMANDS: [ngx_command_t; N_COMMANDS] = [
     command(c"push_stream_max_number_of_wildcard_channels", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::MaxNumberOfWildcardChannels as usize),
     command(c"push_stream_wildcard_channel_prefix", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::WildcardChannelPrefix as usize),
     command(c"push_stream_events_channel_id", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::EventsChannelId as usize),
+    command(c"push_stream_ping_message_text", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::PingMessageText as usize),
+    command(c"push_stream_timeout_with_body", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::TimeoutWithBody as usize),
     command(c"push_stream_channels_statistics", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_role, LOC, 0),
     command(c"push_stream_publisher", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_role, LOC, 0),
     command(c"push_stream_subscriber", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_role, LOC, 0),
@@ -209,6 +212,18 @@ static mut COMMANDS: [ngx_command_t; N_COMMANDS] = [
     command(c"push_stream_header_template_file", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::HeaderTemplateFile as usize),
     command(c"push_stream_message_template", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::MessageTemplate as usize),
     command(c"push_stream_footer_template", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::FooterTemplate as usize),
+    command(c"push_stream_authorized_channels_only", ANY_IF | NGX_CONF_TAKE1, set_loc, LOC, Field::AuthorizedChannelsOnly as usize),
+    command(c"push_stream_allow_connections_to_events_channel", ANY_IF | NGX_CONF_TAKE1, set_loc, LOC, Field::AllowConnectionsToEventsChannel as usize),
+    command(c"push_stream_wildcard_channel_max_qtd", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::WildcardChannelMaxQtd as usize),
+    command(c"push_stream_ping_message_interval", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::PingMessageInterval as usize),
+    command(c"push_stream_subscriber_connection_ttl", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::SubscriberConnectionTtl as usize),
+    command(c"push_stream_longpolling_connection_ttl", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::LongpollingConnectionTtl as usize),
+    command(c"push_stream_websocket_allow_publish", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::WebsocketAllowPublish as usize),
+    command(c"push_stream_last_received_message_time", ANY_IF | NGX_CONF_TAKE1, set_loc, LOC, Field::LastReceivedMessageTime as usize),
+    command(c"push_stream_last_received_message_tag", ANY_IF | NGX_CONF_TAKE1, set_loc, LOC, Field::LastReceivedMessageTag as usize),
+    command(c"push_stream_last_event_id", ANY_IF | NGX_CONF_TAKE1, set_loc, LOC, Field::LastEventId as usize),
+    command(c"push_stream_user_agent", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::UserAgent as usize),
+    command(c"push_stream_padding_by_user_agent", ANY | NGX_CONF_TAKE1, set_loc, LOC, Field::PaddingByUserAgent as usize),
     #[cfg(feature = "test-hooks")]
     command(c"push_stream_test_hook", NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1, set_test_hook, LOC, 0),
     #[cfg(feature = "test-hooks")]

@@ -60,6 +60,10 @@ pub struct MainConf {
     pub max_number_of_wildcard_channels: Option<u64>,
     pub wildcard_channel_prefix: Option<Vec<u8>>,
     pub events_channel_id: Option<Vec<u8>>,
+    pub ping_message_text: Option<Vec<u8>>,
+    pub timeout_with_body: Option<bool>,
+    /// The largest header/message minimum of every padding rule (the padding cap, as in C).
+    pub max_padding: usize,
     /// Built in init_main_conf from the fields above.
     pub limits: Limits,
     /// `push_stream_test_bridge_ticks` (test-hooks): start the thread skeleton with a ticker.
@@ -84,6 +88,9 @@ impl Default for MainConf {
             max_number_of_wildcard_channels: None,
             wildcard_channel_prefix: None,
             events_channel_id: None,
+            ping_message_text: None,
+            timeout_with_body: None,
+            max_padding: 0,
             limits: Limits::default(),
             test_ticks_ms: 0,
         }
@@ -91,6 +98,14 @@ impl Default for MainConf {
 }
 
 impl MainConf {
+    pub fn ping_text(&self) -> &[u8] {
+        self.ping_message_text.as_deref().unwrap_or(b" ")
+    }
+
+    pub fn timeout_with_body(&self) -> bool {
+        self.timeout_with_body.unwrap_or(false)
+    }
+
     pub fn deleted_text(&self) -> &[u8] {
         self.channel_deleted_message_text
             .as_deref()
@@ -119,6 +134,13 @@ impl MainConf {
 #[derive(Clone, Copy)]
 pub struct Complex(pub *mut ngx_http_complex_value_t);
 
+/// A compiled `push_stream_padding_by_user_agent` rule.
+pub struct Padding {
+    pub regex: *mut nginx_sys::ngx_regex_t,
+    pub header_min: usize,
+    pub message_min: usize,
+}
+
 /// Location-level configuration (merged from http and server levels).
 #[derive(Default)]
 pub struct LocConf {
@@ -132,6 +154,18 @@ pub struct LocConf {
     pub header_from_file: bool,
     pub message_template: Option<Vec<u8>>,
     pub footer_template: Option<Vec<u8>>,
+    pub authorized_channels_only: Option<bool>,
+    pub allow_connections_to_events_channel: Option<bool>,
+    pub wildcard_channel_max_qtd: Option<u64>,
+    pub ping_message_interval: Option<u64>,
+    pub subscriber_connection_ttl: Option<u64>,
+    pub longpolling_connection_ttl: Option<u64>,
+    pub websocket_allow_publish: Option<bool>,
+    pub last_received_message_time: Option<Complex>,
+    pub last_received_message_tag: Option<Complex>,
+    pub last_event_id: Option<Complex>,
+    pub user_agent: Option<Complex>,
+    pub padding: Option<std::rc::Rc<Vec<Padding>>>,
     /// Built at merge time for subscriber locations.
     pub templates: Option<LocationTemplates>,
 }
@@ -142,6 +176,20 @@ impl LocConf {
     }
     pub fn channel_info_on_publish(&self) -> bool {
         self.channel_info_on_publish.unwrap_or(true)
+    }
+    pub fn authorized_channels_only(&self) -> bool {
+        self.authorized_channels_only.unwrap_or(false)
+    }
+    pub fn allow_connections_to_events_channel(&self) -> bool {
+        self.allow_connections_to_events_channel.unwrap_or(false)
+    }
+    pub fn websocket_allow_publish(&self) -> bool {
+        self.websocket_allow_publish.unwrap_or(false)
+    }
+    /// How long a waiting long-poll waits (ms); None: forever.
+    pub fn longpolling_ttl(&self) -> Option<u64> {
+        self.longpolling_connection_ttl
+            .or(self.subscriber_connection_ttl)
     }
 }
 
@@ -260,6 +308,8 @@ pub enum Field {
     MaxNumberOfWildcardChannels,
     WildcardChannelPrefix,
     EventsChannelId,
+    PingMessageText,
+    TimeoutWithBody,
     ChannelsPath,
     StoreMessages,
     ChannelInfoOnPublish,
@@ -268,9 +318,21 @@ pub enum Field {
     HeaderTemplateFile,
     MessageTemplate,
     FooterTemplate,
+    AuthorizedChannelsOnly,
+    AllowConnectionsToEventsChannel,
+    WildcardChannelMaxQtd,
+    PingMessageInterval,
+    SubscriberConnectionTtl,
+    LongpollingConnectionTtl,
+    WebsocketAllowPublish,
+    LastReceivedMessageTime,
+    LastReceivedMessageTag,
+    LastEventId,
+    UserAgent,
+    PaddingByUserAgent,
 }
 
-const MAIN_FIELDS: [Field; 10] = [
+const MAIN_FIELDS: [Field; 12] = [
     Field::ChannelDeletedMessageText,
     Field::ChannelInactivityTime,
     Field::MessageTtl,
@@ -281,9 +343,11 @@ const MAIN_FIELDS: [Field; 10] = [
     Field::MaxNumberOfWildcardChannels,
     Field::WildcardChannelPrefix,
     Field::EventsChannelId,
+    Field::PingMessageText,
+    Field::TimeoutWithBody,
 ];
 
-const LOC_FIELDS: [Field; 8] = [
+const LOC_FIELDS: [Field; 20] = [
     Field::ChannelsPath,
     Field::StoreMessages,
     Field::ChannelInfoOnPublish,
@@ -292,6 +356,18 @@ const LOC_FIELDS: [Field; 8] = [
     Field::HeaderTemplateFile,
     Field::MessageTemplate,
     Field::FooterTemplate,
+    Field::AuthorizedChannelsOnly,
+    Field::AllowConnectionsToEventsChannel,
+    Field::WildcardChannelMaxQtd,
+    Field::PingMessageInterval,
+    Field::SubscriberConnectionTtl,
+    Field::LongpollingConnectionTtl,
+    Field::WebsocketAllowPublish,
+    Field::LastReceivedMessageTime,
+    Field::LastReceivedMessageTag,
+    Field::LastEventId,
+    Field::UserAgent,
+    Field::PaddingByUserAgent,
 ];
 
 fn field_of(cmd: *mut ngx_command_t, table: &[Field]) -> Field {
@@ -388,6 +464,14 @@ pub unsafe extern "C" fn set_main(
                 }
                 set_once(&mut m.events_channel_id, id.to_vec(), &name)
             }
+            Field::PingMessageText => {
+                set_once(&mut m.ping_message_text, args[0].as_bytes().to_vec(), &name)
+            }
+            Field::TimeoutWithBody => set_once(
+                &mut m.timeout_with_body,
+                cv::parse_flag(&a).map_err(|e| invalid(&name, e))?,
+                &name,
+            ),
             _ => unreachable!(),
         }
     })
@@ -449,9 +533,96 @@ pub unsafe extern "C" fn set_loc(
             Field::FooterTemplate => {
                 set_once(&mut l.footer_template, args[0].as_bytes().to_vec(), &name)
             }
+            Field::AuthorizedChannelsOnly => {
+                set_once(&mut l.authorized_channels_only, flag()?, &name)
+            }
+            Field::AllowConnectionsToEventsChannel => {
+                set_once(&mut l.allow_connections_to_events_channel, flag()?, &name)
+            }
+            Field::WebsocketAllowPublish => {
+                set_once(&mut l.websocket_allow_publish, flag()?, &name)
+            }
+            Field::WildcardChannelMaxQtd => {
+                let n = cv::parse_number(&a).map_err(|e| invalid(&name, e))?;
+                set_once(&mut l.wildcard_channel_max_qtd, nonzero(n, &name)?, &name)
+            }
+            Field::PingMessageInterval
+            | Field::SubscriberConnectionTtl
+            | Field::LongpollingConnectionTtl => {
+                let ms = nonzero(cv::parse_time_ms(&a).map_err(|e| invalid(&name, e))?, &name)?;
+                let slot = match field {
+                    Field::PingMessageInterval => &mut l.ping_message_interval,
+                    Field::SubscriberConnectionTtl => &mut l.subscriber_connection_ttl,
+                    _ => &mut l.longpolling_connection_ttl,
+                };
+                set_once(slot, ms, &name)
+            }
+            Field::LastReceivedMessageTime => set_once(
+                &mut l.last_received_message_time,
+                compile_complex(cf, &args[0])?,
+                &name,
+            ),
+            Field::LastReceivedMessageTag => set_once(
+                &mut l.last_received_message_tag,
+                compile_complex(cf, &args[0])?,
+                &name,
+            ),
+            Field::LastEventId => {
+                set_once(&mut l.last_event_id, compile_complex(cf, &args[0])?, &name)
+            }
+            Field::UserAgent => set_once(&mut l.user_agent, compile_complex(cf, &args[0])?, &name),
+            Field::PaddingByUserAgent => {
+                let rules = cv::parse_padding(&a)?;
+                let mut compiled = Vec::with_capacity(rules.len());
+                for rule in rules {
+                    let regex = compile_regex(cf, &rule.regex).map_err(|e| {
+                        format!(
+                            "push stream module: error applying padding pattern to {}: {e}",
+                            rule.regex
+                        )
+                    })?;
+                    if let Some(mcf) = crate::Module::main_conf_mut_from_cf(cf) {
+                        mcf.max_padding =
+                            mcf.max_padding.max(rule.header_min).max(rule.message_min);
+                    }
+                    compiled.push(Padding {
+                        regex,
+                        header_min: rule.header_min,
+                        message_min: rule.message_min,
+                    });
+                }
+                set_once(&mut l.padding, std::rc::Rc::new(compiled), &name)
+            }
             _ => unreachable!(),
         }
     })
+}
+
+/// Compiles a PCRE regex with nginx's regex API (case-sensitive, as the C module).
+unsafe fn compile_regex(
+    cf: *mut ngx_conf_t,
+    pattern: &str,
+) -> Result<*mut nginx_sys::ngx_regex_t, String> {
+    let mut errbuf = [0u8; 256];
+    let mut rc: nginx_sys::ngx_regex_compile_t = core::mem::zeroed();
+    let p = nginx_sys::ngx_pnalloc((*cf).pool, pattern.len()) as *mut u8;
+    if p.is_null() {
+        return Err("out of memory".into());
+    }
+    ptr::copy_nonoverlapping(pattern.as_ptr(), p, pattern.len());
+    rc.pattern = ngx_str_t {
+        len: pattern.len(),
+        data: p,
+    };
+    rc.pool = (*cf).pool;
+    rc.err = ngx_str_t {
+        len: errbuf.len(),
+        data: errbuf.as_mut_ptr(),
+    };
+    if nginx_sys::ngx_regex_compile(&mut rc) != NGX_OK as _ {
+        return Err(text(&rc.err));
+    }
+    Ok(rc.regex)
 }
 
 /// A path relative to nginx's configuration prefix made absolute, as nginx does for its files.
@@ -485,12 +656,6 @@ pub unsafe extern "C" fn set_role(
                     Some(v) => cv::SubscriberMode::parse(v)?,
                     None => cv::SubscriberMode::default(),
                 };
-                if mode != cv::SubscriberMode::Streaming {
-                    return Err(format!(
-                        "push stream module: push_stream_subscriber mode {} is not supported by this version yet (only streaming)",
-                        value.unwrap_or_default()
-                    ));
-                }
                 LocationRole::Subscriber(mode)
             }
             _ => LocationRole::Statistics,
@@ -532,6 +697,61 @@ pub unsafe extern "C" fn merge_loc_conf(
         inherit(&mut conf.header_template, &prev.header_template);
         inherit(&mut conf.message_template, &prev.message_template);
         inherit(&mut conf.footer_template, &prev.footer_template);
+        inherit(
+            &mut conf.authorized_channels_only,
+            &prev.authorized_channels_only,
+        );
+        inherit(
+            &mut conf.allow_connections_to_events_channel,
+            &prev.allow_connections_to_events_channel,
+        );
+        inherit(
+            &mut conf.wildcard_channel_max_qtd,
+            &prev.wildcard_channel_max_qtd,
+        );
+        inherit(&mut conf.ping_message_interval, &prev.ping_message_interval);
+        inherit(
+            &mut conf.subscriber_connection_ttl,
+            &prev.subscriber_connection_ttl,
+        );
+        inherit(
+            &mut conf.longpolling_connection_ttl,
+            &prev.longpolling_connection_ttl,
+        );
+        inherit(
+            &mut conf.websocket_allow_publish,
+            &prev.websocket_allow_publish,
+        );
+        inherit(
+            &mut conf.last_received_message_time,
+            &prev.last_received_message_time,
+        );
+        inherit(
+            &mut conf.last_received_message_tag,
+            &prev.last_received_message_tag,
+        );
+        inherit(&mut conf.last_event_id, &prev.last_event_id);
+        inherit(&mut conf.user_agent, &prev.user_agent);
+        inherit(&mut conf.padding, &prev.padding);
+        if let Some(mcf) = crate::Module::main_conf_mut_from_cf(cf) {
+            let prefix_set = mcf
+                .wildcard_channel_prefix
+                .as_ref()
+                .is_some_and(|p| !p.is_empty());
+            if conf.wildcard_channel_max_qtd.is_some() && !prefix_set {
+                conf_error(cf, NGX_LOG_EMERG, "push stream module: cannot set wildcard channel max qtd if push_stream_wildcard_channel_prefix is not set or blank.");
+                return NGX_CONF_ERROR;
+            }
+            if let (Some(qtd), Some(max)) = (
+                conf.wildcard_channel_max_qtd,
+                mcf.max_number_of_wildcard_channels,
+            ) {
+                if max < qtd {
+                    conf_error(cf, NGX_LOG_EMERG, "push stream module: max number of wildcard channels cannot be smaller than value in push_stream_wildcard_channel_max_qtd.");
+                    return NGX_CONF_ERROR;
+                }
+            }
+        }
         if conf
             .role
             .is_some_and(|r| !matches!(r, LocationRole::TestHook(_)))

@@ -312,6 +312,104 @@ impl Req {
         self.r().set_keepalive(0);
     }
 
+    /// Reads from the client connection (WebSocket frames): bytes read, 0 at EOF, NGX_AGAIN
+    /// or NGX_ERROR.
+    pub fn recv(&self, buf: &mut [u8]) -> isize {
+        // SAFETY: the connection's own recv function on a live connection into our buffer.
+        unsafe {
+            let c = self.r().connection;
+            match (*c).recv {
+                Some(f) => f(c, buf.as_mut_ptr(), buf.len()),
+                None => nginx_sys::NGX_ERROR as isize,
+            }
+        }
+    }
+
+    /// Re-arms the connection's read event after NGX_AGAIN.
+    pub fn arm_read(&self) -> bool {
+        // SAFETY: the live connection's read event.
+        unsafe {
+            nginx_sys::ngx_handle_read_event((*self.r().connection).read, 0) == NGX_OK as ngx_int_t
+        }
+    }
+
+    /// Runs the connection's read handler on the next turn of the event loop.
+    pub fn post_read_event(&self) {
+        // SAFETY: posting nginx's own read event of a live connection to its posted queue.
+        unsafe {
+            let rev = (*self.r().connection).read;
+            nginx_sys::ngx_post_event(rev, core::ptr::addr_of_mut!(nginx_sys::ngx_posted_events));
+        }
+    }
+
+    /// The location's client_max_body_size.
+    pub fn client_max_body_size(&self) -> u64 {
+        use ngx::http::HttpModuleLocationConf;
+        // SAFETY: the core module's location configuration of a live request.
+        unsafe {
+            ngx::http::NgxHttpCoreModule::location_conf(&*self.0)
+                .map(|c| c.client_max_body_size as u64)
+                .unwrap_or(1 << 20)
+        }
+    }
+
+    /// Whether a compiled PCRE regex matches `subject`.
+    pub fn regex_matches(&self, re: *mut nginx_sys::ngx_regex_t, subject: &[u8]) -> bool {
+        // SAFETY: re was compiled at configuration time; the subject is copied into the pool.
+        unsafe {
+            let Some(mut s) = pool_str(self.0, subject) else {
+                return false;
+            };
+            if s.data.is_null() {
+                s.data = b"\0".as_ptr() as *mut u8;
+            }
+            nginx_sys::ngx_regex_exec(re, &mut s, ptr::null_mut(), 0) >= 0
+        }
+    }
+
+    /// `Last-Modified` (nginx formats it).
+    pub fn set_last_modified(&self, t: i64) {
+        self.r().headers_out.last_modified_time = t as _;
+    }
+
+    pub fn set_header_only(&self) {
+        self.r().set_header_only(1);
+    }
+
+    /// A timer event in the request pool whose `data` is the request.
+    pub fn timer(
+        &self,
+        handler: unsafe extern "C" fn(*mut nginx_sys::ngx_event_t),
+    ) -> *mut nginx_sys::ngx_event_t {
+        // SAFETY: allocated zeroed from the request pool; lives as long as the request.
+        unsafe {
+            let ev = ngx_pcalloc(
+                (*self.0).pool,
+                core::mem::size_of::<nginx_sys::ngx_event_t>(),
+            ) as *mut nginx_sys::ngx_event_t;
+            if ev.is_null() {
+                return ev;
+            }
+            (*ev).handler = Some(handler);
+            (*ev).data = self.0 as *mut core::ffi::c_void;
+            (*ev).log = self.log();
+            (*ev).set_cancelable(1);
+            ev
+        }
+    }
+
+    pub fn set_read_handler(&self, h: nginx_sys::ngx_http_event_handler_pt) {
+        self.r().read_event_handler = h;
+    }
+
+
+    /// Marks the response header as sent (the WebSocket 101 is written by the module itself),
+    /// so that what follows goes to the client as raw bytes.
+    pub fn set_header_sent(&self) {
+        self.r().set_header_sent(1);
+        self.r().set_keepalive(0);
+    }
+
     /// `ngx_http_finalize_request` alone, for a request body's post handler.
     pub fn finalize_in_handler(&self, rc: ngx_int_t) {
         // SAFETY: a live request.

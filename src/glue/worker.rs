@@ -31,6 +31,17 @@ const TICK_MS: usize = 1000;
 /// Bytes a subscriber may leave unsent (it stopped reading) before it is closed.
 pub const MAX_PENDING_BYTES: usize = 1024 * 1024;
 
+/// How a held subscriber gets its messages.
+pub enum Mode {
+    /// Streaming and EventSource: each message written as it comes (the templates' kind
+    /// decides the framing).
+    Stream,
+    /// A waiting long-poll: the first message completes the response.
+    LongPoll { jsonp: Option<Vec<u8>> },
+    /// WebSocket: messages as text frames; client frames read by `ws_read_handler`.
+    WebSocket(Box<crate::websocket::WsState>),
+}
+
 /// A request held open by the module (a subscriber).
 pub struct Sub {
     pub req: Req,
@@ -44,6 +55,46 @@ pub struct Sub {
     pub pending: usize,
     /// Its end (footer, last buffer) was sent; waiting for nginx to finish the request.
     pub finishing: bool,
+    pub mode: Mode,
+    /// Keep-alive: what a ping writes, and how often (ms); re-armed after every message.
+    pub ping: Option<(Vec<u8>, u64)>,
+    /// `push_stream_subscriber_connection_ttl` / long-poll timeout (ms).
+    pub ttl: Option<u64>,
+    /// Padding after each message: (minimum, cap, EventSource style).
+    pub padding: Option<(usize, usize, bool)>,
+    /// The timer events, allocated in the request pool.
+    pub ping_ev: *mut ngx_event_t,
+    pub ttl_ev: *mut ngx_event_t,
+    /// What a long-poll timeout or a shutdown answers (timeout_with_body).
+    pub timeout_body: bool,
+}
+
+impl Sub {
+    pub fn new(
+        req: Req,
+        channels: Vec<Vec<u8>>,
+        tpl: Option<&'static LocationTemplates>,
+        footer: Vec<u8>,
+        since_seq: u64,
+        mode: Mode,
+    ) -> Sub {
+        Sub {
+            req,
+            channels,
+            tpl,
+            footer,
+            since_seq,
+            pending: 0,
+            finishing: false,
+            mode,
+            ping: None,
+            ttl: None,
+            padding: None,
+            ping_ev: std::ptr::null_mut(),
+            ttl_ev: std::ptr::null_mut(),
+            timeout_body: false,
+        }
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -383,7 +434,29 @@ pub fn process_log() {
     }
 }
 
-fn targets(channel: &[u8], seq: u64) -> Vec<(usize, Req, Option<&'static LocationTemplates>)> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Stream,
+    LongPoll,
+    WebSocket,
+}
+
+struct Target {
+    key: usize,
+    req: Req,
+    tpl: Option<&'static LocationTemplates>,
+    kind: Kind,
+}
+
+fn kind_of(m: &Mode) -> Kind {
+    match m {
+        Mode::Stream => Kind::Stream,
+        Mode::LongPoll { .. } => Kind::LongPoll,
+        Mode::WebSocket(_) => Kind::WebSocket,
+    }
+}
+
+fn targets(channel: &[u8], seq: u64) -> Vec<Target> {
     with(|w| {
         w.by_channel
             .get(channel)
@@ -393,13 +466,49 @@ fn targets(channel: &[u8], seq: u64) -> Vec<(usize, Req, Option<&'static Locatio
                         w.subs
                             .get(k)
                             .filter(|s| s.since_seq < seq && !s.finishing)
-                            .map(|s| (*k, s.req, s.tpl))
+                            .map(|s| Target {
+                                key: *k,
+                                req: s.req,
+                                tpl: s.tpl,
+                                kind: kind_of(&s.mode),
+                            })
                     })
                     .collect()
             })
             .unwrap_or_default()
     })
     .unwrap_or_default()
+}
+
+/// A message rendered once per template (and framed once for WebSocket locations).
+struct Rendered<'m> {
+    msg: Message<'m>,
+    cache: Vec<(*const LocationTemplates, Vec<u8>)>,
+}
+
+impl<'m> Rendered<'m> {
+    fn new(msg: Message<'m>) -> Self {
+        Rendered {
+            msg,
+            cache: Vec::new(),
+        }
+    }
+
+    fn get(&mut self, tpl: &LocationTemplates) -> &[u8] {
+        let p = tpl as *const LocationTemplates;
+        let i = match self.cache.iter().position(|(t, _)| *t == p) {
+            Some(i) => i,
+            None => {
+                let mut bytes = tpl.render_message(&self.msg);
+                if tpl.kind == push_stream_core::template::Kind::WebSocket {
+                    bytes = push_stream_core::websocket::text_frame(&bytes);
+                }
+                self.cache.push((p, bytes));
+                self.cache.len() - 1
+            }
+        };
+        &self.cache[i].1
+    }
 }
 
 fn deliver(rec: &Record) {
@@ -423,41 +532,45 @@ fn deliver(rec: &Record) {
                 time: *time,
                 tag: *tag,
             };
-            let mut cache: Vec<(*const LocationTemplates, Vec<u8>)> = Vec::new();
-            for (key, req, tpl) in targets(channel, *seq) {
-                let Some(tpl) = tpl else { continue };
-                let p = tpl as *const LocationTemplates;
-                let idx = match cache.iter().position(|(t, _)| *t == p) {
-                    Some(i) => i,
-                    None => {
-                        cache.push((p, tpl.render_message(&m)));
-                        cache.len() - 1
-                    }
-                };
-                send(key, req, &cache[idx].1);
+            let mut r = Rendered::new(m);
+            for t in targets(channel, *seq) {
+                let Some(tpl) = t.tpl else { continue };
+                if t.kind == Kind::LongPoll {
+                    let bytes = tpl.render_message(&m);
+                    longpoll_complete(t.key, t.req, tpl, 200, *time, *tag, Some(bytes));
+                } else {
+                    let bytes = r.get(tpl).to_vec();
+                    send_message(t.key, t.req, &bytes);
+                }
             }
         }
         Record::ChannelDeleted { seq, channel, text } => {
             let m = Message::channel_deleted(channel, text);
-            for (key, req, tpl) in targets(channel, *seq) {
-                if let Some(tpl) = tpl {
-                    send(key, req, &tpl.render_message(&m));
-                }
+            let mut r = Rendered::new(m);
+            for t in targets(channel, *seq) {
                 // The subscriber leaves that channel; the store counts it out of the deleted one.
                 let left = with(|w| {
                     if let Some(keys) = w.by_channel.get_mut(channel.as_slice()) {
-                        keys.retain(|k| *k != key);
+                        keys.retain(|k| *k != t.key);
                     }
-                    w.subs.get_mut(&key).map(|s| {
+                    w.subs.get_mut(&t.key).map(|s| {
                         s.channels.retain(|c| c != channel);
-                        (s.channels.is_empty(), s.footer.clone())
+                        s.channels.is_empty()
                     })
                 })
                 .flatten();
                 let (zone, limits) = with(|w| (w.zone, w.limits)).unwrap();
                 zone::with_store(zone, |s| s.remove_subscriber(channel, now(), limits));
-                if let Some((true, footer)) = left {
-                    finish(key, req, &footer);
+                let Some(tpl) = t.tpl else { continue };
+                if t.kind == Kind::LongPoll {
+                    let bytes = tpl.render_message(&m);
+                    longpoll_complete(t.key, t.req, tpl, 200, now(), 0, Some(bytes));
+                    continue;
+                }
+                let bytes = r.get(tpl).to_vec();
+                send_message(t.key, t.req, &bytes);
+                if left == Some(true) {
+                    end(t.key);
                 }
             }
         }
@@ -485,51 +598,209 @@ pub fn send(key: usize, req: Req, bytes: &[u8]) {
     if over {
         with(|w| w.stats.slow_closed += 1);
         log::warn(req.log(), &format!(
-            "push_stream: closing a subscriber that stopped reading ({} bytes unsent, limit {MAX_PENDING_BYTES})",
-            MAX_PENDING_BYTES
+            "push_stream: closing a subscriber that stopped reading (more than {MAX_PENDING_BYTES} bytes unsent)"
         ));
         req.finalize(nginx_sys::NGX_ERROR as ngx_int_t);
     }
 }
 
-fn finish(key: usize, req: Req, footer: &[u8]) {
-    with(|w| w.subs.get_mut(&key).map(|s| s.finishing = true));
-    req.finish(footer);
+/// A message for a streaming, EventSource or WebSocket subscriber: the bytes, its padding,
+/// and the ping timer pushed back.
+fn send_message(key: usize, req: Req, bytes: &[u8]) {
+    let pad = with(|w| w.subs.get(&key).and_then(|s| s.padding)).flatten();
+    match pad {
+        Some((min, cap, es)) if min > bytes.len() => {
+            let n = push_stream_core::conf_values::padding_len((min - bytes.len()) as i64, cap);
+            let mut out = bytes.to_vec();
+            out.extend_from_slice(&push_stream_core::conf_values::padding_bytes(n, es));
+            send(key, req, &out);
+        }
+        _ => send(key, req, bytes),
+    }
+    rearm_ping(key);
+}
+
+fn rearm_ping(key: usize) {
+    with(|w| {
+        if let Some(s) = w.subs.get(&key) {
+            if let (Some((_, ms)), false) = (&s.ping, s.ping_ev.is_null()) {
+                // SAFETY: the event lives in the request pool; timers are removed in cleanup.
+                unsafe { nginx_sys::ngx_add_timer(s.ping_ev, *ms as _) };
+            }
+        }
+    });
+}
+
+/// Completes a waiting long-poll: status, `Last-Modified`/`Etag`, then header template, the
+/// message (JSONP-wrapped when asked) and the footer; or a bodiless 304.
+fn longpoll_complete(
+    key: usize,
+    req: Req,
+    tpl: &LocationTemplates,
+    status: usize,
+    time: i64,
+    tag: u64,
+    msg: Option<Vec<u8>>,
+) {
+    let jsonp = with(|w| {
+        w.subs.get_mut(&key).and_then(|s| {
+            s.finishing = true;
+            match &s.mode {
+                Mode::LongPoll { jsonp } => jsonp.clone(),
+                _ => None,
+            }
+        })
+    })
+    .flatten();
+    let rc = reply_batch(
+        req,
+        tpl,
+        status,
+        time,
+        tag,
+        jsonp.as_deref(),
+        msg.into_iter().collect(),
+    );
+    req.finalize(rc);
+}
+
+/// The polling / long-polling answer. `messages` empty with status 304: header only.
+pub fn reply_batch(
+    req: Req,
+    tpl: &LocationTemplates,
+    status: usize,
+    time: i64,
+    tag: u64,
+    jsonp: Option<&[u8]>,
+    messages: Vec<Vec<u8>>,
+) -> ngx_int_t {
+    req.set_status(status);
+    if time > 0 || status != 304 {
+        req.set_last_modified(time);
+    }
+    req.add_header("Etag", format!("W/{tag}").as_bytes());
+    let ct: Option<&[u8]> = if jsonp.is_some() {
+        Some(b"application/javascript")
+    } else {
+        None
+    };
+    if !req.set_content_type(ct) {
+        return nginx_sys::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    if status == 304 {
+        req.set_content_length(Some(0));
+        req.set_header_only();
+        return req.send_header();
+    }
+    let mut body = tpl.header.clone();
+    match jsonp {
+        Some(cb) => body.extend_from_slice(&push_stream_core::template::jsonp_wrap(cb, &messages)),
+        None => messages.iter().for_each(|m| body.extend_from_slice(m)),
+    }
+    body.extend_from_slice(&tpl.footer);
+    req.set_content_length(None);
+    let rc = req.send_header();
+    if rc == nginx_sys::NGX_ERROR as ngx_int_t || rc > nginx_sys::NGX_OK as ngx_int_t {
+        return rc;
+    }
+    req.send_bytes(&body, true, true)
+}
+
+/// Ends a subscriber as a ttl, reload or stop does: footer (WebSocket: footer frame and close
+/// frame); a waiting long-poll gets the timeout answer.
+pub fn end(key: usize) {
+    let Some((req, kind, tpl, footer, timeout_body)) = with(|w| {
+        w.subs.get_mut(&key).filter(|s| !s.finishing).map(|s| {
+            (
+                s.req,
+                kind_of(&s.mode),
+                s.tpl,
+                s.footer.clone(),
+                s.timeout_body,
+            )
+        })
+    })
+    .flatten() else {
+        return;
+    };
+    match (kind, tpl) {
+        (Kind::LongPoll, Some(tpl)) => {
+            let t = now();
+            if timeout_body {
+                let m = Message::timeout();
+                longpoll_complete(key, req, tpl, 200, t, 0, Some(tpl.render_message(&m)));
+            } else {
+                longpoll_complete(key, req, tpl, 304, t, 0, None);
+            }
+        }
+        (Kind::WebSocket, _) => {
+            let mut tail = Vec::new();
+            if !footer.is_empty() {
+                tail = push_stream_core::websocket::text_frame(&footer);
+            }
+            tail.extend_from_slice(push_stream_core::websocket::CLOSE_FRAME);
+            with(|w| w.subs.get_mut(&key).map(|s| s.finishing = true));
+            req.finish(&tail);
+        }
+        _ => {
+            with(|w| w.subs.get_mut(&key).map(|s| s.finishing = true));
+            req.finish(&footer);
+        }
+    }
 }
 
 /// Graceful shutdown began: each subscriber gets its footer and ends.
 fn shutdown() {
-    let subs: Vec<(usize, Req, Vec<u8>)> = with(|w| {
+    let keys: Vec<usize> = with(|w| {
         w.shutting_down = true;
         w.subs
             .iter()
             .filter(|(_, s)| !s.finishing)
-            .map(|(k, s)| (*k, s.req, s.footer.clone()))
+            .map(|(k, _)| *k)
             .collect()
     })
     .unwrap_or_default();
-    if !subs.is_empty() {
+    if !keys.is_empty() {
         log::info(
             std::ptr::null_mut(),
             &format!(
                 "push_stream: shutting down, ending {} subscriber(s)",
-                subs.len()
+                keys.len()
             ),
         );
     }
-    for (key, req, footer) in subs {
-        finish(key, req, &footer);
+    for key in keys {
+        end(key);
     }
 }
 
 /// Holds `sub.req` open as a subscriber until it ends. Returns NGX_DONE for the handler.
-pub fn hold(sub: Sub) -> ngx_int_t {
+pub fn hold(mut sub: Sub) -> ngx_int_t {
     let req = sub.req;
     let key = req.0 as usize;
     if !req.on_cleanup(sub_cleanup, req.0 as *mut core::ffi::c_void) {
         return nginx_sys::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     }
-    let rc = req.hold(Some(sub_write_handler));
+    if let Some((_, ms)) = &sub.ping {
+        sub.ping_ev = req.timer(ping_handler);
+        if !sub.ping_ev.is_null() {
+            // SAFETY: a fresh event from the request pool.
+            unsafe { nginx_sys::ngx_add_timer(sub.ping_ev, *ms as _) };
+        }
+    }
+    if let Some(ms) = sub.ttl {
+        sub.ttl_ev = req.timer(ttl_handler);
+        if !sub.ttl_ev.is_null() {
+            // SAFETY: as above.
+            unsafe { nginx_sys::ngx_add_timer(sub.ttl_ev, ms as _) };
+        }
+    }
+    let write: nginx_sys::ngx_http_event_handler_pt = Some(sub_write_handler);
+    let ws = matches!(sub.mode, Mode::WebSocket(_));
+    let rc = req.hold(write);
+    if ws {
+        req.set_read_handler(Some(crate::websocket::ws_read_handler));
+    }
     with(|w| {
         for c in &sub.channels {
             w.by_channel.entry(c.clone()).or_default().push(key);
@@ -539,7 +810,32 @@ pub fn hold(sub: Sub) -> ngx_int_t {
     rc
 }
 
-/// Pool cleanup of a subscriber request: forget it here and in the store's counts.
+unsafe extern "C" fn ping_handler(ev: *mut ngx_event_t) {
+    let r = (*ev).data as *mut ngx_http_request_t;
+    let req = Req::from_raw(r);
+    guard(req.log(), "ping timer", (), || {
+        let key = r as usize;
+        let ping = with(|w| {
+            w.subs
+                .get(&key)
+                .filter(|s| !s.finishing)
+                .and_then(|s| s.ping.as_ref().map(|p| p.0.clone()))
+        })
+        .flatten();
+        if let Some(bytes) = ping {
+            send(key, req, &bytes);
+            rearm_ping(key);
+        }
+    })
+}
+
+unsafe extern "C" fn ttl_handler(ev: *mut ngx_event_t) {
+    let r = (*ev).data as *mut ngx_http_request_t;
+    let req = Req::from_raw(r);
+    guard(req.log(), "ttl timer", (), || end(r as usize))
+}
+
+/// Pool cleanup of a subscriber request: timers off, and forget it here and in the store.
 unsafe extern "C" fn sub_cleanup(data: *mut core::ffi::c_void) {
     guard(std::ptr::null_mut(), "request cleanup", (), || {
         let key = data as usize;
@@ -553,20 +849,67 @@ unsafe extern "C" fn sub_cleanup(data: *mut core::ffi::c_void) {
                     }
                 }
             }
-            Some((sub.channels, w.zone, w.limits))
+            Some((sub, w.zone, w.limits))
         })
         .flatten();
-        if let Some((channels, zone, limits)) = gone {
-            if !channels.is_empty() {
+        if let Some((sub, zone, limits)) = gone {
+            for ev in [sub.ping_ev, sub.ttl_ev] {
+                // SAFETY: events from the request pool, still allocated during its cleanups.
+                unsafe {
+                    if !ev.is_null() && (*ev).timer_set() != 0 {
+                        nginx_sys::ngx_del_timer(ev);
+                    }
+                }
+            }
+            if !sub.channels.is_empty() {
                 let t = now();
                 zone::with_store(zone, |s| {
-                    for c in &channels {
+                    for c in &sub.channels {
                         s.remove_subscriber(c, t, limits);
                     }
                 });
             }
         }
     })
+}
+
+impl Worker {
+    /// Feeds bytes a WebSocket client sent to its decoder.
+    pub fn ws_feed(
+        &mut self,
+        key: usize,
+        data: &[u8],
+    ) -> Option<Vec<push_stream_core::websocket::Event>> {
+        match self.subs.get_mut(&key).map(|s| &mut s.mode) {
+            Some(Mode::WebSocket(state)) => Some(state.decoder.feed(data)),
+            _ => None,
+        }
+    }
+
+    /// The channels and configuration of a WebSocket subscriber.
+    #[allow(clippy::type_complexity)]
+    pub fn ws_context(
+        &self,
+        key: usize,
+    ) -> Option<(
+        Vec<Vec<u8>>,
+        &'static crate::glue::conf::MainConf,
+        &'static crate::glue::conf::LocConf,
+    )> {
+        match self.subs.get(&key) {
+            Some(s) => match &s.mode {
+                Mode::WebSocket(state) => Some((s.channels.clone(), state.mcf, state.lcf)),
+                _ => None,
+            },
+            None => None,
+        }
+    }
+
+    pub fn mark_finishing(&mut self, key: usize) {
+        if let Some(s) = self.subs.get_mut(&key) {
+            s.finishing = true;
+        }
+    }
 }
 
 pub fn sub_count() -> usize {

@@ -580,3 +580,133 @@ impl Stream {
         out
     }
 }
+
+// ---- WebSocket client ---------------------------------------------------------------------
+
+/// A minimal RFC 6455 client: masks what it sends, reads the server's unmasked frames.
+pub struct Ws {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    /// The raw 101 response head.
+    pub head: String,
+}
+
+pub const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+impl Ws {
+    /// Connects and performs the handshake; returns the client even when the server refused
+    /// (check `head`).
+    pub fn connect(port: u16, path: &str) -> Ws {
+        let mut stream = connect(port);
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(
+                n > 0,
+                "connection closed during the handshake: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let rest = buf[end..].to_vec();
+        Ws {
+            stream,
+            buf: rest,
+            head,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Sends one frame; `masked` false sends an (invalid) unmasked client frame.
+    pub fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8], masked: bool) {
+        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        let m = if masked { 0x80 } else { 0 };
+        if payload.len() < 126 {
+            f.push(m | payload.len() as u8);
+        } else if payload.len() < 65536 {
+            f.push(m | 126);
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        } else {
+            f.push(m | 127);
+            f.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        }
+        if masked {
+            let key = [0x37u8, 0xfa, 0x21, 0x3d];
+            f.extend_from_slice(&key);
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            f.extend_from_slice(payload);
+        }
+        self.stream.write_all(&f).unwrap();
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.send_frame(true, 1, text.as_bytes(), true);
+    }
+
+    /// The next frame: (fin, opcode, payload); None when the server closed the connection.
+    pub fn read_frame(&mut self) -> Option<(bool, u8, Vec<u8>)> {
+        loop {
+            if let Some((frame, used)) = parse_server_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next text frame's payload, skipping pings.
+    pub fn read_text(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let (_, op, p) = self.read_frame()?;
+            match op {
+                1 => return Some(p),
+                9 => continue,
+                _ => panic!("expected a text frame, got opcode {op} {p:?}"),
+            }
+        }
+    }
+}
+
+fn parse_server_frame(b: &[u8]) -> Option<((bool, u8, Vec<u8>), usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    assert_eq!(b[1] & 0x80, 0, "server frames are never masked");
+    let (len, mut at) = match b[1] & 0x7f {
+        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+        127 if b.len() >= 10 => (
+            u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    if b.len() < at + len {
+        return None;
+    }
+    let payload = b[at..at + len].to_vec();
+    at += len;
+    Some(((b[0] & 0x80 != 0, b[0] & 0x0f, payload), at))
+}

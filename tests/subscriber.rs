@@ -1,0 +1,579 @@
+//! Subscribers in every mode: streaming, polling, long-polling, EventSource and WebSocket,
+//! with templates, resume rules, pings, ttls, padding, CORS, refusals and reloads.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const JSON_TPL: &str =
+    r#"{\"id\":~id~,\"channel\":\"~channel-json~\",\"text\":\"~text-json~\",\"tag\":~tag~}"#;
+
+fn conf() -> String {
+    format!(
+        r#"
+    push_stream_shared_memory_size 32m;
+    push_stream_events_channel_id events;
+    push_stream_wildcard_channel_prefix bd_;
+    push_stream_ping_message_text "ping";
+    server {{
+        listen 127.0.0.1:{{PORT}} reuseport;
+        location /pub {{ push_stream_publisher admin; push_stream_channels_path $arg_id; push_stream_store_messages on; }}
+        location ~ /sub/(.*) {{
+            push_stream_subscriber;
+            push_stream_channels_path $1;
+            push_stream_message_template "~id~|~channel~|~text~\n";
+            push_stream_footer_template "F\n";
+        }}
+        location ~ /ev/(.*) {{ push_stream_subscriber eventsource; push_stream_channels_path $1; }}
+        location ~ /lp/(.*) {{
+            push_stream_subscriber long-polling;
+            push_stream_channels_path $1;
+            push_stream_message_template "{JSON_TPL}";
+            push_stream_longpolling_connection_ttl 1500ms;
+        }}
+        location ~ /poll/(.*) {{
+            push_stream_subscriber polling;
+            push_stream_channels_path $1;
+            push_stream_message_template "{JSON_TPL}";
+        }}
+        location ~ /ws/(.*) {{
+            push_stream_subscriber websocket;
+            push_stream_channels_path $1;
+            push_stream_websocket_allow_publish on;
+            push_stream_store_messages on;
+            push_stream_header_template "hi";
+            push_stream_footer_template "bye";
+            client_max_body_size 1k;
+        }}
+        location ~ /ping/(.*) {{
+            push_stream_subscriber;
+            push_stream_channels_path $1;
+            push_stream_message_template "~id~:~text~";
+            push_stream_ping_message_interval 300ms;
+        }}
+        location ~ /ttl/(.*) {{
+            push_stream_subscriber;
+            push_stream_channels_path $1;
+            push_stream_subscriber_connection_ttl 1s;
+            push_stream_footer_template "END";
+        }}
+        location ~ /auth/(.*) {{ push_stream_subscriber; push_stream_channels_path $1; push_stream_authorized_channels_only on; }}
+        location ~ /evch/(.*) {{ push_stream_subscriber; push_stream_channels_path $1; push_stream_allow_connections_to_events_channel on; push_stream_message_template "~event-type~ ~text~\n"; }}
+        location ~ /wild/(.*) {{ push_stream_subscriber; push_stream_channels_path $1; push_stream_wildcard_channel_max_qtd 1; }}
+        location ~ /pad/(.*) {{
+            push_stream_subscriber;
+            push_stream_channels_path $1;
+            push_stream_header_template "0123456789";
+            push_stream_padding_by_user_agent "[T|t]est,1024,545";
+        }}
+        location ~ /cors/(.*) {{ push_stream_subscriber; push_stream_channels_path $1; push_stream_allowed_origins "*"; }}
+    }}"#
+    )
+}
+
+fn start() -> Nginx {
+    Nginx::start_with(
+        &conf(),
+        Options {
+            workers: 2,
+            ..Default::default()
+        },
+    )
+}
+
+fn publish(n: &Nginx, ch: &str, body: &str) {
+    let r = request(
+        n.port,
+        "POST",
+        &format!("/pub?id={ch}"),
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+fn read_until(s: &mut Stream, needle: &str) -> String {
+    let mut got = String::new();
+    while !got.contains(needle) {
+        let c = s
+            .next_chunk()
+            .unwrap_or_else(|| panic!("stream ended before {needle:?}; got {got:?}"));
+        got.push_str(&String::from_utf8_lossy(&c));
+    }
+    got
+}
+
+#[test]
+fn eventsource_framing_and_last_event_id_resume() {
+    let n = start();
+    let mut s = Stream::open(n.port, "/ev/es", &[]);
+    assert_eq!(s.status, 200);
+    assert_eq!(
+        s.header("Content-Type"),
+        Some("text/event-stream; charset=utf-8")
+    );
+    assert_eq!(s.next_chunk().unwrap(), b": \n".to_vec());
+    let r = request(
+        n.port,
+        "POST",
+        "/pub?id=es",
+        &["Event-Id: E3", "Event-Type: T3"],
+        b"a\nb\r\nc",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        read_until(&mut s, "\n\n"),
+        "id: E3\nevent: T3\ndata: a\ndata: b\ndata: c\n\n"
+    );
+    for id in ["e1", "e2", "e3"] {
+        let h = format!("Event-Id: {id}");
+        request(
+            n.port,
+            "POST",
+            "/pub?id=es",
+            &[h.as_str()],
+            format!("m-{id}").as_bytes(),
+        );
+    }
+    let mut again = Stream::open(n.port, "/ev/es", &["Last-Event-Id: e1"]);
+    let got = read_until(&mut again, "data: m-e3\n\n");
+    assert!(
+        got.starts_with(": \nid: e2\ndata: m-e2\n\nid: e3\ndata: m-e3\n\n"),
+        "{got:?}"
+    );
+    n.stop();
+}
+
+#[test]
+fn long_polling_gets_one_message_then_resumes_with_etag_and_last_modified() {
+    let n = start();
+    let port = n.port;
+    let waiter = std::thread::spawn(move || request(port, "GET", "/lp/lpc", &[], b""));
+    std::thread::sleep(Duration::from_millis(300));
+    publish(&n, "lpc", "first");
+    let r = waiter.join().unwrap();
+    assert_eq!(r.status, 200);
+    let etag = r.header("Etag").unwrap().to_string();
+    let lm = r.header("Last-Modified").unwrap().to_string();
+    assert!(etag.starts_with("W/"), "{etag}");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (v["id"].as_i64(), v["text"].as_str()),
+        (Some(1), Some("first"))
+    );
+    // Two more, then a poll with the cursor: both at once, in order.
+    publish(&n, "lpc", "second");
+    publish(&n, "lpc", "third");
+    let inm = format!("If-None-Match: {etag}");
+    let ims = format!("If-Modified-Since: {lm}");
+    let r = request(n.port, "GET", "/lp/lpc", &[inm.as_str(), ims.as_str()], b"");
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let parts: Vec<serde_json::Value> = text
+        .replace("}{", "}\n{")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(i64, &str)> = parts
+        .iter()
+        .map(|v| (v["id"].as_i64().unwrap(), v["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got, vec![(2, "second"), (3, "third")]);
+    assert!(parts[1]["tag"].as_u64() > Some(0));
+    n.stop();
+}
+
+#[test]
+fn long_polling_times_out_with_304_and_jsonp_wraps() {
+    let n = start();
+    let t = Instant::now();
+    let r = get(n.port, "/lp/quiet");
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("Etag"), Some("W/0"));
+    assert!(r.header("Last-Modified").is_some());
+    assert!(
+        t.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        t.elapsed()
+    );
+    publish(&n, "jp", "x\"y");
+    let r = request(n.port, "GET", "/lp/jp.b1?callback=cb", &[], b"");
+    assert_eq!(r.header("Content-Type"), Some("application/javascript"));
+    let body = r.text();
+    assert!(
+        body.starts_with("cb([{\"id\":1,\"channel\":\"jp\",\"text\":\"x\\\"y\"")
+            && body.ends_with("}]);"),
+        "{body}"
+    );
+    n.stop();
+}
+
+#[test]
+fn polling_answers_304_or_the_batch() {
+    let n = start();
+    let r = get(n.port, "/poll/p1");
+    assert_eq!((r.status, r.header("Etag")), (304, None));
+    publish(&n, "p1", "a");
+    publish(&n, "p1", "b");
+    let r = request(
+        n.port,
+        "GET",
+        "/poll/p1",
+        &["If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT"],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.text().matches("\"channel\":\"p1\"").count(),
+        2,
+        "{}",
+        r.text()
+    );
+    let etag = r.header("Etag").unwrap().to_string();
+    let lm = r.header("Last-Modified").unwrap().to_string();
+    let (inm, ims) = (
+        format!("If-None-Match: {etag}"),
+        format!("If-Modified-Since: {lm}"),
+    );
+    let r = request(
+        n.port,
+        "GET",
+        "/poll/p1",
+        &[inm.as_str(), ims.as_str()],
+        b"",
+    );
+    assert_eq!((r.status, r.header("Etag")), (304, Some(etag.as_str())));
+    // The mode header turns a streaming location into polling.
+    let r = request(
+        n.port,
+        "GET",
+        "/sub/p1",
+        &["X-Nginx-PushStream-Mode: polling"],
+        b"",
+    );
+    assert_eq!(r.status, 304);
+    n.stop();
+}
+
+#[test]
+fn pings_on_idle_streams_and_the_connection_ttl() {
+    let n = start();
+    let mut s = Stream::open(n.port, "/ping/pg", &[]);
+    let t = Instant::now();
+    assert_eq!(s.next_chunk().unwrap(), b"-1:ping".to_vec());
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    publish(&n, "pg", "hello");
+    assert_eq!(s.next_chunk().unwrap(), b"1:hello".to_vec());
+    assert_eq!(s.next_chunk().unwrap(), b"-1:ping".to_vec());
+    let t = Instant::now();
+    let mut s = Stream::open(n.port, "/ttl/tt", &[]);
+    assert_eq!(s.rest(), b"END".to_vec());
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    n.stop();
+}
+
+#[test]
+fn refusals_authorized_only_events_channel_and_wildcards() {
+    let n = start();
+    let status = |path: &str| {
+        let r = get(n.port, path);
+        (
+            r.status,
+            r.header("X-Nginx-PushStream-Explain").map(str::to_string),
+        )
+    };
+    let expl = |s: &str| Some(s.to_string());
+    assert_eq!(
+        status("/auth/newch"),
+        (403, expl("Subscriber could not create channels."))
+    );
+    assert_eq!(
+        status("/sub/events"),
+        (403, expl("Subscription to events channel is not allowed."))
+    );
+    assert_eq!(
+        status("/sub/ALL"),
+        (403, expl("Channel id not authorized for this method."))
+    );
+    assert_eq!(
+        status("/wild/bd_1"),
+        (403, expl("Subscribed too much wildcard channels."))
+    );
+    assert_eq!(
+        status("/wild/x/bd_1/bd_2"),
+        (403, expl("Subscribed too much wildcard channels."))
+    );
+    assert_eq!(status("/sub/"), (400, expl("No channel id provided.")));
+    let r = request(n.port, "POST", "/sub/x", &[], b"x");
+    assert_eq!((r.status, r.header("Allow")), (405, Some("GET")));
+    // Allowed once the channel has a stored message; a wildcard next to a normal one is fine.
+    publish(&n, "newch", "m");
+    let mut s = Stream::open(n.port, "/auth/newch", &[]);
+    assert_eq!(s.status, 200);
+    drop(s.reader);
+    let s = Stream::open(n.port, "/wild/x/bd_1", &[]);
+    assert_eq!(s.status, 200);
+    n.stop();
+}
+
+#[test]
+fn the_events_channel_reports_subscriptions() {
+    let n = start();
+    let mut ev = Stream::open(n.port, "/evch/events", &[]);
+    assert_eq!(ev.status, 200);
+    let s = Stream::open(n.port, "/sub/watched", &[]);
+    assert_eq!(s.status, 200);
+    let got = read_until(&mut ev, "client_subscribed");
+    assert!(
+        got.contains(r#"channel_created {"type": "channel_created", "channel": "watched"}"#),
+        "{got}"
+    );
+    drop(s);
+    let got = read_until(&mut ev, "client_unsubscribed");
+    assert!(
+        got.contains(r#"{"type": "client_unsubscribed", "channel": "watched"}"#),
+        "{got}"
+    );
+    n.stop();
+}
+
+#[test]
+fn padding_by_user_agent_and_cors() {
+    let n = start();
+    let mut s = Stream::open(n.port, "/pad/pd", &["User-Agent: Test"]);
+    let first = s.next_chunk().unwrap();
+    assert_eq!(&first[..10], b"0123456789");
+    assert_eq!(
+        first.len(),
+        10 + 1024,
+        "header padding: min(P=1024, (1014/100+1)*100)"
+    );
+    assert!(first[10..].iter().all(|b| *b == b'\r' || *b == b'\n'));
+    publish(&n, "pd", "x");
+    let m = s.next_chunk().unwrap();
+    // The cap P is the largest minimum in the configuration (1024): 544 short rounds to 600.
+    assert_eq!(m.len(), 1 + 600);
+    let mut plain = Stream::open(n.port, "/pad/pd", &["User-Agent: curl"]);
+    assert_eq!(plain.next_chunk().unwrap(), b"0123456789".to_vec());
+    let r = request(n.port, "OPTIONS", "/cors/c", &[], b"");
+    assert_eq!(
+        (r.status, r.header("Access-Control-Allow-Origin")),
+        (200, Some("*"))
+    );
+    assert_eq!(r.header("Access-Control-Allow-Methods"), Some("GET"));
+    let c = Stream::open(n.port, "/cors/c", &[]);
+    assert_eq!(c.header("Access-Control-Allow-Origin"), Some("*"));
+    let no = Stream::open(n.port, "/sub/c", &[]);
+    assert_eq!(no.header("Access-Control-Allow-Origin"), None);
+    n.stop();
+}
+
+#[test]
+fn websocket_messages_publish_ping_and_close() {
+    let n = start();
+    let mut ws = Ws::connect(n.port, "/ws/wsc");
+    assert_eq!(ws.status(), 101, "{}", ws.head);
+    assert!(
+        ws.head
+            .contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{}",
+        ws.head
+    );
+    assert!(!ws.head.contains("Server:"));
+    assert_eq!(ws.read_text().unwrap(), b"hi".to_vec());
+    publish(&n, "wsc", "from http");
+    assert_eq!(ws.read_text().unwrap(), b"from http".to_vec());
+    // A streaming subscriber sees what the WebSocket client publishes; so does the client.
+    let mut s = Stream::open(n.port, "/sub/wsc", &[]);
+    ws.send_text("from ws");
+    assert_eq!(read_until(&mut s, "\n"), "2|wsc|from ws\n");
+    assert_eq!(ws.read_text().unwrap(), b"from ws".to_vec());
+    // Fragmented: reassembled and published once, a ping in between is answered.
+    ws.send_frame(false, 1, b"frag", true);
+    ws.send_frame(true, 9, b"pp", true);
+    ws.send_frame(true, 0, b"mented", true);
+    let (_, op, payload) = ws.read_frame().unwrap();
+    assert_eq!((op, payload), (10, b"pp".to_vec()));
+    assert_eq!(ws.read_text().unwrap(), b"fragmented".to_vec());
+    // Several frames in one write are all handled.
+    let mut two = Ws::connect(n.port, "/ws/wsc");
+    two.read_text();
+    ws.send_text("a");
+    ws.send_text("b");
+    assert_eq!(two.read_text().unwrap(), b"a".to_vec());
+    assert_eq!(two.read_text().unwrap(), b"b".to_vec());
+    // Close handshake.
+    ws.send_frame(true, 8, &1000u16.to_be_bytes(), true);
+    loop {
+        match ws.read_frame() {
+            Some((_, 8, _)) => break,
+            Some(_) => continue,
+            None => panic!("no close frame"),
+        }
+    }
+    assert!(ws.read_frame().is_none(), "closed after the close frame");
+    n.stop();
+}
+
+fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        match ws.read_frame() {
+            Some((_, 8, p)) => return u16::from_be_bytes([p[0], p[1]]),
+            Some(_) => continue,
+            None => panic!("no close frame"),
+        }
+    }
+}
+
+#[test]
+fn websocket_protocol_errors_are_closed_with_their_codes() {
+    let n = start();
+    let mut ws = Ws::connect(n.port, "/ws/err");
+    ws.read_text();
+    ws.send_frame(true, 1, b"unmasked", false);
+    assert_eq!(close_code(&mut ws), 1002);
+    let mut ws = Ws::connect(n.port, "/ws/err");
+    ws.read_text();
+    ws.send_frame(true, 1, &vec![b'x'; 2000], true);
+    assert_eq!(close_code(&mut ws), 1009);
+    let mut ws = Ws::connect(n.port, "/ws/err");
+    ws.read_text();
+    ws.stream.write_all(b"\xff\xff\xff garbage").unwrap();
+    assert_eq!(close_code(&mut ws), 1002);
+    // Refusals after the handshake: 1008 with the HTTP status and explain as JSON.
+    let mut ws = Ws::connect(n.port, "/ws/ALL");
+    assert_eq!(ws.status(), 101);
+    let (_, op, p) = ws.read_frame().unwrap();
+    assert_eq!(op, 8);
+    assert_eq!(&p[..2], b"\x03\xf0");
+    assert_eq!(
+        &p[2..],
+        br#"{"http_status": 403, "explain":"Channel id not authorized for this method."}"#
+    );
+    // Handshake errors are HTTP answers.
+    let r = request(
+        n.port,
+        "GET",
+        "/ws/x",
+        &[
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Key: abc",
+            "Sec-WebSocket-Version: 7",
+        ],
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.header("Sec-WebSocket-Version")),
+        (400, Some("8, 13"))
+    );
+    let r = get(n.port, "/ws/x");
+    assert_eq!(r.status, 400);
+    assert!(r
+        .header("X-Nginx-PushStream-Explain")
+        .unwrap()
+        .starts_with("Don't have at least one of the mandatory headers"));
+    n.stop();
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_closed_and_does_not_hold_back_others() {
+    let mut n = Nginx::start_with(
+        &conf(),
+        Options {
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    n.allowed.push("stopped reading".into());
+    // A client that never reads: a tiny receive buffer, and it never calls read.
+    let stuck = std::net::TcpStream::connect(("127.0.0.1", n.port)).unwrap();
+    (&stuck)
+        .write_all(b"GET /sub/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut fast = Stream::open(n.port, "/sub/slow", &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    let body = "y".repeat(60 * 1024);
+    let t = Instant::now();
+    // Enough to fill the kernel's socket buffers of the stuck client and then the bound.
+    for _ in 0..300 {
+        publish(&n, "slow", &body);
+        let got = read_until(&mut fast, "\n");
+        assert!(got.ends_with(&format!("{body}\n")));
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the fast subscriber was held back: {:?}",
+        t.elapsed()
+    );
+    let log = n.error_log();
+    assert!(
+        log.contains("closing a subscriber that stopped reading"),
+        "{log}"
+    );
+    drop(stuck);
+    n.stop();
+}
+
+#[test]
+fn reload_ends_every_mode_and_eventsource_resumes_without_loss() {
+    let mut n = start();
+    publish(&n, "rl", "before");
+    let mut streams: Vec<Stream> = (0..20)
+        .map(|_| Stream::open(n.port, "/sub/rl", &[]))
+        .collect();
+    let mut es: Vec<Stream> = (0..20)
+        .map(|_| Stream::open(n.port, "/ev/rl", &[]))
+        .collect();
+    let mut wss: Vec<Ws> = (0..20).map(|_| Ws::connect(n.port, "/ws/rl")).collect();
+    let port = n.port;
+    let lps: Vec<_> = (0..20)
+        .map(|_| std::thread::spawn(move || get(port, "/lp/rl-quiet")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let old = n.reload();
+    for s in streams.iter_mut() {
+        assert!(String::from_utf8_lossy(&s.rest()).ends_with("F\n"));
+    }
+    for s in es.iter_mut() {
+        s.rest();
+    }
+    for w in wss.iter_mut() {
+        let mut saw_close = false;
+        while let Some((_, op, p)) = w.read_frame() {
+            if op == 8 {
+                saw_close = true;
+            } else if op == 1 && saw_close {
+                panic!("text after close: {p:?}");
+            }
+        }
+        assert!(saw_close);
+    }
+    for lp in lps {
+        let r = lp.join().unwrap();
+        assert_eq!((r.status, r.header("Etag")), (304, Some("W/0")));
+    }
+    let took = n.wait_gone(&old, Duration::from_secs(1));
+    assert!(took <= Duration::from_secs(1));
+    // Published while nobody was connected; an EventSource client resumes with Last-Event-Id.
+    for i in 1..=5 {
+        let h = format!("Event-Id: r{i}");
+        request(
+            n.port,
+            "POST",
+            "/pub?id=rl",
+            &[h.as_str()],
+            format!("after {i}").as_bytes(),
+        );
+    }
+    let mut back = Stream::open(n.port, "/ev/rl", &["Last-Event-Id: r2"]);
+    let got = read_until(&mut back, "data: after 5\n\n");
+    assert_eq!(
+        got,
+        ": \nid: r3\ndata: after 3\n\nid: r4\ndata: after 4\n\nid: r5\ndata: after 5\n\n"
+    );
+    n.stop();
+}
