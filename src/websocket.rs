@@ -146,7 +146,7 @@ fn handle(req: Req, key: usize, e: Event) -> bool {
             true
         }
         Event::Ping(payload) => {
-            worker::send(key, req, &ws::frame(ws::OP_PONG, &payload));
+            worker::send_bytes(key, req, &ws::frame(ws::OP_PONG, &payload));
             true
         }
         Event::Pong(_) => true,

@@ -21,6 +21,7 @@ fn conf() -> String {
     server {{
         listen 127.0.0.1:{{PORT}} reuseport;
         location /pub {{ push_stream_publisher admin; push_stream_channels_path $arg_id; push_stream_store_messages on; }}
+        location /pub-nostore {{ push_stream_publisher; push_stream_channels_path $arg_id; }}
         location ~ /sub/(.*) {{
             push_stream_subscriber;
             push_stream_channels_path $1;
@@ -496,6 +497,8 @@ fn a_subscriber_that_stops_reading_is_closed_and_does_not_hold_back_others() {
         .unwrap();
     let mut fast = Stream::open(n.port, "/sub/slow", &[]);
     std::thread::sleep(Duration::from_millis(200));
+    let worker = *n.worker_pids().iter().next().unwrap();
+    let rss_before = rss_bytes(worker);
     let body = "y".repeat(60 * 1024);
     let t = Instant::now();
     // Enough to fill the kernel's socket buffers of the stuck client and then the bound.
@@ -574,6 +577,58 @@ fn reload_ends_every_mode_and_eventsource_resumes_without_loss() {
     assert_eq!(
         got,
         ": \nid: r3\ndata: after 3\n\nid: r4\ndata: after 4\n\nid: r5\ndata: after 5\n\n"
+    );
+    n.stop();
+}
+
+#[test]
+fn a_long_lived_subscriber_does_not_grow_the_worker() {
+    let n = Nginx::start_with(
+        &conf(),
+        Options {
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    let worker = *n.worker_pids().iter().next().unwrap();
+    let mut s = Stream::open(n.port, "/sub/long", &[]);
+    let body = "z".repeat(2048);
+    let mut conn = None;
+    // Keep-alive publishing (nginx closes a connection after keepalive_requests: reopen).
+    let mut send = |i: usize| {
+        if i % 500 == 0 {
+            conn = None;
+        }
+        let (c, r) = conn.get_or_insert_with(|| {
+            let c = connect(n.port);
+            let r = std::io::BufReader::new(c.try_clone().unwrap());
+            (c, r)
+        });
+        send_request(
+            c,
+            "POST",
+            "/pub-nostore?id=long",
+            &[],
+            body.as_bytes(),
+            false,
+        );
+        let resp = read_response(r, false);
+        assert_eq!(resp.status, 200, "publish {i}");
+    };
+    for i in 0..500 {
+        send(i);
+        read_until(&mut s, "\n");
+    }
+    let rss_warm = rss_bytes(worker);
+    // 10 MB more through the same subscriber (keep-alive publisher, messages not stored).
+    for i in 500..5500 {
+        send(i);
+        read_until(&mut s, "\n");
+    }
+    let grown = rss_bytes(worker).saturating_sub(rss_warm);
+    assert!(
+        grown < 2 << 20,
+        "worker heap grew by {grown} bytes over 10 MB of messages"
     );
     n.stop();
 }

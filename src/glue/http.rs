@@ -10,6 +10,32 @@ use nginx_sys::{
     ngx_table_elt_t, NGX_AGAIN, NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_OK,
 };
 
+/// The output side of a held request: buffer and chain structs reused through nginx's free
+/// and busy chains (not taken from the request pool per message), and the shared payloads
+/// that nginx has not written yet. Their total is the subscriber's unsent backlog.
+pub struct Out {
+    free: *mut ngx_chain_t,
+    busy: *mut ngx_chain_t,
+    inflight: std::collections::VecDeque<std::rc::Rc<[u8]>>,
+    pub pending: usize,
+}
+
+impl Default for Out {
+    fn default() -> Self {
+        Out {
+            free: ptr::null_mut(),
+            busy: ptr::null_mut(),
+            inflight: Default::default(),
+            pending: 0,
+        }
+    }
+}
+
+fn module_tag() -> nginx_sys::ngx_buf_tag_t {
+    // Only the address of the module static is taken.
+    ptr::addr_of_mut!(crate::ngx_http_push_stream_module) as nginx_sys::ngx_buf_tag_t
+}
+
 /// A request pointer handed to us by nginx. Only used on the worker's event-loop thread.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Req(pub *mut ngx_http_request_t);
@@ -162,6 +188,86 @@ impl Req {
         }
     }
 
+    /// Sends shared payloads without copying them: each becomes a buffer pointing into the
+    /// payload, which is kept alive in `out` until nginx has written it.
+    pub fn send_shared(&self, out: &mut Out, parts: &[std::rc::Rc<[u8]>]) -> ngx_int_t {
+        // SAFETY: chain links and buffers come from (and return to) the request's free chain;
+        // the bytes they point to are owned by `out.inflight` until update_chains says sent.
+        unsafe {
+            let r = self.0;
+            let mut head: *mut ngx_chain_t = ptr::null_mut();
+            let mut tail: *mut *mut ngx_chain_t = &mut head;
+            let n = parts.iter().filter(|p| !p.is_empty()).count();
+            let mut i = 0;
+            for p in parts.iter().filter(|p| !p.is_empty()) {
+                i += 1;
+                let cl = nginx_sys::ngx_chain_get_free_buf((*r).pool, &mut out.free);
+                if cl.is_null() {
+                    return NGX_ERROR as ngx_int_t;
+                }
+                let b = (*cl).buf;
+                ptr::write_bytes(b, 0, 1);
+                let data = p.as_ptr() as *mut u8;
+                (*b).start = data;
+                (*b).pos = data;
+                (*b).last = data.add(p.len());
+                (*b).end = (*b).last;
+                (*b).set_memory(1);
+                (*b).set_flush((i == n) as u32);
+                (*b).tag = module_tag();
+                (*cl).next = ptr::null_mut();
+                *tail = cl;
+                tail = &mut (*cl).next;
+                out.inflight.push_back(p.clone());
+            }
+            if head.is_null() {
+                return NGX_OK as ngx_int_t;
+            }
+            let rc = ngx_http_output_filter(r, head);
+            nginx_sys::ngx_chain_update_chains(
+                (*r).pool,
+                &mut out.free,
+                &mut out.busy,
+                &mut head,
+                module_tag(),
+            );
+            self.account(out);
+            rc
+        }
+    }
+
+    /// After a flush: drops the payloads nginx has written.
+    pub fn release(&self, out: &mut Out) {
+        // SAFETY: as in send_shared.
+        unsafe {
+            let mut none: *mut ngx_chain_t = ptr::null_mut();
+            nginx_sys::ngx_chain_update_chains(
+                (*self.0).pool,
+                &mut out.free,
+                &mut out.busy,
+                &mut none,
+                module_tag(),
+            );
+        }
+        self.account(out);
+    }
+
+    fn account(&self, out: &mut Out) {
+        let mut busy = 0usize;
+        let mut cl = out.busy;
+        // SAFETY: walking the busy chain nginx maintains for us.
+        unsafe {
+            while !cl.is_null() {
+                busy += 1;
+                cl = (*cl).next;
+            }
+        }
+        while out.inflight.len() > busy {
+            out.inflight.pop_front();
+        }
+        out.pending = out.inflight.iter().map(|p| p.len()).sum();
+    }
+
     /// A complete response from a content handler: status, headers, body. Returns what the
     /// content handler should return.
     pub fn respond(
@@ -206,13 +312,6 @@ impl Req {
     pub fn flush_pending(&self) -> ngx_int_t {
         // SAFETY: a live request; a null chain only flushes.
         unsafe { ngx_http_output_filter(self.0, ptr::null_mut()) }
-    }
-
-    /// Whether output is still waiting for the socket.
-    pub fn has_pending_output(&self) -> bool {
-        let r = self.r();
-        // SAFETY: a live request's connection.
-        r.buffered() != 0 || unsafe { (*r.connection).buffered() } != 0
     }
 
     /// Ends a held request: `tail` (e.g. a footer) and the last buffer, then finalize.
@@ -401,7 +500,6 @@ impl Req {
     pub fn set_read_handler(&self, h: nginx_sys::ngx_http_event_handler_pt) {
         self.r().read_event_handler = h;
     }
-
 
     /// Marks the response header as sent (the WebSocket 101 is written by the module itself),
     /// so that what follows goes to the client as raw bytes.

@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver};
@@ -52,7 +53,8 @@ pub struct Sub {
     pub footer: Vec<u8>,
     /// Records up to this sequence were already covered by the subscriber's old messages.
     pub since_seq: u64,
-    pub pending: usize,
+    /// Reused output buffers and the unsent backlog.
+    pub out: crate::glue::http::Out,
     /// Its end (footer, last buffer) was sent; waiting for nginx to finish the request.
     pub finishing: bool,
     pub mode: Mode,
@@ -84,7 +86,7 @@ impl Sub {
             tpl,
             footer,
             since_seq,
-            pending: 0,
+            out: Default::default(),
             finishing: false,
             mode,
             ping: None,
@@ -483,7 +485,7 @@ fn targets(channel: &[u8], seq: u64) -> Vec<Target> {
 /// A message rendered once per template (and framed once for WebSocket locations).
 struct Rendered<'m> {
     msg: Message<'m>,
-    cache: Vec<(*const LocationTemplates, Vec<u8>)>,
+    cache: Vec<(*const LocationTemplates, Rc<[u8]>)>,
 }
 
 impl<'m> Rendered<'m> {
@@ -494,7 +496,7 @@ impl<'m> Rendered<'m> {
         }
     }
 
-    fn get(&mut self, tpl: &LocationTemplates) -> &[u8] {
+    fn get(&mut self, tpl: &LocationTemplates) -> Rc<[u8]> {
         let p = tpl as *const LocationTemplates;
         let i = match self.cache.iter().position(|(t, _)| *t == p) {
             Some(i) => i,
@@ -503,11 +505,11 @@ impl<'m> Rendered<'m> {
                 if tpl.kind == push_stream_core::template::Kind::WebSocket {
                     bytes = push_stream_core::websocket::text_frame(&bytes);
                 }
-                self.cache.push((p, bytes));
+                self.cache.push((p, bytes.into()));
                 self.cache.len() - 1
             }
         };
-        &self.cache[i].1
+        self.cache[i].1.clone()
     }
 }
 
@@ -539,8 +541,7 @@ fn deliver(rec: &Record) {
                     let bytes = tpl.render_message(&m);
                     longpoll_complete(t.key, t.req, tpl, 200, *time, *tag, Some(bytes));
                 } else {
-                    let bytes = r.get(tpl).to_vec();
-                    send_message(t.key, t.req, &bytes);
+                    send_message(t.key, t.req, r.get(tpl));
                 }
             }
         }
@@ -567,8 +568,7 @@ fn deliver(rec: &Record) {
                     longpoll_complete(t.key, t.req, tpl, 200, now(), 0, Some(bytes));
                     continue;
                 }
-                let bytes = r.get(tpl).to_vec();
-                send_message(t.key, t.req, &bytes);
+                send_message(t.key, t.req, r.get(tpl));
                 if left == Some(true) {
                     end(t.key);
                 }
@@ -577,45 +577,51 @@ fn deliver(rec: &Record) {
     }
 }
 
-/// Writes `bytes` to a subscriber; closes it when the write fails or when it has stopped
-/// reading and more than MAX_PENDING_BYTES wait for it.
-pub fn send(key: usize, req: Req, bytes: &[u8]) {
-    let rc = req.send_bytes(bytes, true, false);
+/// Writes shared payloads to a subscriber (no copy per subscriber); closes it when the write
+/// fails, or when it has stopped reading and more than MAX_PENDING_BYTES wait for it.
+pub fn send(key: usize, req: Req, parts: &[Rc<[u8]>]) {
+    let Some(mut out) =
+        with(|w| w.subs.get_mut(&key).map(|s| std::mem::take(&mut s.out))).flatten()
+    else {
+        return;
+    };
+    let rc = req.send_shared(&mut out, parts);
+    let pending = out.pending;
+    with(|w| {
+        w.stats.delivered += 1;
+        if let Some(s) = w.subs.get_mut(&key) {
+            s.out = out;
+        }
+    });
     if rc == nginx_sys::NGX_ERROR as ngx_int_t {
         req.finalize(rc);
         return;
     }
-    let blocked = req.has_pending_output();
-    let over = with(|w| {
-        w.stats.delivered += 1;
-        w.subs.get_mut(&key).map(|s| {
-            s.pending = if blocked { s.pending + bytes.len() } else { 0 };
-            s.pending > MAX_PENDING_BYTES
-        })
-    })
-    .flatten()
-    .unwrap_or(false);
-    if over {
+    if pending > MAX_PENDING_BYTES {
         with(|w| w.stats.slow_closed += 1);
         log::warn(req.log(), &format!(
-            "push_stream: closing a subscriber that stopped reading (more than {MAX_PENDING_BYTES} bytes unsent)"
+            "push_stream: closing a subscriber that stopped reading ({pending} bytes unsent, limit {MAX_PENDING_BYTES})"
         ));
         req.finalize(nginx_sys::NGX_ERROR as ngx_int_t);
     }
 }
 
-/// A message for a streaming, EventSource or WebSocket subscriber: the bytes, its padding,
-/// and the ping timer pushed back.
-fn send_message(key: usize, req: Req, bytes: &[u8]) {
+/// Copies `bytes` once and sends them (pings, pongs, first answers).
+pub fn send_bytes(key: usize, req: Req, bytes: &[u8]) {
+    send(key, req, &[Rc::from(bytes)]);
+}
+
+/// A message for a streaming, EventSource or WebSocket subscriber: the shared bytes, its
+/// padding, and the ping timer pushed back.
+fn send_message(key: usize, req: Req, bytes: Rc<[u8]>) {
     let pad = with(|w| w.subs.get(&key).and_then(|s| s.padding)).flatten();
     match pad {
         Some((min, cap, es)) if min > bytes.len() => {
             let n = push_stream_core::conf_values::padding_len((min - bytes.len()) as i64, cap);
-            let mut out = bytes.to_vec();
-            out.extend_from_slice(&push_stream_core::conf_values::padding_bytes(n, es));
-            send(key, req, &out);
+            let padding: Rc<[u8]> = push_stream_core::conf_values::padding_bytes(n, es).into();
+            send(key, req, &[bytes, padding]);
         }
-        _ => send(key, req, bytes),
+        _ => send(key, req, &[bytes]),
     }
     rearm_ping(key);
 }
@@ -823,7 +829,7 @@ unsafe extern "C" fn ping_handler(ev: *mut ngx_event_t) {
         })
         .flatten();
         if let Some(bytes) = ping {
-            send(key, req, &bytes);
+            send_bytes(key, req, &bytes);
             rearm_ping(key);
         }
     })
@@ -925,8 +931,12 @@ unsafe extern "C" fn sub_write_handler(r: *mut ngx_http_request_t) {
             req.finalize(rc);
             return;
         }
-        if !req.has_pending_output() {
-            with(|w| w.subs.get_mut(&(r as usize)).map(|s| s.pending = 0));
+        let key = r as usize;
+        if let Some(mut out) =
+            with(|w| w.subs.get_mut(&key).map(|s| std::mem::take(&mut s.out))).flatten()
+        {
+            req.release(&mut out);
+            with(|w| w.subs.get_mut(&key).map(|s| s.out = out));
         }
     })
 }

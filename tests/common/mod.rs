@@ -710,3 +710,16 @@ fn parse_server_frame(b: &[u8]) -> Option<((bool, u8, Vec<u8>), usize)> {
     at += len;
     Some(((b[0] & 0x80 != 0, b[0] & 0x0f, payload), at))
 }
+
+/// Private (heap) resident memory of a process, in bytes: /proc's RssAnon, which leaves out
+/// the shared zone's pages a worker touches while reading messages.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("RssAnon:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
