@@ -312,7 +312,7 @@ fn refusals_authorized_only_events_channel_and_wildcards() {
     assert_eq!((r.status, r.header("Allow")), (405, Some("GET")));
     // Allowed once the channel has a stored message; a wildcard next to a normal one is fine.
     publish(&n, "newch", "m");
-    let mut s = Stream::open(n.port, "/auth/newch", &[]);
+    let s = Stream::open(n.port, "/auth/newch", &[]);
     assert_eq!(s.status, 200);
     drop(s.reader);
     let s = Stream::open(n.port, "/wild/x/bd_1", &[]);
@@ -517,6 +517,9 @@ fn a_subscriber_that_stops_reading_is_closed_and_does_not_hold_back_others() {
         log.contains("closing a subscriber that stopped reading"),
         "{log}"
     );
+    // 18 MB went out; the worker kept at most the 1 MiB bound (plus its buffers) for the stuck one.
+    let grown = rss_bytes(worker).saturating_sub(rss_before);
+    assert!(grown < 8 << 20, "worker heap grew by {grown} bytes");
     drop(stuck);
     n.stop();
 }
@@ -630,5 +633,83 @@ fn a_long_lived_subscriber_does_not_grow_the_worker() {
         grown < 2 << 20,
         "worker heap grew by {grown} bytes over 10 MB of messages"
     );
+    n.stop();
+}
+
+#[test]
+fn a_reload_with_a_thousand_subscribers_in_each_mode_ends_them_all_and_old_workers_exit_within_a_second(
+) {
+    const N: usize = 1000;
+    let limit = raise_fd_limit();
+    assert!(
+        limit >= (4 * N + 200) as u64,
+        "open-files limit {limit} too low for this test"
+    );
+    let mut n = Nginx::start_with(
+        &conf(),
+        Options {
+            workers: 2,
+            worker_connections: 4 * N + 512,
+            main_extra: format!("worker_rlimit_nofile {};", 4 * N + 1024),
+        },
+    );
+    let paths = ["/sub/big", "/ev/big", "/ws/big", "/lp/big"];
+    let mut socks: Vec<(usize, std::net::TcpStream)> = Vec::new();
+    for (mode, path) in paths.iter().enumerate() {
+        for _ in 0..N {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", n.port)).unwrap();
+            let req = if mode == 2 {
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            } else {
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
+            };
+            s.write_all(req.as_bytes()).unwrap();
+            socks.push((mode, s));
+        }
+    }
+    let want = (4 * N) as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = get(n.port, "/pub?id=big");
+        let subs = serde_json::from_slice::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|v| v["subscribers"].as_u64());
+        if subs == Some(want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {subs:?} of {want} subscribed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let old = n.reload();
+    let took = n.wait_gone(&old, Duration::from_secs(1));
+    for (mode, s) in socks.iter_mut() {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        let text = String::from_utf8_lossy(&all);
+        match mode {
+            0 => assert!(
+                text.starts_with("HTTP/1.1 200") && text.ends_with("2\r\nF\n\r\n0\r\n\r\n"),
+                "{text:?}"
+            ),
+            1 => assert!(
+                text.starts_with("HTTP/1.1 200") && text.ends_with("\r\n0\r\n\r\n"),
+                "{text:?}"
+            ),
+            2 => assert!(
+                text.starts_with("HTTP/1.1 101") && all.ends_with(b"\x81\x03bye\x88\x00"),
+                "{text:?}"
+            ),
+            _ => assert!(
+                text.starts_with("HTTP/1.1 304") && text.contains("Etag: W/0"),
+                "{text:?}"
+            ),
+        }
+    }
+    assert!(took <= Duration::from_secs(1), "old workers took {took:?}");
     n.stop();
 }

@@ -80,6 +80,18 @@ pub fn full_config(
     http_body: &str,
     port: u16,
 ) -> String {
+    full_config_with(prefix, workers, 1024, main_extra, http_body, port)
+}
+
+/// `full_config` with a `worker_connections` value.
+pub fn full_config_with(
+    prefix: &Path,
+    workers: usize,
+    worker_connections: usize,
+    main_extra: &str,
+    http_body: &str,
+    port: u16,
+) -> String {
     let p = prefix.display();
     format!(
         "load_module {module};\n\
@@ -89,7 +101,7 @@ pub fn full_config(
          pid {p}/nginx.pid;\n\
          error_log {p}/logs/error.log info;\n\
          {main_extra}\n\
-         events {{ worker_connections 1024; }}\n\
+         events {{ worker_connections {worker_connections}; }}\n\
          http {{\n\
          access_log off;\n\
          client_body_temp_path {p}/tmp/body;\n\
@@ -118,6 +130,7 @@ pub struct Nginx {
 pub struct Options {
     pub workers: usize,
     pub main_extra: String,
+    pub worker_connections: usize,
 }
 
 impl Default for Options {
@@ -125,6 +138,7 @@ impl Default for Options {
         Options {
             workers: 2,
             main_extra: String::new(),
+            worker_connections: 1024,
         }
     }
 }
@@ -141,7 +155,14 @@ impl Nginx {
         let conf = prefix.join("conf/nginx.conf");
         fs::write(
             &conf,
-            full_config(&prefix, opts.workers, &opts.main_extra, http_body, port),
+            full_config_with(
+                &prefix,
+                opts.workers,
+                opts.worker_connections,
+                &opts.main_extra,
+                http_body,
+                port,
+            ),
         )
         .unwrap();
         let child = Command::new(nginx_bin())
@@ -218,9 +239,10 @@ impl Nginx {
     /// Rewrites the configuration (same port) and reloads; waits until the new workers are up
     /// and returns the old workers' pids (which may still be exiting).
     pub fn reload_with(&mut self, http_body: &str, opts: &Options) -> HashSet<u32> {
-        let conf = full_config(
+        let conf = full_config_with(
             &self.prefix,
             opts.workers,
+            opts.worker_connections,
             &opts.main_extra,
             http_body,
             self.port,
@@ -722,4 +744,16 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .unwrap_or(0)
+}
+
+/// Raises this process's open-files soft limit to its hard limit (many client sockets).
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: plain getrlimit/setrlimit on a stack value.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        l.rlim_cur = l.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        l.rlim_cur
+    }
 }
