@@ -1,13 +1,13 @@
-//! The worker's background thread ("bridge"): today the skeleton that the RabbitMQ consumer
-//! will run in. It talks to the event loop only through the bounded inbox and the eventfd
-//! waker; it never touches nginx memory.
+//! The worker's background thread ("bridge"). It runs the RabbitMQ client (`crate::amqp`),
+//! and, in test builds, a ticker. It talks to the event loop only through the bounded inbox
+//! and the eventfd waker; it never touches nginx memory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 
 use crate::glue::thread::{spawn_blocking_signals, Waker};
 
@@ -17,21 +17,32 @@ pub enum InboxItem {
     /// A heartbeat of the test ticker (feature `test-hooks`).
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     Tick(u64),
+    /// A line for nginx's error log (the thread does not write it itself).
+    Log(String),
+    /// The broker connection came up or went away.
+    AmqpState { connected: bool, detail: String },
+    /// A message consumed from the broker.
+    Broker(Box<crate::amqp::BrokerMessage>),
+    /// The broker confirmed (or not) an HTTP publish.
+    PublishDone {
+        token: u64,
+        result: Result<(), crate::amqp::PublishError>,
+    },
 }
 
 /// Capacity of the inbox between the thread and the event loop.
 pub const INBOX_CAPACITY: usize = 4096;
 
-/// The thread's side: a bounded sender, the waker and the stop signal.
-pub struct BridgeCtx {
+/// A cloneable way into the event loop's inbox (also for tasks the thread spawns).
+#[derive(Clone)]
+pub struct InboxHandle {
     inbox: Sender<InboxItem>,
     waker: Waker,
-    stop: Receiver<()>,
     /// Items refused because the inbox was full (visible in stats and logs).
     pub dropped: Arc<AtomicU64>,
 }
 
-impl BridgeCtx {
+impl InboxHandle {
     /// Queues `item` and wakes the event loop. A full inbox is an explicit error, counted.
     pub fn deliver(&self, item: InboxItem) -> Result<(), InboxItem> {
         match self.inbox.try_send(item) {
@@ -46,7 +57,46 @@ impl BridgeCtx {
         }
     }
 
+    pub fn depth(&self) -> usize {
+        self.inbox.len()
+    }
+}
+
+/// The thread's side: the inbox and the stop signal.
+pub struct BridgeCtx {
+    handle: InboxHandle,
+    stop: Receiver<()>,
+}
+
+impl BridgeCtx {
+    pub fn deliver(&self, item: InboxItem) -> Result<(), InboxItem> {
+        self.handle.deliver(item)
+    }
+
+    /// Delivers, retrying for up to `wait` while the inbox is full.
+    pub fn deliver_blocking(&self, item: InboxItem, wait: Duration) {
+        let deadline = std::time::Instant::now() + wait;
+        let mut item = item;
+        while let Err(back) = self.handle.deliver(item) {
+            if std::time::Instant::now() > deadline || self.stop_requested() {
+                return;
+            }
+            item = back;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    pub fn handle(&self) -> InboxHandle {
+        self.handle.clone()
+    }
+
+    /// True once the worker asked the thread to stop.
+    pub fn stop_requested(&self) -> bool {
+        !matches!(self.stop.try_recv(), Err(TryRecvError::Empty))
+    }
+
     /// Waits up to `d`; true when the worker asked the thread to stop.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub fn wait_stop(&self, d: Duration) -> bool {
         !matches!(self.stop.recv_timeout(d), Err(RecvTimeoutError::Timeout))
     }
@@ -57,7 +107,7 @@ pub struct Bridge {
     handle: Option<JoinHandle<()>>,
     stop: Option<Sender<()>>,
     done: Receiver<()>,
-    pub dropped: Arc<AtomicU64>,
+    inbox: InboxHandle,
 }
 
 impl Bridge {
@@ -68,27 +118,42 @@ impl Bridge {
     {
         let (stop_tx, stop_rx) = bounded::<()>(1);
         let (done_tx, done_rx) = bounded::<()>(1);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let ctx = BridgeCtx {
+        let handle = InboxHandle {
             inbox,
             waker,
-            stop: stop_rx,
-            dropped: dropped.clone(),
+            dropped: Arc::new(AtomicU64::new(0)),
         };
-        let handle = spawn_blocking_signals("push-stream-bridge", move || {
+        let ctx = BridgeCtx {
+            handle: handle.clone(),
+            stop: stop_rx,
+        };
+        let thread = spawn_blocking_signals("push-stream-bridge", move || {
             // A panic in the thread must not take the worker down: report it and end.
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&ctx)));
             if r.is_err() {
-                eprintln!("push_stream: the bridge thread panicked and stopped");
+                ctx.deliver_blocking(
+                    InboxItem::Log(
+                        "push_stream: the background thread panicked and stopped".into(),
+                    ),
+                    Duration::from_millis(100),
+                );
             }
             let _ = done_tx.send(());
         })?;
         Ok(Bridge {
-            handle: Some(handle),
+            handle: Some(thread),
             stop: Some(stop_tx),
             done: done_rx,
-            dropped,
+            inbox: handle,
         })
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.inbox.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn inbox_depth(&self) -> usize {
+        self.inbox.depth()
     }
 
     /// Asks the thread to stop and joins it, waiting at most `timeout`. Returns false when the

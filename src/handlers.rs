@@ -134,7 +134,12 @@ fn fmt_info(c: &ChannelInfo) -> FmtInfo {
 }
 
 /// Channel info (one channel) or a group listing, in the format the request's Accept asks for.
-fn reply_infos(req: Req, mcf: &MainConf, infos: &[ChannelInfo], force_group: bool) -> ngx_int_t {
+pub fn reply_infos(
+    req: Req,
+    mcf: &MainConf,
+    infos: &[ChannelInfo],
+    force_group: bool,
+) -> ngx_int_t {
     let (fmt, ct) = format::negotiate(req.header_in("Accept"));
     let body = if infos.len() == 1 && !force_group {
         format::render_channel(fmt, &fmt_info(&infos[0]))
@@ -208,25 +213,34 @@ fn publisher(
 /// The publisher's POST/PUT/DELETE, once nginx has read the whole body.
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     let req = Req::from_raw(r);
-    let rc = guard(req.log(), "publisher", ERR500, || {
+    let rc = guard(req.log(), "publisher", Some(ERR500), || {
         let (Some(lcf), Some(mcf)) = (Module::location_conf(&*r), Module::main_conf(&*r)) else {
-            return ERR500;
+            return Some(ERR500);
         };
         let body = match req.body() {
             Ok(b) => b,
             Err(e) => {
                 log::error(req.log(), &format!("push_stream: {e}"));
-                return ERR500;
+                return Some(ERR500);
             }
         };
         let channels = requested_channels(req, lcf);
         if req.method() == DELETE {
-            delete(req, mcf, &channels, &body)
+            Some(delete(req, mcf, &channels, &body))
+        } else if mcf.amqp_publish() && crate::broker::enabled() {
+            // Through RabbitMQ: answered when the broker confirms (or 503/504).
+            if body.is_empty() {
+                return Some(fail(req, 400, "Empty post requests are not allowed."));
+            }
+            let ids = channels.into_iter().map(|c| c.id).collect();
+            crate::broker::publish(req, mcf, ids, body, lcf.channel_info_on_publish())
         } else {
-            publish(req, mcf, lcf, &channels, &body)
+            Some(publish(req, mcf, lcf, &channels, &body))
         }
     });
-    req.finalize_in_handler(rc);
+    if let Some(rc) = rc {
+        req.finalize_in_handler(rc);
+    }
 }
 
 fn publish(
@@ -386,14 +400,17 @@ fn summary(req: Req, mcf: &MainConf) -> ngx_int_t {
         channels_in_trash: c.channels_in_trash,
         subscribers: c.subscribers,
         uptime: (now - c.created).max(0) as u64,
-        extra: vec![
-            ("shared_memory_used".into(), used),
-            ("shared_memory_limit".into(), size),
+        extra: [
+            ("shared_memory_used".to_string(), used),
+            ("shared_memory_limit".to_string(), size),
             (
-                "slow_subscribers_closed_by_this_worker".into(),
+                "slow_subscribers_closed_by_this_worker".to_string(),
                 stats.slow_closed,
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(crate::broker::stats())
+        .collect(),
         by_worker: workers
             .iter()
             .map(|w| WorkerInfo {
@@ -430,6 +447,8 @@ pub struct Prepared {
     /// Channel info of the channels that had old messages (for Last-Modified / Etag).
     pub newest: Option<(i64, u64)>,
     pub since_seq: u64,
+    /// The store's last broker offset when the old messages were taken.
+    pub since_offset: u64,
     pub subscribed: bool,
 }
 
@@ -505,6 +524,7 @@ pub fn prepare(
         .map(|v| cp::unescape_value(&v))
         .or_else(|| req.header_in("Last-Event-Id").map(|v| v.to_vec()))
         .filter(|v| !v.is_empty());
+    let slot = worker::slot();
     let base = Cursor {
         backtrack: 0,
         since,
@@ -542,9 +562,9 @@ pub fn prepare(
         if subscribe {
             let mut done: Vec<&[u8]> = Vec::new();
             for c in &channels {
-                if let Err(e) = s.add_subscriber(&c.id, now, limits) {
+                if let Err(e) = s.add_subscriber(&c.id, slot, now, limits) {
                     done.iter()
-                        .for_each(|id| s.remove_subscriber(id, now, limits));
+                        .for_each(|id| s.remove_subscriber(id, slot, now, limits));
                     return Err(e);
                 }
                 done.push(&c.id);
@@ -555,14 +575,21 @@ pub fn prepare(
             .filter(|(_, m)| !m.is_empty())
             .filter_map(|(id, _)| s.channel(id).map(|i| (i.last_time, i.last_tag)))
             .max();
-        Ok((old, newest, s.last_seq(), subscribe))
+        Ok((
+            old,
+            newest,
+            s.last_seq(),
+            s.broker_offset().map_or(0, |o| o + 1),
+            subscribe,
+        ))
     });
     match outcome {
-        Some(Ok((old, newest, since_seq, subscribed))) => Ok(Prepared {
+        Some(Ok((old, newest, since_seq, since_offset, subscribed))) => Ok(Prepared {
             channels,
             old,
             newest,
             since_seq,
+            since_offset,
             subscribed,
         }),
         Some(Err(e)) => Err(store_error(e)),
@@ -574,10 +601,11 @@ pub fn prepare(
 pub fn release(mcf: &MainConf, p: &Prepared) {
     if p.subscribed {
         let now = worker::now();
+        let slot = worker::slot();
         zone::with_store(mcf.shm_zone, |s| {
             p.channels
                 .iter()
-                .for_each(|c| s.remove_subscriber(&c.id, now, &mcf.limits))
+                .for_each(|c| s.remove_subscriber(&c.id, slot, now, &mcf.limits))
         });
     }
 }
@@ -702,6 +730,7 @@ fn subscriber(
         p.since_seq,
         worker::Mode::Stream,
     );
+    sub.since_offset = p.since_offset;
     sub.ping = lcf
         .ping_message_interval
         .map(|ms| (tpl.ping(mcf.ping_text()), ms));
@@ -778,6 +807,7 @@ fn poll(req: Req, mcf: &'static MainConf, lcf: &'static LocConf, long_polling: b
         p.since_seq,
         worker::Mode::LongPoll { jsonp },
     );
+    sub.since_offset = p.since_offset;
     sub.ttl = lcf.longpolling_ttl();
     sub.timeout_body = mcf.timeout_with_body();
     worker::hold(sub)

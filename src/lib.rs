@@ -16,7 +16,9 @@ use nginx_sys::{
 use ngx::core::NGX_CONF_ERROR;
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
+mod amqp;
 mod bridge;
+mod broker;
 mod glue;
 mod handlers;
 mod websocket;
@@ -41,6 +43,10 @@ impl HttpModule for Module {
         guard((*cf).log, "init_main_conf", NGX_CONF_ERROR, || {
             let mcf = &mut *(conf as *mut MainConf);
             mcf.finish();
+            if let Err(e) = mcf.check_amqp() {
+                glue::conf::conf_error(cf, NGX_LOG_EMERG, &e);
+                return NGX_CONF_ERROR;
+            }
             if mcf.used && !mcf.shm_set {
                 glue::conf::conf_error(
                     cf,
@@ -101,17 +107,21 @@ unsafe extern "C" fn set_shared_memory_size(
         let page = nginx_sys::ngx_pagesize as usize;
         let size = size.div_ceil(page) * page;
         if size < 32 * page {
-            // The C module's message and level (warn), and loading fails.
+            // The C module's message and level (warn), with the real limit (32 pages: 128KiB
+            // with 4 KiB pages), and loading fails.
             glue::conf::conf_error(
                 cf,
                 NGX_LOG_WARN,
-                "The push_stream_shared_memory_size value must be at least 128KiB",
+                &format!(
+                    "The push_stream_shared_memory_size value must be at least {}KiB",
+                    (32 * page) >> 10
+                ),
             );
             return Err(String::new());
         }
         if let Some(name) = args.get(1) {
             if name.is_empty() {
-                return Err("push stream module: empty shared memory zone name".into());
+                return Err("push stream module: invalid push_stream_shared_memory_size: empty shared memory zone name".into());
             }
             mcf.shm_name = name.as_bytes().to_vec();
         }
@@ -182,9 +192,9 @@ const ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 const ANY_IF: u32 = ANY | NGX_HTTP_LIF_CONF;
 
 #[cfg(not(feature = "test-hooks"))]
-const N_COMMANDS: usize = 37;
+const N_COMMANDS: usize = 45;
 #[cfg(feature = "test-hooks")]
-const N_COMMANDS: usize = 39;
+const N_COMMANDS: usize = 47;
 
 #[rustfmt::skip]
 static mut COMMANDS: [ngx_command_t; N_COMMANDS] = [
@@ -201,6 +211,14 @@ static mut COMMANDS: [ngx_command_t; N_COMMANDS] = [
     command(c"push_stream_events_channel_id", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::EventsChannelId as usize),
     command(c"push_stream_ping_message_text", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::PingMessageText as usize),
     command(c"push_stream_timeout_with_body", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::TimeoutWithBody as usize),
+    command(c"push_stream_amqp_url", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpUrl as usize),
+    command(c"push_stream_amqp_stream", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpStream as usize),
+    command(c"push_stream_amqp_stream_max_age", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpStreamMaxAge as usize),
+    command(c"push_stream_amqp_stream_max_bytes", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpStreamMaxBytes as usize),
+    command(c"push_stream_amqp_prefetch", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpPrefetch as usize),
+    command(c"push_stream_amqp_publish", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpPublish as usize),
+    command(c"push_stream_amqp_store_messages", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpStoreMessages as usize),
+    command(c"push_stream_amqp_confirm_timeout", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpConfirmTimeout as usize),
     command(c"push_stream_channels_statistics", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_role, LOC, 0),
     command(c"push_stream_publisher", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_role, LOC, 0),
     command(c"push_stream_subscriber", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_role, LOC, 0),
@@ -274,6 +292,11 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         if let Err(e) = glue::worker::init(cycle, mcf.shm_zone, &mcf.limits) {
             glue::log::alert((*cycle).log, &format!("push_stream: {e}"));
             return NGX_OK as ngx_int_t;
+        }
+        if let Some(settings) = mcf.amqp_settings() {
+            if let Err(e) = broker::start(mcf, settings) {
+                glue::log::alert((*cycle).log, &format!("push_stream: amqp: {e}"));
+            }
         }
         #[cfg(feature = "test-hooks")]
         if mcf.test_ticks_ms > 0 {

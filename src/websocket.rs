@@ -89,6 +89,7 @@ pub fn handshake(req: Req, mcf: &'static MainConf, lcf: &'static LocConf) -> ngx
         p.since_seq,
         worker::Mode::WebSocket(Box::new(state)),
     );
+    sub.since_offset = p.since_offset;
     sub.ping = lcf
         .ping_message_interval
         .map(|ms| (ws::PING_FRAME.to_vec(), ms));

@@ -502,3 +502,35 @@ fn subscribers_get_their_footer_on_reload_and_counts_return_to_zero() {
     });
     n.stop();
 }
+
+#[test]
+fn a_killed_worker_leaves_no_lock_and_no_stale_subscriber_counts() {
+    let mut n = start("");
+    n.allowed.push("exited on signal 9".into());
+    // nginx's master releases the zone's mutex if the victim held it, and says so.
+    n.allowed.push("was locked by".into());
+    let mut subs = subscriber_per_worker(&n, "/sub/kc");
+    assert_eq!(
+        json(&get(n.port, "/pub?id=kc"))["subscribers"],
+        WORKERS as u64
+    );
+    let (victim, _) = subs.remove(0);
+    // SAFETY: a worker of the nginx this test started.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    // The respawned worker (same slot) releases the dead one's subscriptions.
+    wait_for("stale counts released", Duration::from_secs(10), || {
+        json(&get(n.port, "/pub?id=kc"))["subscribers"] == (WORKERS - 1) as u64
+    });
+    // Every worker still publishes and delivers (no lock was left held).
+    for i in 0..10 {
+        assert_eq!(
+            post(n.port, "/pub?id=kc", format!("after{i}").as_bytes()).status,
+            200
+        );
+    }
+    for (pid, s) in subs.iter_mut() {
+        let lines = read_lines(s, 10);
+        assert_eq!(lines.last().unwrap(), "10|kc|after9", "worker {pid}");
+    }
+    n.stop();
+}

@@ -299,7 +299,9 @@ pub struct PaddingRule {
 /// byte follows) and repeats while bytes remain. `[^:]+` is greedy, so `a,b,1,2,3` is the regex
 /// `a,b,1` with H=2, M=3.
 ///
-/// Deviation: H or M above `2^63 - 1` is an error here (the C module stores garbage).
+/// Deviations: H or M above `2^63 - 1` is an error here (the C module stores garbage); when
+/// the byte after a match starts a multi-byte UTF-8 character, that whole character is skipped
+/// (the C module skips one byte and would start the next regex with the character's tail).
 pub fn parse_padding(value: &str) -> Result<Vec<PaddingRule>, String> {
     let bytes = value.as_bytes();
     let mut rules = Vec::new();
@@ -318,6 +320,12 @@ pub fn parse_padding(value: &str) -> Result<Vec<PaddingRule>, String> {
                     message_min: m,
                 });
                 pos += m_end + 1;
+                // The byte skipped after a match may start a multi-byte character: skip the
+                // whole character so the rest stays a valid `str` (found by fuzzing: slicing
+                // there panicked).
+                while pos < bytes.len() && !value.is_char_boundary(pos) {
+                    pos += 1;
+                }
                 if pos >= bytes.len() {
                     return Ok(rules);
                 }
@@ -651,6 +659,27 @@ mod tests {
         // trailing separator is skipped like any byte after a match
         assert_eq!(parse_padding("ua,1,2:"), Ok(vec![rule("ua", 1, 2)]));
         assert_eq!(parse_padding("ua,1,2x"), Ok(vec![rule("ua", 1, 2)]));
+    }
+
+    /// Regression (fuzz target conf_values): a multi-byte character right after a match used to
+    /// panic (`&value[pos..]` not on a char boundary); the whole character is now skipped.
+    #[test]
+    fn padding_parse_multibyte_separator() {
+        assert_eq!(parse_padding("ua,1,2\u{e9}"), Ok(vec![rule("ua", 1, 2)]));
+        assert_eq!(parse_padding("ua,1,2\u{20ac}"), Ok(vec![rule("ua", 1, 2)]));
+        assert_eq!(
+            parse_padding("ua,1,2\u{e9}\u{e9}:x").unwrap_err(),
+            "push stream module: padding pattern not match the value \u{e9}:x"
+        );
+        assert_eq!(
+            parse_padding("ua,1,2\u{e9}:b,3,4").unwrap_err(),
+            "push stream module: error applying padding pattern to :b,3,4"
+        );
+        // the input the fuzzer found
+        assert_eq!(
+            parse_padding("Mozilla,\u{fffd}024ro\u{fffd}me,0,409\u{fffd}7").unwrap_err(),
+            "push stream module: padding pattern not match the value 7"
+        );
     }
 
     #[test]

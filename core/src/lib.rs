@@ -3,6 +3,7 @@
 //! Nothing in this crate references an nginx symbol, so `cargo test -p push-stream-core`
 //! runs on any machine.
 
+pub mod amqp;
 pub mod channel_path;
 pub mod conf_values;
 pub mod escape;

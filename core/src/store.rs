@@ -20,6 +20,14 @@
 //! * `trash` has room for everything queued: `trash.cap >= trash.len + queued_total`;
 //! * `chan_trash` has room for every live or deleting channel:
 //!   `chan_trash.cap >= chan_trash.len + channels.len + deleting.len`.
+//!
+//! Subscriber counts are kept per worker slot: every live channel (and every deleted channel
+//! whose subscribers are still being told) holds `(slot, count)` pairs, and its `subscribers`
+//! is their sum. When a worker goes away — found dead by [`Store::gc`], replaced in its slot by
+//! [`Store::register_worker`] (a respawn after a crash), or leaving with
+//! [`Store::unregister_worker`] — whatever its slot still counts is removed everywhere, as if
+//! each of those subscribers had unsubscribed, so the counts never outlive the process that
+//! holds the subscribers.
 
 use core::hash::{BuildHasher, Hash, Hasher};
 use std::collections::hash_map::RandomState;
@@ -314,6 +322,76 @@ struct TrashEntry {
     deadline: i64,
 }
 
+/// How many subscribers of one channel one worker slot holds.
+#[derive(Clone, Copy)]
+struct SlotCount {
+    slot: u32,
+    count: u32,
+}
+
+/// The subscribers of a channel, per worker slot (most channels have subscribers on few
+/// workers: a short unsorted vector), and their sum. No entry has a zero count.
+struct Subs<A: Allocator> {
+    slots: AVec<SlotCount, A>,
+    total: u64,
+}
+
+impl<A: Allocator> Subs<A> {
+    fn new_in(alloc: A) -> Self {
+        Subs {
+            slots: AVec::new_in(alloc),
+            total: 0,
+        }
+    }
+
+    fn position(&self, slot: u32) -> Option<usize> {
+        self.slots.iter().position(|e| e.slot == slot)
+    }
+
+    fn has(&self, slot: u32) -> bool {
+        self.position(slot).is_some()
+    }
+
+    /// One more subscriber on `slot`; all or nothing.
+    fn try_add(&mut self, slot: u32) -> Result<(), StoreError> {
+        match self.position(slot) {
+            Some(i) => {
+                let e = &mut self.slots[i];
+                e.count = e.count.checked_add(1).ok_or(StoreError::SubscribersLimit)?;
+            }
+            None => {
+                self.slots.try_reserve(1).map_err(|_| OOM)?;
+                self.slots.push(SlotCount { slot, count: 1 });
+            }
+        }
+        self.total += 1;
+        Ok(())
+    }
+
+    /// One subscriber fewer on `slot`; false (and nothing changes) when it has none.
+    fn remove_one(&mut self, slot: u32) -> bool {
+        let Some(i) = self.position(slot) else {
+            return false;
+        };
+        self.slots[i].count -= 1;
+        if self.slots[i].count == 0 {
+            self.slots.swap_remove(i);
+        }
+        self.total -= 1;
+        true
+    }
+
+    /// Removes all of `slot`'s subscribers; returns how many there were.
+    fn take_slot(&mut self, slot: u32) -> u64 {
+        let Some(i) = self.position(slot) else {
+            return 0;
+        };
+        let n = u64::from(self.slots.swap_remove(i).count);
+        self.total -= n;
+        n
+    }
+}
+
 struct Channel<A: Allocator + Clone> {
     /// Creation order (for listings).
     order: u64,
@@ -321,7 +399,7 @@ struct Channel<A: Allocator + Clone> {
     last_id: i64,
     last_time: i64,
     last_tag: u64,
-    subscribers: u64,
+    subs: Subs<A>,
     /// Inactivity deadline.
     inactive_at: i64,
     wildcard: bool,
@@ -331,7 +409,7 @@ struct Channel<A: Allocator + Clone> {
 /// A deleted channel whose subscribers are still being told.
 struct Deleting<A: Allocator> {
     id: Key<A>,
-    subscribers: u64,
+    subs: Subs<A>,
 }
 
 /// One record: a published message or a channel-deleted notice. `data` holds, back to back,
@@ -342,6 +420,9 @@ struct Msg<A: Allocator> {
     time: i64,
     tag: u64,
     deleted_notice: bool,
+    /// Consumed from the broker: stored, but not part of the host delivery log (every worker
+    /// consumes the broker itself).
+    broker: bool,
     chan_len: usize,
     eid_len: Option<usize>,
     etype_len: Option<usize>,
@@ -412,6 +493,14 @@ struct WorkerEntry {
     cursor: u64,
 }
 
+/// Copies `b` onto the process heap (temporary lists), or `None` when it is short of memory.
+fn try_copy(b: &[u8]) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(b.len()).ok()?;
+    v.extend_from_slice(b);
+    Some(v)
+}
+
 /// Copies `parts` back to back into one exactly-sized allocator vector.
 fn concat_in<A: Allocator + Clone>(alloc: &A, parts: &[&[u8]]) -> Result<AVec<u8, A>, StoreError> {
     let total = parts
@@ -460,6 +549,8 @@ pub struct Store<A: Allocator + Clone> {
     log_floor: u64,
     workers: AVec<WorkerEntry, A>,
     dropped_events: u64,
+    /// The highest broker (stream) offset inserted.
+    broker_offset: Option<u64>,
 }
 
 impl<A: Allocator + Clone> Store<A> {
@@ -483,6 +574,7 @@ impl<A: Allocator + Clone> Store<A> {
             log_floor: 0,
             workers: AVec::new_in(alloc.clone()),
             dropped_events: 0,
+            broker_offset: None,
             created: now,
             alloc,
         };
@@ -560,7 +652,7 @@ impl<A: Allocator + Clone> Store<A> {
         if ch.events {
             return Err(StoreError::EventsChannel);
         }
-        let subscribers = ch.subscribers;
+        let subscribers = ch.subs.total;
         // Reserve everything first.
         let data = concat_in(&self.alloc, &[id, text])?;
         let notice = Msg {
@@ -569,6 +661,7 @@ impl<A: Allocator + Clone> Store<A> {
             time: 0,
             tag: 0,
             deleted_notice: true,
+            broker: false,
             chan_len: id.len(),
             eid_len: None,
             etype_len: None,
@@ -583,7 +676,7 @@ impl<A: Allocator + Clone> Store<A> {
             self.deleting.try_reserve(1).map_err(|_| OOM)?;
         }
         // Commit (nothing below allocates).
-        let Some((key, ch)) = self.channels.remove_entry(&KeyRef(id)) else {
+        let Some((key, mut ch)) = self.channels.remove_entry(&KeyRef(id)) else {
             return Ok(false);
         };
         self.unlink_counts(&ch);
@@ -593,16 +686,14 @@ impl<A: Allocator + Clone> Store<A> {
             self.trash_record(e.seq, deadline, true);
             self.stored -= 1;
         }
+        let subs = core::mem::replace(&mut ch.subs, Subs::new_in(self.alloc.clone()));
         drop(ch);
         self.last_seq += 1;
         boxed.seq = self.last_seq;
         self.msgs.insert(self.last_seq, boxed);
         self.trash_record(self.last_seq, deadline, false);
         if subscribers > 0 {
-            self.deleting.push(Deleting {
-                id: key,
-                subscribers,
-            });
+            self.deleting.push(Deleting { id: key, subs });
         } else {
             drop(key);
             self.channel_to_trash(now);
@@ -673,27 +764,40 @@ impl<A: Allocator + Clone> Store<A> {
             .collect()
     }
 
+    /// One more subscriber to `id`, held by the worker in `slot`. Creates the channel with the
+    /// usual rules if it does not exist. Refreshes the inactivity deadline. Fails with
+    /// `SubscribersLimit` at `max_subscribers_per_channel` (or, never in practice, when `slot`
+    /// does not fit in 32 bits or holds `u32::MAX` subscribers of the channel), and with
+    /// `OutOfMemory` — having changed nothing — when the slot's entry cannot be allocated.
     pub fn add_subscriber(
         &mut self,
         id: &[u8],
+        slot: usize,
         now: i64,
         limits: &Limits,
     ) -> Result<(), StoreError> {
+        let sk = u32::try_from(slot).map_err(|_| StoreError::SubscribersLimit)?;
         if self.channels.get(&KeyRef(id)).is_none() {
             // The caller normally created it; be forgiving and create it with the usual rules.
+            // The slot entry is reserved first: running out of memory creates nothing.
+            let mut subs = Subs::new_in(self.alloc.clone());
+            subs.slots.try_reserve(1).map_err(|_| OOM)?;
             let events = limits.events_channel_id.as_deref() == Some(id);
             self.create_channel(id, now, limits, events)?;
+            if let Some(ch) = self.channels.get_mut(&KeyRef(id)) {
+                ch.subs = subs;
+            }
         }
         let Some(ch) = self.channels.get_mut(&KeyRef(id)) else {
             return Err(OOM);
         };
         if limits
             .max_subscribers_per_channel
-            .is_some_and(|m| ch.subscribers >= m)
+            .is_some_and(|m| ch.subs.total >= m)
         {
             return Err(StoreError::SubscribersLimit);
         }
-        ch.subscribers += 1;
+        ch.subs.try_add(sk)?;
         ch.inactive_at = now.saturating_add(limits.channel_inactivity_time);
         let events = ch.events;
         if !events {
@@ -702,38 +806,71 @@ impl<A: Allocator + Clone> Store<A> {
         Ok(())
     }
 
-    /// One subscription to `id` ended. A deleted channel whose subscribers are still being told
-    /// takes precedence over a live channel of the same id (recreated after the delete): the
-    /// subscribers that existed at delete time are the ones leaving while it waits.
-    pub fn remove_subscriber(&mut self, id: &[u8], now: i64, limits: &Limits) {
+    /// One subscription to `id` held by the worker in `slot` ended; nothing happens when that
+    /// slot counts no subscriber there. A deleted channel whose subscribers are still being
+    /// told takes precedence over a live channel of the same id (recreated after the delete)
+    /// when it still counts subscribers of `slot`: those that existed at delete time are the
+    /// ones leaving while it waits.
+    pub fn remove_subscriber(&mut self, id: &[u8], slot: usize, now: i64, limits: &Limits) {
+        let Ok(sk) = u32::try_from(slot) else {
+            return;
+        };
         if let Some(i) = self
             .deleting
             .iter()
-            .position(|d| d.id.0[..] == *id && d.subscribers > 0)
+            .position(|d| d.id.0[..] == *id && d.subs.has(sk))
         {
-            self.deleting[i].subscribers -= 1;
+            self.deleting[i].subs.remove_one(sk);
             self.emit("client_unsubscribed", id, now, limits);
-            if self.deleting[i].subscribers == 0 {
-                drop(self.deleting.swap_remove(i));
-                if self.deleting.is_empty() {
-                    self.deleting = AVec::new_in(self.alloc.clone());
-                }
-                self.channel_to_trash(now);
-                self.emit("channel_destroyed", id, now, limits);
+            if self.deleting[i].subs.total == 0 {
+                self.finish_deleting(i, now, limits);
             }
             return;
         }
         if let Some(ch) = self.channels.get_mut(&KeyRef(id)) {
-            if ch.subscribers > 0 {
-                ch.subscribers -= 1;
-                if !ch.events {
-                    self.emit("client_unsubscribed", id, now, limits);
-                }
+            if ch.subs.remove_one(sk) && !ch.events {
+                self.emit("client_unsubscribed", id, now, limits);
             }
         }
     }
 
-    pub fn register_worker(&mut self, slot: usize, pid: u32, now: i64) -> Result<u64, StoreError> {
+    /// Per-slot subscriber counts of a live channel, by slot (empty for an unknown channel).
+    pub fn channel_slots(&self, id: &[u8]) -> Vec<(usize, u64)> {
+        let Some(ch) = self.channels.get(&KeyRef(id)) else {
+            return Vec::new();
+        };
+        let mut v: Vec<(usize, u64)> = ch
+            .subs
+            .slots
+            .iter()
+            .map(|e| (e.slot as usize, u64::from(e.count)))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Registers the worker `pid` in `slot` (replacing whatever the slot held) and returns the
+    /// cursor it starts reading the log from. Unless the slot was already registered to this
+    /// same `pid`, the subscriber counts the slot still holds belong to a process that is gone
+    /// (a respawn after a crash, or one whose registration failed): they are removed as by
+    /// [`Store::gc`] for a dead worker. `OutOfMemory` changes nothing.
+    pub fn register_worker(
+        &mut self,
+        slot: usize,
+        pid: u32,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<u64, StoreError> {
+        let pos = self.workers.iter().position(|w| w.slot >= slot);
+        let existing = pos.filter(|&i| self.workers[i].slot == slot);
+        if existing.is_none() {
+            self.workers.try_reserve(1).map_err(|_| OOM)?;
+        }
+        if existing.is_none_or(|i| self.workers[i].pid != pid) {
+            self.drop_slot(slot, now, limits);
+        }
+        // `drop_slot` does not touch `workers`: `pos` and `existing` still hold. The cursor is
+        // taken after it, past the events it emitted.
         let entry = WorkerEntry {
             slot,
             pid,
@@ -741,19 +878,27 @@ impl<A: Allocator + Clone> Store<A> {
             subscribers: 0,
             cursor: self.last_seq,
         };
-        match self.workers.iter().position(|w| w.slot >= slot) {
-            Some(i) if self.workers[i].slot == slot => self.workers[i] = entry,
-            pos => {
-                self.workers.try_reserve(1).map_err(|_| OOM)?;
-                self.workers
-                    .insert(pos.unwrap_or(self.workers.len()), entry);
-            }
+        match existing {
+            Some(i) => self.workers[i] = entry,
+            None => self
+                .workers
+                .insert(pos.unwrap_or(self.workers.len()), entry),
         }
         Ok(self.last_seq)
     }
 
-    pub fn unregister_worker(&mut self, slot: usize, pid: u32) {
-        self.workers.retain(|w| !(w.slot == slot && w.pid == pid));
+    /// The worker `pid` leaves `slot` cleanly (it has removed its subscribers already). Any
+    /// count its slot still holds is removed as for a dead worker, so nothing can leak. A
+    /// `pid` that does not own the slot changes nothing (the slot's owner is someone else).
+    pub fn unregister_worker(&mut self, slot: usize, pid: u32, now: i64, limits: &Limits) {
+        match self.workers.iter().position(|w| w.slot == slot) {
+            Some(i) if self.workers[i].pid == pid => {
+                self.workers.remove(i);
+            }
+            Some(_) => return,
+            None => {}
+        }
+        self.drop_slot(slot, now, limits);
     }
 
     pub fn set_worker_subscribers(&mut self, slot: usize, pid: u32, subscribers: u64) {
@@ -803,12 +948,114 @@ impl<A: Allocator + Clone> Store<A> {
         while s < self.last_seq && batch.records.len() < max {
             s += 1;
             match self.msgs.get(&s) {
+                Some(m) if m.broker => {}
                 Some(m) => batch.records.push(m.record()),
                 None => batch.lost += 1,
             }
         }
         batch.cursor = s;
         batch
+    }
+
+    /// The highest broker offset inserted (a starting worker resumes after it).
+    pub fn broker_offset(&self) -> Option<u64> {
+        self.broker_offset
+    }
+
+    /// Inserts a message consumed from the broker, idempotently by stream offset: the first
+    /// worker to see an offset stores it (id and tag = offset + 1, since push-stream ids start
+    /// at 1; time = `time`); the others get the stored message's time and tag back. Broker messages are not part of the
+    /// host delivery log (`records_after` skips them). Returns the message's (time, tag).
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_broker(
+        &mut self,
+        id: &[u8],
+        offset: u64,
+        text: &[u8],
+        event_id: &[u8],
+        event_type: &[u8],
+        time: i64,
+        store: bool,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<(i64, u64), StoreError> {
+        if limits.events_channel_id.as_deref() == Some(id) {
+            return Err(StoreError::EventsChannel);
+        }
+        let off = i64::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(1))
+            .ok_or(OOM)?;
+        let tag = off as u64;
+        match self.channels.get(&KeyRef(id)) {
+            Some(c) if c.events => return Err(StoreError::EventsChannel),
+            Some(c) if off <= c.last_id => {
+                let found = c
+                    .queue
+                    .iter()
+                    .filter_map(|q| self.msgs.get(&q.seq))
+                    .find(|m| m.id == off)
+                    .map(|m| (m.time, m.tag));
+                return Ok(found.unwrap_or((time, tag)));
+            }
+            Some(_) => {}
+            None => self.create_channel(id, now, limits, false)?,
+        }
+        // Reserve everything first.
+        let data = concat_in(&self.alloc, &[id, event_id, event_type, text])?;
+        let msg = Msg {
+            seq: 0,
+            id: off,
+            time,
+            tag,
+            deleted_notice: false,
+            broker: true,
+            chan_len: id.len(),
+            eid_len: (!event_id.is_empty()).then_some(event_id.len()),
+            etype_len: (!event_type.is_empty()).then_some(event_type.len()),
+            data,
+        };
+        let mut boxed = ABox::try_new_in(msg, self.alloc.clone()).map_err(|_| OOM)?;
+        self.msgs.try_reserve(1).map_err(|_| OOM)?;
+        self.trash.try_reserve(self.queued_total + 1)?;
+        let ch = self.channels.get_mut(&KeyRef(id)).ok_or(OOM)?;
+        if store {
+            ch.queue.try_reserve(1)?;
+        }
+        // Commit (nothing below allocates).
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        ch.last_id = off;
+        ch.last_time = time;
+        ch.last_tag = tag;
+        ch.inactive_at = now.saturating_add(limits.channel_inactivity_time);
+        boxed.seq = seq;
+        self.msgs.insert(seq, boxed);
+        self.published += 1;
+        self.broker_offset = Some(self.broker_offset.map_or(offset, |b| b.max(offset)));
+        let deadline = now.saturating_add(TRASH_DELAY);
+        if store {
+            let expires = time.max(now).saturating_add(limits.message_ttl);
+            let _ = ch.queue.push_back(QEntry { seq, expires }); // room reserved above
+            self.queued_total += 1;
+            self.stored += 1;
+            let max = limits.max_messages_stored_per_channel.unwrap_or(u64::MAX);
+            while ch.queue.len() as u64 > max {
+                let Some(old) = ch.queue.pop_front() else {
+                    break;
+                };
+                self.queued_total -= 1;
+                self.stored -= 1;
+                let _ = self.trash.push_back(TrashEntry {
+                    seq: old.seq,
+                    deadline,
+                });
+                self.messages_in_trash += 1;
+            }
+        } else {
+            self.trash_record(seq, deadline, true);
+        }
+        Ok((time, tag))
     }
 
     pub fn ack(&mut self, slot: usize, pid: u32, cursor: u64) {
@@ -825,15 +1072,18 @@ impl<A: Allocator + Clone> Store<A> {
     pub fn gc(&mut self, now: i64, limits: &Limits, is_alive: &dyn Fn(u32) -> bool) -> GcReport {
         let mut report = GcReport::default();
 
-        // (1) Dead workers stop pinning the log.
-        let dead = &mut report.dead_workers;
-        self.workers.retain(|w| {
-            let alive = is_alive(w.pid);
-            if !alive {
-                dead.push(w.pid);
+        // (1) Dead workers stop pinning the log, and their subscribers are gone.
+        let mut i = 0;
+        while i < self.workers.len() {
+            let w = self.workers[i];
+            if is_alive(w.pid) {
+                i += 1;
+            } else {
+                self.workers.remove(i);
+                report.dead_workers.push(w.pid);
+                self.drop_slot(w.slot, now, limits);
             }
-            alive
-        });
+        }
 
         // (2) Expire stored messages from the head of each queue.
         let deadline = now.saturating_add(TRASH_DELAY);
@@ -866,7 +1116,7 @@ impl<A: Allocator + Clone> Store<A> {
         // (3) Remove inactive channels.
         let mut removed: Vec<Vec<u8>> = Vec::new();
         for (k, ch) in self.channels.extract_if(|_, c| {
-            !c.events && c.queue.is_empty() && c.subscribers == 0 && c.inactive_at <= now
+            !c.events && c.queue.is_empty() && c.subs.total == 0 && c.inactive_at <= now
         }) {
             if ch.wildcard {
                 self.n_wildcard -= 1;
@@ -945,7 +1195,7 @@ impl<A: Allocator + Clone> Store<A> {
             last_id: 0,
             last_time: 0,
             last_tag: 0,
-            subscribers: 0,
+            subs: Subs::new_in(self.alloc.clone()),
             inactive_at: now.saturating_add(limits.channel_inactivity_time),
             wildcard,
             events,
@@ -994,6 +1244,7 @@ impl<A: Allocator + Clone> Store<A> {
             time: 0,
             tag: 0,
             deleted_notice: false,
+            broker: false,
             chan_len: id.len(),
             eid_len: event_id.map(<[u8]>::len),
             etype_len: event_type.map(<[u8]>::len),
@@ -1087,6 +1338,82 @@ impl<A: Allocator + Clone> Store<A> {
         }
     }
 
+    /// The deleted channel `deleting[i]` has no subscriber left: it goes to the channel trash.
+    fn finish_deleting(&mut self, i: usize, now: i64, limits: &Limits) {
+        let d = self.deleting.swap_remove(i);
+        if self.deleting.is_empty() {
+            self.deleting = AVec::new_in(self.alloc.clone());
+        }
+        self.channel_to_trash(now);
+        self.emit("channel_destroyed", &d.id.0, now, limits);
+    }
+
+    /// Removes every subscriber counted for `slot` (its worker is gone), from live and deleted
+    /// channels, emitting the events of as many unsubscribes; a deleted channel left without
+    /// subscribers goes to the channel trash. Inactivity deadlines do not change. O(channels).
+    /// Never fails: the events are best effort (counted in `dropped_events` when the process
+    /// heap cannot hold the list of channels they are about).
+    fn drop_slot(&mut self, slot: usize, now: i64, limits: &Limits) {
+        let Ok(sk) = u32::try_from(slot) else {
+            return;
+        };
+        // Live channels first: counts change in place; the events go into the events channel,
+        // so they are emitted once the iteration is over. Temporary list on the process heap.
+        let mut gone: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut lost = 0u64;
+        for (k, ch) in self.channels.iter_mut() {
+            let n = ch.subs.take_slot(sk);
+            if n == 0 || ch.events {
+                continue;
+            }
+            match try_copy(&k.0) {
+                Some(id) if gone.try_reserve(1).is_ok() => gone.push((id, n)),
+                _ => lost = lost.saturating_add(n),
+            }
+        }
+        for (id, n) in &gone {
+            for _ in 0..*n {
+                self.emit("client_unsubscribed", id, now, limits);
+            }
+        }
+        drop(gone);
+        // Deleted channels: `emit` does not touch `deleting`, so events go out as we walk.
+        let mut i = 0;
+        while i < self.deleting.len() {
+            let n = self.deleting[i].subs.take_slot(sk);
+            if n == 0 {
+                i += 1;
+                continue;
+            }
+            if self.deleting[i].subs.total == 0 {
+                let d = self.deleting.swap_remove(i);
+                for _ in 0..n {
+                    self.emit("client_unsubscribed", &d.id.0, now, limits);
+                }
+                self.channel_to_trash(now);
+                self.emit("channel_destroyed", &d.id.0, now, limits);
+                continue; // `i` now holds the entry swapped in
+            }
+            match try_copy(&self.deleting[i].id.0) {
+                Some(id) => {
+                    for _ in 0..n {
+                        self.emit("client_unsubscribed", &id, now, limits);
+                    }
+                }
+                None => lost = lost.saturating_add(n),
+            }
+            i += 1;
+        }
+        if self.deleting.is_empty() && self.deleting.capacity() > 0 {
+            self.deleting = AVec::new_in(self.alloc.clone());
+        }
+        // Only when an events channel would have received them.
+        let ev = limits.events_channel_id.as_deref();
+        if ev.is_some_and(|e| self.channels.get(&KeyRef(e)).is_some_and(|c| c.events)) {
+            self.dropped_events = self.dropped_events.saturating_add(lost);
+        }
+    }
+
     /// Publishes an event into the events channel, if there is one. Failures are counted.
     fn emit(&mut self, ty: &str, channel: &[u8], now: i64, limits: &Limits) {
         let Some(eid) = limits.events_channel_id.as_deref() else {
@@ -1119,6 +1446,9 @@ impl<A: Allocator + Clone> Store<A> {
             .shrink(self.channels.len() + self.deleting.len());
         for ch in self.channels.values_mut() {
             ch.queue.shrink(0);
+            if ch.subs.slots.is_empty() && ch.subs.slots.capacity() > 0 {
+                ch.subs.slots = AVec::new_in(self.alloc.clone());
+            }
         }
         if self.msgs.is_empty() {
             if self.msgs.capacity() > 0 {
@@ -1161,11 +1491,96 @@ fn info<A: Allocator + Clone>(id: &[u8], c: &Channel<A>) -> ChannelInfo {
         id: id.to_vec(),
         published_messages: c.last_id.max(0) as u64,
         stored_messages: c.queue.len() as u64,
-        subscribers: c.subscribers,
+        subscribers: c.subs.total,
         wildcard: c.wildcard,
         events: c.events,
         last_time: c.last_time,
         last_tag: c.last_tag,
+    }
+}
+
+#[cfg(test)]
+mod broker_tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            message_ttl: 60,
+            channel_inactivity_time: 30,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn broker_inserts_are_idempotent_by_offset_and_stay_out_of_the_log() {
+        let l = limits();
+        let mut s = Store::new_in(Global, 100, &l).unwrap();
+        assert_eq!(s.broker_offset(), None);
+        s.register_worker(0, 1, 100, &l).unwrap();
+        // Offset 0 (a new stream's first message) into a channel a subscriber just created.
+        s.get_or_create(b"a", 100, &l).unwrap();
+        assert_eq!(
+            s.insert_broker(b"a", 0, b"w", b"1", b"", 90, true, 100, &l)
+                .unwrap(),
+            (90, 1)
+        );
+        assert_eq!(
+            s.insert_broker(b"a", 7, b"x", b"8", b"", 90, true, 100, &l)
+                .unwrap(),
+            (90, 8)
+        );
+        // A second worker seeing offset 7 gets the first one's time and tag; nothing doubles.
+        assert_eq!(
+            s.insert_broker(b"a", 7, b"x", b"8", b"", 95, true, 101, &l)
+                .unwrap(),
+            (90, 8)
+        );
+        assert_eq!(
+            s.insert_broker(b"a", 9, b"y", b"e9", b"t", 91, true, 101, &l)
+                .unwrap(),
+            (91, 10)
+        );
+        let c = s.channel(b"a").unwrap();
+        assert_eq!((c.published_messages, c.stored_messages), (10, 3));
+        assert_eq!(s.counters().published_messages, 3);
+        assert_eq!(s.broker_offset(), Some(9));
+        // Not in the host log (each worker consumes the broker itself), and not "lost" either.
+        let b = s.records_after(0, 100);
+        assert!(b.records.is_empty());
+        assert_eq!(b.lost, 0);
+        // Resume by event id (the offset when the publisher set none).
+        let cur = Cursor {
+            backtrack: 0,
+            since: None,
+            tag: None,
+            last_event_id: Some(b"8".to_vec()),
+        };
+        let old = s.old_messages(b"a", &cur);
+        assert_eq!(old.len(), 1);
+        assert_eq!(
+            (old[0].id, old[0].text.clone(), old[0].event_type.clone()),
+            (10, b"y".to_vec(), b"t".to_vec())
+        );
+        // Host publishes still go through the log.
+        s.publish(b"a", b"z", None, None, true, 102, &l).unwrap();
+        assert_eq!(s.records_after(0, 100).records.len(), 1);
+        assert_eq!(
+            s.insert_broker(
+                b"x",
+                1,
+                b"",
+                b"",
+                b"",
+                1,
+                false,
+                1,
+                &Limits {
+                    events_channel_id: Some(b"x".to_vec()),
+                    ..l.clone()
+                }
+            ),
+            Err(StoreError::EventsChannel)
+        );
     }
 }
 
@@ -1340,7 +1755,30 @@ mod tests {
                 assert!(self.msgs.contains_key(&s), "log record {s} present");
             }
             assert!(self.log_floor <= self.last_seq);
-            assert!(self.deleting.iter().all(|d| d.subscribers > 0));
+            for c in self.channels.values() {
+                c.subs.check();
+            }
+            for d in self.deleting.iter() {
+                d.subs.check();
+                assert!(d.subs.total > 0, "deleted channel waiting on no one");
+            }
+        }
+    }
+
+    impl<A: Allocator> Subs<A> {
+        /// Per-slot counts: positive, one entry per slot, summing to the cached total.
+        fn check(&self) {
+            let mut sum = 0u64;
+            for (i, e) in self.slots.iter().enumerate() {
+                assert!(e.count > 0, "zero count for slot {}", e.slot);
+                assert!(
+                    self.slots[..i].iter().all(|o| o.slot != e.slot),
+                    "slot {} twice",
+                    e.slot
+                );
+                sum += u64::from(e.count);
+            }
+            assert_eq!(sum, self.total, "sum(per-slot) == subscribers");
         }
     }
 
@@ -1514,9 +1952,9 @@ mod tests {
         s.get_or_create(b"b", T0 + 100, &l).unwrap();
         s.publish(b"b", b"x", None, None, false, T0 + 110, &l)
             .unwrap(); // → 140
-        s.add_subscriber(b"b", T0 + 120, &l).unwrap(); // → 150
+        s.add_subscriber(b"b", 0, T0 + 120, &l).unwrap(); // → 150
         assert_eq!(s.gc(T0 + 145, &l, &alive).removed_channels, 0); // has a subscriber
-        s.remove_subscriber(b"b", T0 + 146, &l);
+        s.remove_subscriber(b"b", 0, T0 + 146, &l);
         assert_eq!(s.gc(T0 + 149, &l, &alive).removed_channels, 0);
         assert_eq!(s.gc(T0 + 150, &l, &alive).removed_channels, 1);
 
@@ -1568,12 +2006,12 @@ mod tests {
     fn delete_reuse_and_transitions() {
         let l = ev_lim();
         let mut s = Store::new_in(Global, T0, &l).unwrap();
-        s.register_worker(0, 100, T0).unwrap();
+        s.register_worker(0, 100, T0, &l).unwrap();
         for t in [b"1", b"2", b"3"] {
             s.publish(b"d", t, None, None, true, T0, &l).unwrap();
         }
-        s.add_subscriber(b"d", T0, &l).unwrap();
-        s.add_subscriber(b"d", T0, &l).unwrap();
+        s.add_subscriber(b"d", 0, T0, &l).unwrap();
+        s.add_subscriber(b"d", 0, T0, &l).unwrap();
         assert_eq!(s.delete(b"nope", b"x", T0, &l), Ok(false));
         assert_eq!(
             s.delete(b"ev", b"x", T0, &l),
@@ -1602,13 +2040,13 @@ mod tests {
         // The id is free again; the new channel starts over.
         let n = s.get_or_create(b"d", T0 + 1, &l).unwrap();
         assert_eq!((n.published_messages, n.subscribers), (0, 0));
-        s.add_subscriber(b"d", T0 + 1, &l).unwrap();
+        s.add_subscriber(b"d", 0, T0 + 1, &l).unwrap();
         assert_eq!(s.counters().channels, 2);
 
         // The old subscribers leave: counted out of the deleted channel, not the new one.
-        s.remove_subscriber(b"d", T0 + 1, &l);
+        s.remove_subscriber(b"d", 0, T0 + 1, &l);
         assert_eq!(s.counters().channels_in_delete, 1);
-        s.remove_subscriber(b"d", T0 + 2, &l);
+        s.remove_subscriber(b"d", 0, T0 + 2, &l);
         let c = s.counters();
         assert_eq!((c.channels_in_delete, c.channels_in_trash), (0, 1));
         assert_eq!(s.channel(b"d").unwrap().subscribers, 1);
@@ -1649,9 +2087,9 @@ mod tests {
         for i in 0..20 {
             s.publish(b"loop", b"x", None, None, true, T0 + 21, &l)
                 .unwrap();
-            s.add_subscriber(b"loop", T0 + 21, &l).unwrap();
+            s.add_subscriber(b"loop", 0, T0 + 21, &l).unwrap();
             assert_eq!(s.delete(b"loop", b"", T0 + 21, &l), Ok(true), "{i}");
-            s.remove_subscriber(b"loop", T0 + 21, &l);
+            s.remove_subscriber(b"loop", 0, T0 + 21, &l);
         }
         assert_eq!(s.counters().channels_in_delete, 0);
         s.check();
@@ -1661,9 +2099,9 @@ mod tests {
     fn remove_subscriber_on_unknown_or_empty_channel_is_harmless() {
         let l = ev_lim();
         let mut s = Store::new_in(Global, T0, &l).unwrap();
-        s.remove_subscriber(b"nope", T0, &l);
+        s.remove_subscriber(b"nope", 0, T0, &l);
         s.get_or_create(b"a", T0, &l).unwrap();
-        s.remove_subscriber(b"a", T0, &l);
+        s.remove_subscriber(b"a", 0, T0, &l);
         assert_eq!(s.channel(b"a").unwrap().subscribers, 0);
         assert_eq!(events(&s).len(), 1); // only channel_created
         s.check();
@@ -1679,11 +2117,11 @@ mod tests {
         );
         s.publish(b"a\"b", b"x", Some(b"id1"), Some(b"t"), true, T0, &l)
             .unwrap();
-        s.add_subscriber(b"a\"b", T0, &l).unwrap();
-        s.remove_subscriber(b"a\"b", T0, &l);
+        s.add_subscriber(b"a\"b", 0, T0, &l).unwrap();
+        s.remove_subscriber(b"a\"b", 0, T0, &l);
         // Subscribing to the events channel itself emits nothing.
-        s.add_subscriber(b"ev", T0, &l).unwrap();
-        s.remove_subscriber(b"ev", T0, &l);
+        s.add_subscriber(b"ev", 0, T0, &l).unwrap();
+        s.remove_subscriber(b"ev", 0, T0, &l);
         s.gc(T0 + 200, &l, &alive); // the message expires, the channel is inactive
         let ev = events(&s);
         let want = [
@@ -1716,8 +2154,8 @@ mod tests {
         let mut s = Store::new_in(Global, T0, &l2).unwrap();
         s.publish(b"a\"b", b"x", Some(b"id1"), Some(b"t"), true, T0, &l2)
             .unwrap();
-        s.add_subscriber(b"a\"b", T0, &l2).unwrap();
-        s.remove_subscriber(b"a\"b", T0, &l2);
+        s.add_subscriber(b"a\"b", 0, T0, &l2).unwrap();
+        s.remove_subscriber(b"a\"b", 0, T0, &l2);
         let ev = events(&s);
         let got: Vec<(&str, &str)> = ev.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         assert_eq!(got, want);
@@ -1770,15 +2208,15 @@ mod tests {
         };
         let mut s = Store::new_in(Global, T0, &l).unwrap();
         s.get_or_create(b"a", T0, &l).unwrap();
-        s.add_subscriber(b"a", T0, &l).unwrap();
-        s.add_subscriber(b"a", T0, &l).unwrap();
+        s.add_subscriber(b"a", 0, T0, &l).unwrap();
+        s.add_subscriber(b"a", 0, T0, &l).unwrap();
         assert_eq!(
-            s.add_subscriber(b"a", T0, &l),
+            s.add_subscriber(b"a", 0, T0, &l),
             Err(StoreError::SubscribersLimit)
         );
         assert_eq!(s.channel(b"a").unwrap().subscribers, 2);
-        s.remove_subscriber(b"a", T0, &l);
-        s.add_subscriber(b"a", T0, &l).unwrap();
+        s.remove_subscriber(b"a", 0, T0, &l);
+        s.add_subscriber(b"a", 0, T0, &l).unwrap();
         s.check();
     }
 
@@ -1804,8 +2242,8 @@ mod tests {
         let l = lim();
         let mut s = Store::new_in(Global, T0, &l).unwrap();
         s.publish(b"a", b"x", None, None, true, T0, &l).unwrap();
-        assert_eq!(s.register_worker(3, 300, T0).unwrap(), 1);
-        assert_eq!(s.register_worker(1, 100, T0 + 1).unwrap(), 1);
+        assert_eq!(s.register_worker(3, 300, T0, &l).unwrap(), 1);
+        assert_eq!(s.register_worker(1, 100, T0 + 1, &l).unwrap(), 1);
         s.set_worker_subscribers(3, 300, 5);
         s.set_worker_subscribers(1, 100, 2);
         s.set_worker_subscribers(1, 999, 50); // wrong pid: ignored
@@ -1827,11 +2265,11 @@ mod tests {
         );
         // A respawn replaces the slot.
         s.publish(b"a", b"y", None, None, true, T0, &l).unwrap();
-        assert_eq!(s.register_worker(3, 301, T0 + 5).unwrap(), 2);
+        assert_eq!(s.register_worker(3, 301, T0 + 5, &l).unwrap(), 2);
         assert_eq!(s.counters().subscribers, 2);
-        s.unregister_worker(1, 999); // wrong pid
+        s.unregister_worker(1, 999, T0, &l); // wrong pid
         assert_eq!(s.workers().len(), 2);
-        s.unregister_worker(1, 100);
+        s.unregister_worker(1, 100, T0, &l);
         assert_eq!(s.workers().iter().map(|w| w.pid).collect::<Vec<_>>(), [301]);
     }
 
@@ -1839,8 +2277,8 @@ mod tests {
     fn log_delivery_two_workers() {
         let l = lim();
         let mut s = Store::new_in(Global, T0, &l).unwrap();
-        assert_eq!(s.register_worker(0, 100, T0).unwrap(), 0);
-        assert_eq!(s.register_worker(1, 101, T0).unwrap(), 0);
+        assert_eq!(s.register_worker(0, 100, T0, &l).unwrap(), 0);
+        assert_eq!(s.register_worker(1, 101, T0, &l).unwrap(), 0);
         for i in 0..5u8 {
             s.publish(b"a", &[b'0' + i], Some(b"e"), Some(b"t"), false, T0, &l)
                 .unwrap();
@@ -1894,12 +2332,12 @@ mod tests {
     fn stored_messages_stay_in_log_until_acked_and_lost_counts() {
         let l = lim();
         let mut s = Store::new_in(Global, T0, &l).unwrap();
-        s.register_worker(0, 100, T0).unwrap();
+        s.register_worker(0, 100, T0, &l).unwrap();
         for _ in 0..4 {
             s.publish(b"a", b"x", None, None, true, T0, &l).unwrap();
         }
         // No other worker: a second one registering now starts at the end.
-        assert_eq!(s.register_worker(1, 101, T0).unwrap(), 4);
+        assert_eq!(s.register_worker(1, 101, T0, &l).unwrap(), 4);
         s.publish(b"a", b"y", None, None, true, T0, &l).unwrap();
         assert_eq!(s.records_after(4, 10).records.len(), 1);
         // Worker 100 dies: its cursor no longer pins anything.
@@ -1915,7 +2353,7 @@ mod tests {
     fn records_after_in_batches() {
         let l = lim();
         let mut s = Store::new_in(Global, T0, &l).unwrap();
-        s.register_worker(0, 1, T0).unwrap();
+        s.register_worker(0, 1, T0, &l).unwrap();
         for _ in 0..10 {
             s.publish(b"a", b"x", None, None, true, T0, &l).unwrap();
         }
@@ -2076,7 +2514,7 @@ mod tests {
         };
         let b = Budget::new(256 * 1024);
         let mut s = Store::new_in(b.clone(), T0, &l).unwrap();
-        s.register_worker(0, 100, T0).unwrap();
+        s.register_worker(0, 100, T0, &l).unwrap();
         s.get_or_create(b"fill", T0, &l).unwrap();
         let base = b.used();
         let n1 = fill(&mut s, T0, &l);
@@ -2122,8 +2560,8 @@ mod tests {
         };
         let b = Budget::new(128 * 1024);
         let mut s = Store::new_in(b.clone(), T0, &l).unwrap();
-        s.register_worker(0, 100, T0).unwrap();
-        s.register_worker(1, 101, T0).unwrap();
+        s.register_worker(0, 100, T0, &l).unwrap();
+        s.register_worker(1, 101, T0, &l).unwrap();
         s.get_or_create(b"fill", T0, &l).unwrap();
         let base = b.used();
         let n = fill(&mut s, T0, &l);
@@ -2149,14 +2587,14 @@ mod tests {
         let b = Budget::new(64 * 1024);
         let mut s = Store::new_in(b.clone(), T0, &l).unwrap();
         s.get_or_create(b"fill", T0, &l).unwrap();
-        s.add_subscriber(b"fill", T0, &l).unwrap();
+        s.add_subscriber(b"fill", 0, T0, &l).unwrap();
         let before = s.channel(b"ev").unwrap().published_messages;
         fill(&mut s, T0, &l);
         // No room for an event: the unsubscribe still happens, the event is counted as dropped.
         let mut dropped = false;
         for _ in 0..50 {
-            s.remove_subscriber(b"fill", T0, &l);
-            let _ = s.add_subscriber(b"fill", T0, &l);
+            s.remove_subscriber(b"fill", 0, T0, &l);
+            let _ = s.add_subscriber(b"fill", 0, T0, &l);
             if s.dropped_events() > 0 {
                 dropped = true;
                 break;
@@ -2183,7 +2621,7 @@ mod tests {
             let Ok(mut s) = Store::new_in(b.clone(), T0, &l) else {
                 continue;
             };
-            let _ = s.register_worker(0, 1, T0);
+            let _ = s.register_worker(0, 1, T0, &l);
             let (mut ok, mut failed) = (0, 0);
             for step in 0..60i64 {
                 let now = T0 + step;
@@ -2210,13 +2648,13 @@ mod tests {
                 }
                 s.check();
                 if step % 4 == 0 {
-                    let _ = s.add_subscriber(&id, now, &l);
+                    let _ = s.add_subscriber(&id, 0, now, &l);
                 }
                 if step % 7 == 0 {
                     let _ = s.delete(&id, b"bye", now, &l);
                 }
                 if step % 5 == 0 {
-                    s.remove_subscriber(&id, now, &l);
+                    s.remove_subscriber(&id, 0, now, &l);
                 }
                 if step % 9 == 0 {
                     let _ = s.get_or_create(b"wx", now, &l);
@@ -2234,8 +2672,8 @@ mod tests {
             b.set_limit(usize::MAX);
             s.publish(b"final", b"x", None, None, true, T0 + 100, &l)
                 .unwrap();
-            s.add_subscriber(b"final", T0 + 100, &l).unwrap();
-            s.remove_subscriber(b"final", T0 + 100, &l);
+            s.add_subscriber(b"final", 0, T0 + 100, &l).unwrap();
+            s.remove_subscriber(b"final", 0, T0 + 100, &l);
             for (i, t) in [200, 230, 260].into_iter().enumerate() {
                 let c = s.last_seq();
                 s.ack(0, 1, c);
@@ -2263,19 +2701,19 @@ mod tests {
             ..ev_lim()
         };
         let workload = |s: &mut Store<Budget>| {
-            let _ = s.register_worker(0, 1, T0);
+            let _ = s.register_worker(0, 1, T0, &l);
             for step in 0..12i64 {
                 let now = T0 + step * 3;
                 let id: &[u8] = [&b"a"[..], b"b", b"w1", b"c"][(step % 4) as usize];
                 let _ = s.publish(id, b"text", Some(b"e"), Some(b"t"), step % 5 != 0, now, &l);
                 s.check();
-                let _ = s.add_subscriber(id, now, &l);
+                let _ = s.add_subscriber(id, 0, now, &l);
                 s.check();
                 if step % 3 == 2 {
                     let _ = s.delete(id, b"bye", now, &l);
                     s.check();
                 }
-                s.remove_subscriber(id, now, &l);
+                s.remove_subscriber(id, 0, now, &l);
                 s.check();
                 let batch = s.records_after(s.workers().first().map_or(0, |w| w.cursor), 5);
                 s.ack(0, 1, batch.cursor);
@@ -2309,6 +2747,364 @@ mod tests {
             assert_eq!(
                 (c.messages_in_trash, c.stored_messages, c.channels),
                 (0, 0, 1),
+                "{n}"
+            );
+            s.check();
+        }
+    }
+
+    fn ev(ty: &str, ch: &str) -> (String, String) {
+        (
+            ty.to_string(),
+            format!(r#"{{"type": "{ty}", "channel": "{ch}"}}"#),
+        )
+    }
+
+    fn pids(s: &Store<impl Allocator + Clone>) -> Vec<u32> {
+        s.workers().iter().map(|w| w.pid).collect()
+    }
+
+    #[test]
+    fn dead_worker_subscriptions_are_released() {
+        let l = Limits {
+            max_subscribers_per_channel: Some(3),
+            ..ev_lim()
+        };
+        let mut s = Store::new_in(Global, T0, &l).unwrap();
+        s.register_worker(0, 100, T0, &l).unwrap();
+        s.register_worker(1, 101, T0, &l).unwrap();
+        // "a": two subscribers on slot 0, one on slot 1: full.
+        for slot in [0, 1, 0] {
+            s.add_subscriber(b"a", slot, T0, &l).unwrap();
+        }
+        assert_eq!(s.channel_slots(b"a"), [(0, 2), (1, 1)]);
+        assert_eq!(s.channel(b"a").unwrap().subscribers, 3);
+        assert_eq!(
+            s.add_subscriber(b"a", 0, T0, &l),
+            Err(StoreError::SubscribersLimit)
+        );
+        // "d": deleted, waiting only on slot 1; "e": deleted, waiting on both slots.
+        s.add_subscriber(b"d", 1, T0, &l).unwrap();
+        s.add_subscriber(b"d", 1, T0, &l).unwrap();
+        s.add_subscriber(b"e", 0, T0, &l).unwrap();
+        s.add_subscriber(b"e", 1, T0, &l).unwrap();
+        assert_eq!(s.delete(b"d", b"", T0, &l), Ok(true));
+        assert_eq!(s.delete(b"e", b"", T0, &l), Ok(true));
+        // "f": only on slot 1; idle deadline T0 + 30.
+        s.add_subscriber(b"f", 1, T0, &l).unwrap();
+        assert_eq!(s.counters().channels_in_delete, 2);
+        s.check();
+
+        // Worker 101 (slot 1) dies.
+        let n = events(&s).len();
+        let r = s.gc(T0 + 5, &l, &|p| p != 101);
+        assert_eq!(
+            (r.dead_workers.as_slice(), r.removed_channels),
+            (&[101][..], 0)
+        );
+        assert_eq!(pids(&s), [100]);
+        assert_eq!(s.channel(b"a").unwrap().subscribers, 2);
+        assert_eq!(s.channel_slots(b"a"), [(0, 2)]);
+        assert_eq!(s.channel(b"f").unwrap().subscribers, 0);
+        assert!(s.channel_slots(b"f").is_empty());
+        // "d" waited only on slot 1: trashed. "e" still waits on slot 0.
+        let c = s.counters();
+        assert_eq!((c.channels_in_delete, c.channels_in_trash), (1, 1));
+        let tail = events(&s).split_off(n);
+        let mut got = tail.clone();
+        got.sort();
+        let mut want = vec![
+            ev("client_unsubscribed", "a"),
+            ev("client_unsubscribed", "f"),
+            ev("client_unsubscribed", "d"),
+            ev("client_unsubscribed", "d"),
+            ev("channel_destroyed", "d"),
+            ev("client_unsubscribed", "e"),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+        let pos = |e: (String, String)| tail.iter().rposition(|t| *t == e).unwrap();
+        assert!(pos(ev("channel_destroyed", "d")) > pos(ev("client_unsubscribed", "d")));
+        s.check();
+
+        // The limit counts only the living.
+        s.add_subscriber(b"a", 0, T0 + 5, &l).unwrap();
+        assert_eq!(
+            s.add_subscriber(b"a", 0, T0 + 5, &l),
+            Err(StoreError::SubscribersLimit)
+        );
+        assert_eq!(s.channel_slots(b"a"), [(0, 3)]);
+        // Unsubscribing from a slot that has no count there does nothing.
+        let n = events(&s).len();
+        s.remove_subscriber(b"a", 1, T0 + 5, &l);
+        assert_eq!(s.channel(b"a").unwrap().subscribers, 3);
+        assert_eq!(events(&s).len(), n);
+
+        // "f" keeps its inactivity deadline (from its last subscribe).
+        assert_eq!(s.gc(T0 + 29, &l, &alive).removed_channels, 0);
+        assert_eq!(s.gc(T0 + 30, &l, &alive).removed_channels, 1);
+        assert!(s.channel(b"f").is_none());
+        assert!(s.channel(b"a").is_some());
+
+        // Slot 0's subscriber of "e" leaves normally: "e" is done.
+        s.remove_subscriber(b"e", 0, T0 + 31, &l);
+        assert_eq!(s.counters().channels_in_delete, 0);
+        assert_eq!(events(&s).last().unwrap(), &ev("channel_destroyed", "e"));
+        s.check();
+    }
+
+    #[test]
+    fn respawn_in_a_slot_releases_the_old_process_subscriptions() {
+        let l = ev_lim();
+        let mut s = Store::new_in(Global, T0, &l).unwrap();
+        s.register_worker(0, 100, T0, &l).unwrap();
+        s.register_worker(2, 200, T0, &l).unwrap();
+        s.add_subscriber(b"a", 0, T0, &l).unwrap();
+        s.add_subscriber(b"a", 2, T0, &l).unwrap();
+        s.add_subscriber(b"a", 2, T0, &l).unwrap();
+        s.add_subscriber(b"d", 2, T0, &l).unwrap();
+        s.delete(b"d", b"", T0, &l).unwrap();
+        // The same process registering again keeps its subscriptions.
+        s.register_worker(2, 200, T0, &l).unwrap();
+        assert_eq!(s.channel_slots(b"a"), [(0, 1), (2, 2)]);
+        assert_eq!(s.counters().channels_in_delete, 1);
+        s.check();
+
+        // A new process in slot 2 (the old one crashed, gc has not noticed yet).
+        let n = events(&s).len();
+        let cursor = s.register_worker(2, 201, T0 + 1, &l).unwrap();
+        assert_eq!(cursor, s.last_seq()); // it starts after the events just emitted
+        assert_eq!(pids(&s), [100, 201]);
+        assert_eq!(s.channel_slots(b"a"), [(0, 1)]);
+        assert_eq!(s.channel(b"a").unwrap().subscribers, 1);
+        let c = s.counters();
+        assert_eq!((c.channels_in_delete, c.channels_in_trash), (0, 1));
+        assert_eq!(
+            events(&s).split_off(n),
+            [
+                ev("client_unsubscribed", "a"),
+                ev("client_unsubscribed", "a"),
+                ev("client_unsubscribed", "d"),
+                ev("channel_destroyed", "d"),
+            ]
+        );
+        s.check();
+
+        // The new process subscribes; a stale pid unregistering the slot changes nothing.
+        s.add_subscriber(b"a", 2, T0 + 1, &l).unwrap();
+        s.unregister_worker(2, 200, T0 + 2, &l);
+        assert_eq!(s.channel_slots(b"a"), [(0, 1), (2, 1)]);
+        assert_eq!(pids(&s), [100, 201]);
+        // A clean exit that left a count behind: dropped too, with its event.
+        let n = events(&s).len();
+        s.unregister_worker(2, 201, T0 + 2, &l);
+        assert_eq!(pids(&s), [100]);
+        assert_eq!(s.channel_slots(b"a"), [(0, 1)]);
+        assert_eq!(events(&s).split_off(n), [ev("client_unsubscribed", "a")]);
+        // A slot whose process never got registered (registration failed) is cleaned when
+        // the next process registers it.
+        s.add_subscriber(b"a", 3, T0 + 3, &l).unwrap();
+        s.register_worker(3, 300, T0 + 3, &l).unwrap();
+        assert_eq!(s.channel_slots(b"a"), [(0, 1)]);
+        assert!(s.channel_slots(b"nope").is_empty());
+        s.check();
+    }
+
+    #[test]
+    fn unsubscribes_are_counted_per_slot() {
+        let l = ev_lim();
+        let mut s = Store::new_in(Global, T0, &l).unwrap();
+        s.add_subscriber(b"d", 0, T0, &l).unwrap();
+        s.delete(b"d", b"", T0, &l).unwrap();
+        s.add_subscriber(b"d", 1, T0, &l).unwrap(); // recreated, subscribed on another worker
+        let n = events(&s).len();
+        // Slot 1 had no subscriber of the deleted channel: this one leaves the live channel.
+        s.remove_subscriber(b"d", 1, T0, &l);
+        assert_eq!(s.channel(b"d").unwrap().subscribers, 0);
+        assert_eq!(s.counters().channels_in_delete, 1);
+        // Slot 2 has no subscriber anywhere: nothing happens.
+        s.remove_subscriber(b"d", 2, T0, &l);
+        assert_eq!(events(&s).len(), n + 1);
+        s.check();
+        s.remove_subscriber(b"d", 0, T0, &l);
+        assert_eq!(s.counters().channels_in_delete, 0);
+        assert_eq!(events(&s).last().unwrap(), &ev("channel_destroyed", "d"));
+        s.check();
+    }
+
+    #[test]
+    fn add_subscriber_out_of_memory_changes_nothing() {
+        let l = ev_lim();
+        let b = Budget::new(usize::MAX);
+        let mut s = Store::new_in(b.clone(), T0, &l).unwrap();
+        // Fill the channel's slot entries to their capacity.
+        let room = |s: &Store<Budget>| {
+            let v = &s.channels.get(&KeyRef(b"a")).unwrap().subs.slots;
+            v.capacity() - v.len()
+        };
+        s.add_subscriber(b"a", 0, T0, &l).unwrap();
+        let mut full = 1;
+        while room(&s) > 0 {
+            s.add_subscriber(b"a", full, T0, &l).unwrap();
+            full += 1;
+        }
+        type Snap = (
+            Option<ChannelInfo>,
+            Vec<(usize, u64)>,
+            Counters,
+            u64,
+            Option<ChannelInfo>,
+            u64,
+        );
+        let snap = |s: &Store<Budget>| -> Snap {
+            (
+                s.channel(b"a"),
+                s.channel_slots(b"a"),
+                s.counters(),
+                s.last_seq(),
+                s.channel(b"new"),
+                s.dropped_events(),
+            )
+        };
+        let before = snap(&s);
+        let used = b.used();
+        // A new slot on an existing channel needs its entry.
+        b.fail_nth(0);
+        assert_eq!(
+            s.add_subscriber(b"a", full, T0 + 1, &l),
+            Err(StoreError::OutOfMemory)
+        );
+        assert!(b.failed_yet());
+        assert_eq!((snap(&s), b.used()), (before.clone(), used));
+        s.check();
+        for i in 1..full {
+            s.remove_subscriber(b"a", i, T0 + 1, &l);
+        }
+        assert_eq!(s.channel_slots(b"a"), [(0, 1)]);
+        // With no memory at all, a slot already counted still takes one more (its event is
+        // dropped); new slots fit while the channel's entries have room, then fail cleanly.
+        b.set_limit(b.used());
+        s.add_subscriber(b"a", 0, T0 + 1, &l).unwrap();
+        assert_eq!(s.channel_slots(b"a"), [(0, 2)]);
+        assert_eq!(s.dropped_events(), before.5 + 1);
+        let mut slot = 1;
+        let err = loop {
+            match s.add_subscriber(b"a", slot, T0 + 1, &l) {
+                Ok(()) => slot += 1,
+                Err(e) => break e,
+            }
+            assert!(slot < 1000);
+        };
+        assert_eq!(err, StoreError::OutOfMemory);
+        let mut want = vec![(0, 2)];
+        want.extend((1..slot).map(|i| (i, 1)));
+        assert_eq!(s.channel_slots(b"a"), want);
+        assert_eq!(s.channel(b"a").unwrap().subscribers, slot as u64 + 1);
+        s.check();
+        for i in 0..slot {
+            s.remove_subscriber(b"a", i, T0 + 1, &l);
+        }
+        assert_eq!(s.channel_slots(b"a"), [(0, 1)]);
+        b.set_limit(usize::MAX);
+        s.check();
+        // A channel that does not exist yet: failing any allocation before it is created
+        // leaves nothing behind (not even a channel_created event).
+        let before = snap(&s);
+        let used = b.used();
+        let mut failures = 0;
+        for n in 0.. {
+            b.fail_nth(n);
+            match s.add_subscriber(b"new", 0, T0 + 2, &l) {
+                Err(StoreError::OutOfMemory) => {
+                    failures += 1;
+                    assert_eq!((snap(&s), b.used()), (before.clone(), used), "{n}");
+                    s.check();
+                }
+                Ok(()) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        b.0.fail_in.set(None);
+        assert!(failures >= 2, "{failures}");
+        assert_eq!(s.channel_slots(b"new"), [(0, 1)]);
+        s.check();
+    }
+
+    /// Worker deaths, respawns and exits in a workload whose allocations fail one at a time:
+    /// the store stays consistent and, once every worker is gone, everything drains.
+    #[test]
+    fn worker_churn_under_allocation_failures() {
+        let l = Limits {
+            max_messages_stored_per_channel: Some(3),
+            ..ev_lim()
+        };
+        let workload = |s: &mut Store<Budget>| {
+            let _ = s.register_worker(0, 1, T0, &l);
+            let _ = s.register_worker(1, 10, T0, &l);
+            for step in 0..12i64 {
+                let now = T0 + step;
+                let id: &[u8] = [&b"a"[..], b"b", b"c"][(step % 3) as usize];
+                let slot = (step % 2) as usize;
+                let _ = s.publish(id, b"text", None, None, step % 2 == 0, now, &l);
+                let _ = s.add_subscriber(id, slot, now, &l);
+                let _ = s.add_subscriber(id, 1 - slot, now, &l);
+                s.check();
+                if step % 4 == 1 {
+                    let _ = s.delete(id, b"bye", now, &l);
+                    s.check();
+                }
+                s.remove_subscriber(id, 0, now, &l);
+                s.check();
+                if step % 5 == 4 {
+                    // Slot 1's worker dies; another one takes the slot.
+                    s.gc(now, &l, &|p| p == 1);
+                    s.check();
+                    let _ = s.register_worker(1, 10 + step as u32, now, &l);
+                    s.check();
+                }
+                let batch = s.records_after(s.workers().first().map_or(0, |w| w.cursor), 5);
+                s.ack(0, 1, batch.cursor);
+                s.gc(now, &l, &alive);
+                s.check();
+            }
+            // Both exit cleanly, slot 1 leaving subscriptions behind.
+            let pid1 = s
+                .workers()
+                .iter()
+                .find(|w| w.slot == 1)
+                .map_or(99, |w| w.pid);
+            s.unregister_worker(1, pid1, T0 + 20, &l);
+            s.check();
+            s.remove_subscriber(b"a", 0, T0 + 20, &l);
+            s.unregister_worker(0, 1, T0 + 20, &l);
+            s.check();
+        };
+        let b = Budget::new(usize::MAX);
+        let mut s = Store::new_in(b.clone(), T0, &l).unwrap();
+        b.fail_nth(usize::MAX);
+        workload(&mut s);
+        let total = usize::MAX - b.0.fail_in.get().unwrap();
+        assert!(total > 50, "{total}");
+        for n in 0..total {
+            let b = Budget::new(usize::MAX);
+            let mut s = Store::new_in(b.clone(), T0, &l).unwrap();
+            b.fail_nth(n);
+            workload(&mut s);
+            assert!(b.failed_yet(), "{n}");
+            s.check();
+            for t in [1000, 2000, 3000] {
+                s.gc(T0 + t, &l, &alive);
+            }
+            let c = s.counters();
+            assert_eq!(
+                (
+                    c.messages_in_trash,
+                    c.stored_messages,
+                    c.channels,
+                    c.channels_in_delete,
+                    c.channels_in_trash
+                ),
+                (0, 0, 1, 0, 0),
                 "{n}"
             );
             s.check();

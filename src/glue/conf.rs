@@ -62,6 +62,15 @@ pub struct MainConf {
     pub events_channel_id: Option<Vec<u8>>,
     pub ping_message_text: Option<Vec<u8>>,
     pub timeout_with_body: Option<bool>,
+    /// `push_stream_amqp_*`: the RabbitMQ bridge.
+    pub amqp_url: Option<String>,
+    pub amqp_stream: Option<String>,
+    pub amqp_stream_max_age: Option<String>,
+    pub amqp_stream_max_bytes: Option<u64>,
+    pub amqp_prefetch: Option<u64>,
+    pub amqp_publish: Option<bool>,
+    pub amqp_store_messages: Option<bool>,
+    pub amqp_confirm_timeout: Option<u64>,
     /// The largest header/message minimum of every padding rule (the padding cap, as in C).
     pub max_padding: usize,
     /// Built in init_main_conf from the fields above.
@@ -91,6 +100,14 @@ impl Default for MainConf {
             ping_message_text: None,
             timeout_with_body: None,
             max_padding: 0,
+            amqp_url: None,
+            amqp_stream: None,
+            amqp_stream_max_age: None,
+            amqp_stream_max_bytes: None,
+            amqp_prefetch: None,
+            amqp_publish: None,
+            amqp_store_messages: None,
+            amqp_confirm_timeout: None,
             limits: Limits::default(),
             test_ticks_ms: 0,
         }
@@ -100,6 +117,55 @@ impl Default for MainConf {
 impl MainConf {
     pub fn ping_text(&self) -> &[u8] {
         self.ping_message_text.as_deref().unwrap_or(b" ")
+    }
+
+    /// The bridge's settings when an AMQP source is configured.
+    pub fn amqp_settings(&self) -> Option<crate::amqp::Settings> {
+        Some(crate::amqp::Settings {
+            url: self.amqp_url.clone()?,
+            stream: self.amqp_stream.clone()?,
+            max_age: self.amqp_stream_max_age.clone(),
+            max_bytes: self.amqp_stream_max_bytes,
+            prefetch: self.amqp_prefetch.unwrap_or(1000).min(u16::MAX as u64) as u16,
+            confirm_timeout: std::time::Duration::from_millis(
+                self.amqp_confirm_timeout.unwrap_or(5000),
+            ),
+        })
+    }
+
+    /// HTTP publishers publish through RabbitMQ (default on when a source is set).
+    pub fn amqp_publish(&self) -> bool {
+        self.amqp_stream.is_some() && self.amqp_publish.unwrap_or(true)
+    }
+
+    pub fn amqp_store_messages(&self) -> bool {
+        self.amqp_store_messages.unwrap_or(true)
+    }
+
+    /// Checks the `push_stream_amqp_*` directives together (init_main_conf).
+    pub fn check_amqp(&self) -> Result<(), String> {
+        match (&self.amqp_url, &self.amqp_stream) {
+            (None, None) => {
+                let set = self.amqp_stream_max_age.is_some()
+                    || self.amqp_stream_max_bytes.is_some()
+                    || self.amqp_prefetch.is_some()
+                    || self.amqp_publish.is_some()
+                    || self.amqp_store_messages.is_some()
+                    || self.amqp_confirm_timeout.is_some();
+                if set {
+                    return Err("push stream module: push_stream_amqp_* directives need push_stream_amqp_url and push_stream_amqp_stream.".into());
+                }
+                Ok(())
+            }
+            (Some(_), None) => Err(
+                "push stream module: push_stream_amqp_url needs a source: push_stream_amqp_stream."
+                    .into(),
+            ),
+            (None, Some(_)) => Err(
+                "push stream module: push_stream_amqp_stream needs push_stream_amqp_url.".into(),
+            ),
+            (Some(_), Some(_)) => Ok(()),
+        }
     }
 
     pub fn timeout_with_body(&self) -> bool {
@@ -284,7 +350,7 @@ pub unsafe fn compile_complex(cf: *mut ngx_conf_t, value: &ngx_str_t) -> Result<
     ccv.cf = cf;
     ccv.value = &mut v;
     ccv.complex_value = cv;
-    if ngx_http_compile_complex_value(&mut ccv) != NGX_OK as _ {
+    if ngx_http_compile_complex_value(&mut ccv) != NGX_OK as nginx_sys::ngx_int_t {
         return Err(String::new());
     }
     Ok(Complex(cv))
@@ -310,6 +376,14 @@ pub enum Field {
     EventsChannelId,
     PingMessageText,
     TimeoutWithBody,
+    AmqpUrl,
+    AmqpStream,
+    AmqpStreamMaxAge,
+    AmqpStreamMaxBytes,
+    AmqpPrefetch,
+    AmqpPublish,
+    AmqpStoreMessages,
+    AmqpConfirmTimeout,
     ChannelsPath,
     StoreMessages,
     ChannelInfoOnPublish,
@@ -332,7 +406,7 @@ pub enum Field {
     PaddingByUserAgent,
 }
 
-const MAIN_FIELDS: [Field; 12] = [
+const MAIN_FIELDS: [Field; 20] = [
     Field::ChannelDeletedMessageText,
     Field::ChannelInactivityTime,
     Field::MessageTtl,
@@ -345,6 +419,14 @@ const MAIN_FIELDS: [Field; 12] = [
     Field::EventsChannelId,
     Field::PingMessageText,
     Field::TimeoutWithBody,
+    Field::AmqpUrl,
+    Field::AmqpStream,
+    Field::AmqpStreamMaxAge,
+    Field::AmqpStreamMaxBytes,
+    Field::AmqpPrefetch,
+    Field::AmqpPublish,
+    Field::AmqpStoreMessages,
+    Field::AmqpConfirmTimeout,
 ];
 
 const LOC_FIELDS: [Field; 20] = [
@@ -466,6 +548,80 @@ pub unsafe extern "C" fn set_main(
             }
             Field::PingMessageText => {
                 set_once(&mut m.ping_message_text, args[0].as_bytes().to_vec(), &name)
+            }
+            Field::AmqpUrl => {
+                // The URL itself, or `file:PATH` naming a file that holds it (credentials kept
+                // out of nginx.conf). Checked without connecting.
+                let url = match a.strip_prefix("file:") {
+                    Some(path) => {
+                        let full = full_path(
+                            cf,
+                            &ngx_str_t {
+                                len: path.len(),
+                                data: path.as_ptr() as *mut u8,
+                            },
+                        )?;
+                        std::fs::read_to_string(&full)
+                            .map_err(|e| {
+                                format!(
+                                    "push stream module: cannot read {name} file \"{full}\": {e}"
+                                )
+                            })?
+                            .trim()
+                            .to_string()
+                    }
+                    None => a.clone(),
+                };
+                push_stream_core::amqp::check_url(&url)
+                    .map_err(|e| format!("push stream module: invalid {name}: {e}"))?;
+                set_once(&mut m.amqp_url, url, &name)
+            }
+            Field::AmqpStream => {
+                if a.is_empty() || a.len() > 255 {
+                    return Err(format!(
+                        "push stream module: {name} must be a queue name of 1 to 255 bytes."
+                    ));
+                }
+                set_once(&mut m.amqp_stream, a.clone(), &name)
+            }
+            Field::AmqpStreamMaxAge => {
+                let ok = a.len() >= 2
+                    && a[..a.len() - 1].bytes().all(|b| b.is_ascii_digit())
+                    && matches!(
+                        a.as_bytes()[a.len() - 1],
+                        b'Y' | b'M' | b'D' | b'h' | b'm' | b's'
+                    );
+                if !ok {
+                    return Err(format!("push stream module: invalid value for {name}: \"{a}\" (RabbitMQ's x-max-age: a number and one of Y M D h m s, e.g. 7D)"));
+                }
+                set_once(&mut m.amqp_stream_max_age, a.clone(), &name)
+            }
+            Field::AmqpStreamMaxBytes => {
+                let v = nonzero(cv::parse_size(&a).map_err(|e| invalid(&name, e))?, &name)?;
+                set_once(&mut m.amqp_stream_max_bytes, v, &name)
+            }
+            Field::AmqpPrefetch => {
+                let v = nonzero(cv::parse_number(&a).map_err(|e| invalid(&name, e))?, &name)?;
+                if v > u16::MAX as u64 {
+                    return Err(format!(
+                        "push stream module: {name} cannot be more than 65535."
+                    ));
+                }
+                set_once(&mut m.amqp_prefetch, v, &name)
+            }
+            Field::AmqpPublish => set_once(
+                &mut m.amqp_publish,
+                cv::parse_flag(&a).map_err(|e| invalid(&name, e))?,
+                &name,
+            ),
+            Field::AmqpStoreMessages => set_once(
+                &mut m.amqp_store_messages,
+                cv::parse_flag(&a).map_err(|e| invalid(&name, e))?,
+                &name,
+            ),
+            Field::AmqpConfirmTimeout => {
+                let v = nonzero(cv::parse_time_ms(&a).map_err(|e| invalid(&name, e))?, &name)?;
+                set_once(&mut m.amqp_confirm_timeout, v, &name)
             }
             Field::TimeoutWithBody => set_once(
                 &mut m.timeout_with_body,
@@ -619,7 +775,7 @@ unsafe fn compile_regex(
         len: errbuf.len(),
         data: errbuf.as_mut_ptr(),
     };
-    if nginx_sys::ngx_regex_compile(&mut rc) != NGX_OK as _ {
+    if nginx_sys::ngx_regex_compile(&mut rc) != NGX_OK as nginx_sys::ngx_int_t {
         return Err(text(&rc.err));
     }
     Ok(rc.regex)
@@ -628,7 +784,7 @@ unsafe fn compile_regex(
 /// A path relative to nginx's configuration prefix made absolute, as nginx does for its files.
 unsafe fn full_path(cf: *mut ngx_conf_t, s: &ngx_str_t) -> Result<String, String> {
     let mut name = *s;
-    if nginx_sys::ngx_conf_full_name((*cf).cycle, &mut name, 1) != NGX_OK as _ {
+    if nginx_sys::ngx_conf_full_name((*cf).cycle, &mut name, 1) != NGX_OK as nginx_sys::ngx_int_t {
         return Err("push stream module: out of memory".into());
     }
     Ok(text(&name))

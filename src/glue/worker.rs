@@ -53,6 +53,8 @@ pub struct Sub {
     pub footer: Vec<u8>,
     /// Records up to this sequence were already covered by the subscriber's old messages.
     pub since_seq: u64,
+    /// Broker messages up to this stream offset were covered by the old messages.
+    pub since_offset: u64,
     /// Reused output buffers and the unsent backlog.
     pub out: crate::glue::http::Out,
     /// Its end (footer, last buffer) was sent; waiting for nginx to finish the request.
@@ -86,6 +88,7 @@ impl Sub {
             tpl,
             footer,
             since_seq,
+            since_offset: 0,
             out: Default::default(),
             finishing: false,
             mode,
@@ -228,7 +231,7 @@ pub fn init(
     // SAFETY: the cycle's log outlives the worker.
     timer.log = unsafe { (*cycle).log };
     timer.set_cancelable(1);
-    let cursor = zone::with_store(zone, |s| s.register_worker(slot, pid, now()))
+    let cursor = zone::with_store(zone, |s| s.register_worker(slot, pid, now(), limits))
         .and_then(|r| r.ok())
         .unwrap_or(0);
     let (tx, rx) = bounded(INBOX_CAPACITY);
@@ -287,14 +290,16 @@ pub fn bridge_running() -> bool {
     with(|w| w.bridge.is_some()).unwrap_or(false)
 }
 
+pub fn inbox_depth() -> usize {
+    with(|w| w.bridge.as_ref().map(|b| b.inbox_depth()))
+        .flatten()
+        .unwrap_or(0)
+}
+
 pub fn inbox_dropped() -> u64 {
-    with(|w| {
-        w.bridge
-            .as_ref()
-            .map(|b| b.dropped.load(std::sync::atomic::Ordering::Relaxed))
-    })
-    .flatten()
-    .unwrap_or(0)
+    with(|w| w.bridge.as_ref().map(|b| b.dropped()))
+        .flatten()
+        .unwrap_or(0)
 }
 
 /// The eventfd's read handler: drains the inbox, or, when nginx starts a graceful shutdown
@@ -324,6 +329,12 @@ unsafe extern "C" fn inbox_handler(ev: *mut ngx_event_t) {
                         w.last_tick = n;
                     });
                 }
+                InboxItem::Log(msg) => log::warn(std::ptr::null_mut(), &msg),
+                InboxItem::AmqpState { connected, detail } => {
+                    crate::broker::state(connected, &detail)
+                }
+                InboxItem::Broker(m) => crate::broker::consumed(*m),
+                InboxItem::PublishDone { token, result } => crate::broker::confirmed(token, result),
             }
         }
     })
@@ -458,7 +469,20 @@ fn kind_of(m: &Mode) -> Kind {
     }
 }
 
+/// Which of a channel's subscribers a message is for: those that have not seen it yet.
+#[derive(Clone, Copy)]
+pub enum Since {
+    /// A record of the host-wide log.
+    Seq(u64),
+    /// A message consumed from the broker's stream.
+    Offset(u64),
+}
+
 fn targets(channel: &[u8], seq: u64) -> Vec<Target> {
+    targets_since(channel, Since::Seq(seq))
+}
+
+fn targets_since(channel: &[u8], since: Since) -> Vec<Target> {
     with(|w| {
         w.by_channel
             .get(channel)
@@ -467,7 +491,13 @@ fn targets(channel: &[u8], seq: u64) -> Vec<Target> {
                     .filter_map(|k| {
                         w.subs
                             .get(k)
-                            .filter(|s| s.since_seq < seq && !s.finishing)
+                            .filter(|s| {
+                                !s.finishing
+                                    && match since {
+                                        Since::Seq(seq) => s.since_seq < seq,
+                                        Since::Offset(o) => s.since_offset < o,
+                                    }
+                            })
                             .map(|s| Target {
                                 key: *k,
                                 req: s.req,
@@ -534,16 +564,7 @@ fn deliver(rec: &Record) {
                 time: *time,
                 tag: *tag,
             };
-            let mut r = Rendered::new(m);
-            for t in targets(channel, *seq) {
-                let Some(tpl) = t.tpl else { continue };
-                if t.kind == Kind::LongPoll {
-                    let bytes = tpl.render_message(&m);
-                    longpoll_complete(t.key, t.req, tpl, 200, *time, *tag, Some(bytes));
-                } else {
-                    send_message(t.key, t.req, r.get(tpl));
-                }
-            }
+            deliver_message(m, Since::Seq(*seq));
         }
         Record::ChannelDeleted { seq, channel, text } => {
             let m = Message::channel_deleted(channel, text);
@@ -561,7 +582,9 @@ fn deliver(rec: &Record) {
                 })
                 .flatten();
                 let (zone, limits) = with(|w| (w.zone, w.limits)).unwrap();
-                zone::with_store(zone, |s| s.remove_subscriber(channel, now(), limits));
+                zone::with_store(zone, |s| {
+                    s.remove_subscriber(channel, slot(), now(), limits)
+                });
                 let Some(tpl) = t.tpl else { continue };
                 if t.kind == Kind::LongPoll {
                     let bytes = tpl.render_message(&m);
@@ -573,6 +596,21 @@ fn deliver(rec: &Record) {
                     end(t.key);
                 }
             }
+        }
+    }
+}
+
+/// Delivers one message to this worker's subscribers of its channel that have not seen it,
+/// rendered once per template.
+pub fn deliver_message(m: Message, since: Since) {
+    let mut r = Rendered::new(m);
+    for t in targets_since(m.channel, since) {
+        let Some(tpl) = t.tpl else { continue };
+        if t.kind == Kind::LongPoll {
+            let bytes = tpl.render_message(&m);
+            longpoll_complete(t.key, t.req, tpl, 200, m.time, m.tag, Some(bytes));
+        } else {
+            send_message(t.key, t.req, r.get(tpl));
         }
     }
 }
@@ -855,10 +893,10 @@ unsafe extern "C" fn sub_cleanup(data: *mut core::ffi::c_void) {
                     }
                 }
             }
-            Some((sub, w.zone, w.limits))
+            Some((sub, w.zone, w.limits, w.slot))
         })
         .flatten();
-        if let Some((sub, zone, limits)) = gone {
+        if let Some((sub, zone, limits, slot)) = gone {
             for ev in [sub.ping_ev, sub.ttl_ev] {
                 // SAFETY: events from the request pool, still allocated during its cleanups.
                 unsafe {
@@ -871,7 +909,7 @@ unsafe extern "C" fn sub_cleanup(data: *mut core::ffi::c_void) {
                 let t = now();
                 zone::with_store(zone, |s| {
                     for c in &sub.channels {
-                        s.remove_subscriber(c, t, limits);
+                        s.remove_subscriber(c, slot, t, limits);
                     }
                 });
             }
@@ -918,6 +956,11 @@ impl Worker {
     }
 }
 
+/// This worker's nginx process slot (its key in the store's per-worker counts).
+pub fn slot() -> usize {
+    with(|w| w.slot).unwrap_or(0)
+}
+
 pub fn sub_count() -> usize {
     with(|w| w.subs.len()).unwrap_or(0)
 }
@@ -949,7 +992,9 @@ pub fn exit() {
     let Some(mut w) = WORKER.with(|w| w.borrow_mut().take()) else {
         return;
     };
-    zone::with_store(w.zone, |s| s.unregister_worker(w.slot, w.pid));
+    zone::with_store(w.zone, |s| {
+        s.unregister_worker(w.slot, w.pid, now(), w.limits)
+    });
     // SAFETY: our own timer event and connections, still registered with the event loop.
     unsafe {
         if w.timer.timer_set() != 0 {

@@ -593,6 +593,25 @@ impl Stream {
     pub fn next_chunk(&mut self) -> Option<Vec<u8>> {
         read_chunk(&mut self.reader)
     }
+    /// The next chunk; None at the end of the response, at EOF or on a reset connection.
+    pub fn try_next_chunk(&mut self) -> Option<Vec<u8>> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        let size = usize::from_str_radix(line.trim().split(';').next()?, 16).ok()?;
+        let mut data = vec![0; size];
+        self.reader.read_exact(&mut data).ok()?;
+        let mut crlf = [0u8; 2];
+        self.reader.read_exact(&mut crlf).ok()?;
+        if size == 0 {
+            None
+        } else {
+            Some(data)
+        }
+    }
+
     /// Everything until the end of the response.
     pub fn rest(&mut self) -> Vec<u8> {
         let mut out = vec![];
@@ -756,4 +775,100 @@ pub fn raise_fd_limit() -> u64 {
         libc::setrlimit(libc::RLIMIT_NOFILE, &l);
         l.rlim_cur
     }
+}
+
+// ---- a TCP proxy that can play "the broker went away" ---------------------------------------
+
+/// Forwards a loopback port to `target`; `down()` closes every connection and stops
+/// accepting (clients see the broker vanish), `up()` accepts again.
+pub struct Proxy {
+    pub port: u16,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+struct ProxyState {
+    up: bool,
+    conns: Vec<TcpStream>,
+    listener: Option<TcpListener>,
+}
+
+impl Proxy {
+    /// A proxy on a free port, initially down when `up` is false.
+    pub fn start(target: u16, up: bool) -> Proxy {
+        let port = free_port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState {
+            up: false,
+            conns: vec![],
+            listener: None,
+        }));
+        let p = Proxy {
+            port,
+            state: state.clone(),
+        };
+        std::thread::spawn(move || loop {
+            let listener = state
+                .lock()
+                .unwrap()
+                .listener
+                .as_ref()
+                .and_then(|l| l.try_clone().ok());
+            let Some(listener) = listener else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            match listener.accept() {
+                Ok((client, _)) => {
+                    let mut st = state.lock().unwrap();
+                    if !st.up {
+                        continue;
+                    }
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                        continue;
+                    };
+                    for (a, b) in [
+                        (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                        (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                    ] {
+                        std::thread::spawn(move || {
+                            let (mut a, mut b) = (a, b);
+                            let _ = std::io::copy(&mut a, &mut b);
+                            let _ = b.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                    st.conns.push(client);
+                    st.conns.push(server);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        });
+        if up {
+            p.up();
+        }
+        p
+    }
+
+    pub fn up(&self) {
+        let l = TcpListener::bind(("127.0.0.1", self.port)).expect("proxy port");
+        l.set_nonblocking(true).unwrap();
+        let mut st = self.state.lock().unwrap();
+        st.listener = Some(l);
+        st.up = true;
+    }
+
+    pub fn down(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.up = false;
+        st.listener = None;
+        for c in st.conns.drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Whether something answers on 127.0.0.1:5672 (RabbitMQ; ci/test starts it).
+pub fn rabbitmq_up() -> bool {
+    TcpStream::connect_timeout(&"127.0.0.1:5672".parse().unwrap(), Duration::from_secs(2)).is_ok()
 }

@@ -1,0 +1,380 @@
+//! The RabbitMQ bridge that runs on each worker's background thread: a current-thread tokio
+//! runtime with a lapin connection that consumes the configured stream from the offset the
+//! worker gives it, and publishes what the worker's HTTP publishers hand it, with publisher
+//! confirms. It reconnects with capped exponential backoff and jitter. It talks to the event
+//! loop only through the bounded inbox (messages, confirms, state, log lines) and a bounded
+//! outbox; it never touches nginx memory.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use tokio::sync::mpsc;
+
+use crate::bridge::{BridgeCtx, InboxItem};
+
+/// What the configuration asks of the bridge.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub url: String,
+    pub stream: String,
+    /// `x-max-age` of a stream the module declares (e.g. `7D`, `1h`).
+    pub max_age: Option<String>,
+    /// `x-max-length-bytes` of a stream the module declares.
+    pub max_bytes: Option<u64>,
+    pub prefetch: u16,
+    /// How long a publish waits for the broker's confirm.
+    pub confirm_timeout: Duration,
+}
+
+/// A message consumed from the stream.
+#[derive(Debug)]
+pub struct BrokerMessage {
+    pub offset: u64,
+    pub channels: Vec<Vec<u8>>,
+    pub event_id: Vec<u8>,
+    pub event_type: Vec<u8>,
+    pub text: Vec<u8>,
+    /// The AMQP timestamp property (unix seconds), if the publisher set one.
+    pub time: Option<i64>,
+}
+
+/// An HTTP publish handed to the bridge.
+#[derive(Debug)]
+pub struct PublishReq {
+    pub token: u64,
+    pub channel_path: Vec<u8>,
+    pub body: Vec<u8>,
+    pub event_id: Option<Vec<u8>>,
+    pub event_type: Option<Vec<u8>>,
+}
+
+/// Capacity of the outbox (HTTP publishes waiting for the bridge).
+pub const OUTBOX_CAPACITY: usize = 1024;
+
+/// Counters the worker shows in its statistics (shared with the thread, lock-free).
+#[derive(Default)]
+pub struct Status {
+    pub connected: AtomicBool,
+    /// Last stream offset consumed (-1: none yet).
+    pub last_offset: AtomicI64,
+    pub reconnects: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub confirms_pending: AtomicU64,
+}
+
+/// The thread body for `Bridge::start`.
+pub fn run(
+    settings: Settings,
+    start_offset: Option<u64>,
+    outbox: mpsc::Receiver<PublishReq>,
+    status: Arc<Status>,
+) -> impl FnOnce(&BridgeCtx) + Send + 'static {
+    move |ctx: &BridgeCtx| {
+        status.last_offset.store(
+            start_offset.map(|o| o as i64 - 1).unwrap_or(-1),
+            Ordering::Relaxed,
+        );
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                log(
+                    ctx,
+                    format!("push_stream: amqp: cannot start the tokio runtime: {e}"),
+                );
+                return;
+            }
+        };
+        rt.block_on(main_loop(ctx, settings, start_offset, outbox, status));
+    }
+}
+
+fn log(ctx: &BridgeCtx, msg: String) {
+    ctx.deliver_blocking(InboxItem::Log(msg), Duration::from_millis(100));
+}
+
+async fn main_loop(
+    ctx: &BridgeCtx,
+    settings: Settings,
+    start_offset: Option<u64>,
+    mut outbox: mpsc::Receiver<PublishReq>,
+    status: Arc<Status>,
+) {
+    let mut next_offset = start_offset;
+    let mut attempt: u32 = 0;
+    let mut seed: u64 = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    loop {
+        if ctx.stop_requested() {
+            return;
+        }
+        let r = session(
+            ctx,
+            &settings,
+            &mut next_offset,
+            &mut outbox,
+            &status,
+            &mut attempt,
+        )
+        .await;
+        status.connected.store(false, Ordering::Relaxed);
+        match r {
+            Ok(()) => return,
+            Err(e) => {
+                ctx.deliver_blocking(
+                    InboxItem::AmqpState {
+                        connected: false,
+                        detail: e.clone(),
+                    },
+                    Duration::from_millis(100),
+                );
+                // Publishes waiting now cannot go out: answer them at once (503).
+                while let Ok(req) = outbox.try_recv() {
+                    let _ = ctx.deliver(InboxItem::PublishDone {
+                        token: req.token,
+                        result: Err(Unavailable(e.clone())),
+                    });
+                }
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let wait = push_stream_core::amqp::backoff_ms(attempt, 200, 30_000, seed >> 17);
+                attempt = attempt.saturating_add(1);
+                status.reconnects.fetch_add(1, Ordering::Relaxed);
+                let until = tokio::time::Instant::now() + Duration::from_millis(wait);
+                while tokio::time::Instant::now() < until {
+                    if ctx.stop_requested() {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        req = outbox.recv() => if let Some(req) = req {
+                            let _ = ctx.deliver(InboxItem::PublishDone { token: req.token, result: Err(Unavailable(e.clone())) });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why a publish failed: the broker is not there (503) or did not confirm in time (504).
+#[derive(Debug, Clone)]
+pub enum PublishError {
+    Unavailable(String),
+    Timeout,
+    Nacked,
+}
+use PublishError::Unavailable;
+
+fn long_string(v: &[u8]) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(v.to_vec()))
+}
+
+fn header_bytes(v: &AMQPValue) -> Option<Vec<u8>> {
+    match v {
+        AMQPValue::LongString(s) => Some(s.as_bytes().to_vec()),
+        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes().to_vec()),
+        AMQPValue::ByteArray(b) => Some(b.as_slice().to_vec()),
+        AMQPValue::LongLongInt(n) => Some(n.to_string().into_bytes()),
+        AMQPValue::LongInt(n) => Some(n.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+fn offset_of(h: Option<&FieldTable>) -> Option<u64> {
+    match h?.inner().get("x-stream-offset")? {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(*n as u64),
+        _ => None,
+    }
+}
+
+async fn session(
+    ctx: &BridgeCtx,
+    s: &Settings,
+    next_offset: &mut Option<u64>,
+    outbox: &mut mpsc::Receiver<PublishReq>,
+    status: &Arc<Status>,
+    attempt: &mut u32,
+) -> Result<(), String> {
+    let props = ConnectionProperties::default()
+        .with_connection_name(format!("ngx-push-stream worker {}", std::process::id()).into());
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        Connection::connect_with_runtime(&s.url, props, async_rs::Runtime::tokio_current()),
+    )
+    .await
+    .map_err(|_| "connecting timed out after 10s".to_string())?
+    .map_err(|e| format!("cannot connect: {e}"))?;
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(|e| format!("cannot open a channel: {e}"))?;
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long_string(b"stream"));
+    if let Some(age) = &s.max_age {
+        args.insert("x-max-age".into(), long_string(age.as_bytes()));
+    }
+    if let Some(bytes) = s.max_bytes {
+        args.insert(
+            "x-max-length-bytes".into(),
+            AMQPValue::LongLongInt(bytes as i64),
+        );
+    }
+    let opts = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(s.stream.as_str().into(), opts, args)
+        .await
+        .map_err(|e| format!("cannot declare the stream \"{}\": {e}", s.stream))?;
+    ch.basic_qos(s.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| format!("basic.qos failed: {e}"))?;
+    let mut cargs = FieldTable::default();
+    match *next_offset {
+        Some(o) => cargs.insert("x-stream-offset".into(), AMQPValue::LongLongInt(o as i64)),
+        None => cargs.insert("x-stream-offset".into(), long_string(b"next")),
+    };
+    let tag: ShortString = format!("ngx-push-stream-{}", std::process::id()).into();
+    let mut consumer = ch
+        .basic_consume(
+            s.stream.as_str().into(),
+            tag,
+            BasicConsumeOptions::default(),
+            cargs,
+        )
+        .await
+        .map_err(|e| format!("cannot consume the stream \"{}\": {e}", s.stream))?;
+    let pubch = conn
+        .create_channel()
+        .await
+        .map_err(|e| format!("cannot open a channel: {e}"))?;
+    pubch
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| format!("confirm.select failed: {e}"))?;
+    status.connected.store(true, Ordering::Relaxed);
+    *attempt = 0;
+    ctx.deliver_blocking(
+        InboxItem::AmqpState {
+            connected: true,
+            detail: format!(
+                "consuming stream \"{}\" from offset {}",
+                s.stream,
+                next_offset
+                    .map(|o| o.to_string())
+                    .unwrap_or_else(|| "next".into())
+            ),
+        },
+        Duration::from_millis(100),
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            d = consumer.next() => {
+                let delivery = match d {
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => return Err(format!("consumer failed: {e}")),
+                    None => return Err("the broker cancelled the consumer".into()),
+                };
+                let headers = delivery.properties.headers().as_ref();
+                let Some(offset) = offset_of(headers) else {
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    continue;
+                };
+                let h = |name: &str| headers.and_then(|t| t.inner().get(name)).and_then(header_bytes);
+                match push_stream_core::amqp::map(delivery.routing_key.as_str().as_bytes(), h) {
+                    Ok(m) => {
+                        let msg = BrokerMessage {
+                            offset,
+                            channels: m.channels,
+                            // push-stream ids start at 1: a message's id is its offset + 1.
+                            event_id: if m.event_id.is_empty() { (offset + 1).to_string().into_bytes() } else { m.event_id },
+                            event_type: m.event_type,
+                            text: delivery.data.clone(),
+                            time: delivery.properties.timestamp().map(|t| t as i64),
+                        };
+                        // Never drop: wait for room in the inbox (the worker drains it on every wake-up).
+                        let mut item = InboxItem::Broker(Box::new(msg));
+                        loop {
+                            match ctx.deliver(item) {
+                                Ok(()) => break,
+                                Err(back) => {
+                                    if ctx.stop_requested() {
+                                        return Ok(());
+                                    }
+                                    item = back;
+                                    tokio::time::sleep(Duration::from_millis(2)).await;
+                                }
+                            }
+                        }
+                        status.messages_in.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => log(ctx, format!("push_stream: amqp: stream offset {offset} skipped: {e}")),
+                }
+                status.last_offset.store(offset as i64, Ordering::Relaxed);
+                *next_offset = Some(offset + 1);
+                delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack failed: {e}"))?;
+            }
+            req = outbox.recv() => {
+                let Some(req) = req else { return Ok(()) };
+                let mut headers = FieldTable::default();
+                headers.insert("channel".into(), long_string(&req.channel_path));
+                if let Some(v) = &req.event_id { headers.insert("event-id".into(), long_string(v)); }
+                if let Some(v) = &req.event_type { headers.insert("event-type".into(), long_string(v)); }
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let props = BasicProperties::default().with_headers(headers).with_timestamp(now).with_delivery_mode(2);
+                let confirm = pubch
+                    .basic_publish("".into(), s.stream.as_str().into(), BasicPublishOptions::default(), &req.body, props)
+                    .await;
+                match confirm {
+                    Err(e) => {
+                        let _ = ctx.deliver(InboxItem::PublishDone { token: req.token, result: Err(Unavailable(e.to_string())) });
+                        return Err(format!("publish failed: {e}"));
+                    }
+                    Ok(confirm) => {
+                        status.confirms_pending.fetch_add(1, Ordering::Relaxed);
+                        let status = status.clone();
+                        let waker = ctx.handle();
+                        let timeout = s.confirm_timeout;
+                        tokio::spawn(async move {
+                            let result = match tokio::time::timeout(timeout, confirm).await {
+                                Err(_) => Err(PublishError::Timeout),
+                                Ok(Err(e)) => Err(Unavailable(e.to_string())),
+                                Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+                                Ok(Ok(_)) => Ok(()),
+                            };
+                            status.confirms_pending.fetch_sub(1, Ordering::Relaxed);
+                            if result.is_ok() {
+                                status.messages_out.fetch_add(1, Ordering::Relaxed);
+                            }
+                            let _ = waker.deliver(InboxItem::PublishDone { token: req.token, result });
+                        });
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if ctx.stop_requested() {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "worker exiting".into())).await;
+                    return Ok(());
+                }
+                if !conn.status().connected() {
+                    return Err("connection lost".into());
+                }
+            }
+        }
+    }
+}
