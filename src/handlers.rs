@@ -43,6 +43,7 @@ pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_
         match lcf.role {
             Some(LocationRole::Publisher(mode)) => publisher(req, mcf, lcf, mode),
             Some(LocationRole::Statistics) => statistics(req, mcf, lcf),
+            Some(LocationRole::Metrics) => metrics(req, mcf),
             Some(LocationRole::Subscriber(mode)) => subscriber(req, mcf, lcf, mode),
             #[cfg(feature = "test-hooks")]
             Some(LocationRole::TestHook(hook)) => test_hooks::handle(req, hook),
@@ -425,6 +426,68 @@ fn summary(req: Req, mcf: &MainConf) -> ngx_int_t {
         Some(ct.as_bytes()),
         &[],
         &format::render_summary(fmt, &s),
+    )
+}
+
+// ---- metrics ----------------------------------------------------------------------------
+
+/// `push_stream_metrics`: Prometheus text exposition of the host and of every worker.
+fn metrics(req: Req, mcf: &MainConf) -> ngx_int_t {
+    use push_stream_core::metrics::{self, Amqp, Host, Worker};
+    use std::sync::atomic::Ordering::Relaxed;
+    no_cache(req);
+    if req.method() != GET {
+        return req.respond(405, None, &[("Allow", b"GET")], b"");
+    }
+    worker::publish_slot_stats();
+    let Some(c) = zone::with_store(mcf.shm_zone, |s| s.counters()) else {
+        return ERR500;
+    };
+    let (used, size) = zone::memory(mcf.shm_zone);
+    let now = worker::now();
+    let host = Host {
+        channels: c.channels,
+        wildcard_channels: c.wildcard_channels,
+        published_messages: c.published_messages,
+        stored_messages: c.stored_messages,
+        messages_in_trash: c.messages_in_trash,
+        channels_in_delete: c.channels_in_delete,
+        channels_in_trash: c.channels_in_trash,
+        subscribers: c.subscribers,
+        shared_memory_used: used,
+        shared_memory_limit: size,
+        uptime: (now - c.created).max(0) as u64,
+    };
+    let amqp = mcf.amqp_settings().is_some();
+    let workers: Vec<Worker> = zone::all_slot_stats(mcf.shm_zone)
+        .iter()
+        .filter(|s| {
+            let pid = s.pid.load(Relaxed);
+            // SAFETY: signal 0 only checks that the process exists.
+            pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0
+        })
+        .map(|s| Worker {
+            pid: s.pid.load(Relaxed),
+            subscribers: [0, 1, 2, 3].map(|i| s.subscribers[i].load(Relaxed)),
+            delivered: s.delivered.load(Relaxed),
+            bytes: s.bytes.load(Relaxed),
+            slow_closed: s.slow_closed.load(Relaxed),
+            lost: s.lost.load(Relaxed),
+            amqp: amqp.then(|| Amqp {
+                connected: s.amqp_connected.load(Relaxed) != 0,
+                messages_in: s.amqp_in.load(Relaxed),
+                messages_out: s.amqp_out.load(Relaxed),
+                reconnects: s.amqp_reconnects.load(Relaxed),
+                inbox_depth: s.inbox_depth.load(Relaxed),
+            }),
+        })
+        .collect();
+    let body = metrics::render(&host, &workers);
+    req.respond(
+        200,
+        Some(b"text/plain; version=0.0.4; charset=utf-8"),
+        &[],
+        body.as_bytes(),
     )
 }
 

@@ -8,6 +8,7 @@ pub mod channel_path;
 pub mod conf_values;
 pub mod escape;
 pub mod format;
+pub mod metrics;
 pub mod resume;
 pub mod store;
 pub mod template;

@@ -23,6 +23,8 @@ use super::guard::guard;
 pub enum LocationRole {
     Publisher(cv::PublisherMode),
     Statistics,
+    /// `push_stream_metrics`: Prometheus text exposition.
+    Metrics,
     Subscriber(cv::SubscriberMode),
     /// Test-only handlers (feature `test-hooks`).
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
@@ -814,6 +816,7 @@ pub unsafe extern "C" fn set_role(
                 };
                 LocationRole::Subscriber(mode)
             }
+            "push_stream_metrics" => LocationRole::Metrics,
             _ => LocationRole::Statistics,
         };
         if l.role.is_some() {
@@ -910,7 +913,7 @@ pub unsafe extern "C" fn merge_loc_conf(
         }
         if conf
             .role
-            .is_some_and(|r| !matches!(r, LocationRole::TestHook(_)))
+            .is_some_and(|r| !matches!(r, LocationRole::TestHook(_) | LocationRole::Metrics))
             && conf.channels_path.is_none()
         {
             conf_error(

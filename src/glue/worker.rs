@@ -105,6 +105,7 @@ impl Sub {
 #[derive(Default, Clone, Copy)]
 pub struct Stats {
     pub delivered: u64,
+    pub bytes: u64,
     pub slow_closed: u64,
     pub lost: u64,
 }
@@ -258,6 +259,7 @@ pub fn init(
         })
     });
     arm_timer();
+    publish_slot_stats();
     Ok(())
 }
 
@@ -363,6 +365,7 @@ unsafe extern "C" fn timer_handler(ev: *mut ngx_event_t) {
             };
         let t = now();
         zone::with_store(zone, |s| s.set_worker_subscribers(slot, pid, n));
+        publish_slot_stats();
         if zone::claim_gc(zone, t) {
             let report = zone::with_store(zone, |s| s.gc(t, limits, &pid_alive));
             if let Some(r) = report {
@@ -625,8 +628,10 @@ pub fn send(key: usize, req: Req, parts: &[Rc<[u8]>]) {
     };
     let rc = req.send_shared(&mut out, parts);
     let pending = out.pending;
+    let bytes: usize = parts.iter().map(|p| p.len()).sum();
     with(|w| {
         w.stats.delivered += 1;
+        w.stats.bytes += bytes as u64;
         if let Some(s) = w.subs.get_mut(&key) {
             s.out = out;
         }
@@ -953,6 +958,48 @@ impl Worker {
         if let Some(s) = self.subs.get_mut(&key) {
             s.finishing = true;
         }
+    }
+}
+
+/// Copies this worker's counters into its slot of the zone (read by the metrics location).
+pub fn publish_slot_stats() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some((zone, slot, pid, stats, modes)) = with(|w| {
+        let mut modes = [0u64; 4];
+        for s in w.subs.values() {
+            let i = match (&s.mode, s.tpl.map(|t| t.kind)) {
+                (Mode::LongPoll { .. }, _) => 2,
+                (Mode::WebSocket(_), _) => 3,
+                (_, Some(push_stream_core::template::Kind::EventSource)) => 1,
+                _ => 0,
+            };
+            modes[i] += 1;
+        }
+        (w.zone, w.slot, w.pid, w.stats, modes)
+    }) else {
+        return;
+    };
+    let Some(st) = zone::slot_stats(zone, slot) else {
+        return;
+    };
+    st.pid.store(pid as u64, Relaxed);
+    for (i, n) in modes.iter().enumerate() {
+        st.subscribers[i].store(*n, Relaxed);
+    }
+    st.delivered.store(stats.delivered, Relaxed);
+    st.bytes.store(stats.bytes, Relaxed);
+    st.slow_closed.store(stats.slow_closed, Relaxed);
+    st.lost.store(stats.lost, Relaxed);
+    for (name, v) in crate::broker::stats() {
+        let target = match name.as_str() {
+            "amqp_connected" => &st.amqp_connected,
+            "amqp_messages_in" => &st.amqp_in,
+            "amqp_messages_out" => &st.amqp_out,
+            "amqp_reconnects" => &st.amqp_reconnects,
+            "amqp_inbox_depth" => &st.inbox_depth,
+            _ => continue,
+        };
+        target.store(v, Relaxed);
     }
 }
 

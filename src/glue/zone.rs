@@ -71,9 +71,32 @@ pub struct ZoneHeader {
     pub pool: *mut ngx_slab_pool_t,
     /// Unix second of the last GC run, so that one worker at a time does it.
     pub last_gc: i64,
+    /// Per-worker counters, indexed by nginx process slot, written by each worker for itself
+    /// (lock-free) and read by the metrics location.
+    pub slots: [SlotStats; MAX_SLOTS],
 }
 
-const MAGIC: u64 = 0x7073_7472_6561_6d32; // "pstream2"
+/// How many process slots publish their counters (workers in slots beyond are not reported).
+pub const MAX_SLOTS: usize = 128;
+
+/// One worker's counters in the zone. Plain atomics: the owner stores, anyone loads.
+#[repr(C)]
+#[derive(Default)]
+pub struct SlotStats {
+    pub pid: std::sync::atomic::AtomicU64,
+    pub subscribers: [std::sync::atomic::AtomicU64; 4],
+    pub delivered: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+    pub slow_closed: std::sync::atomic::AtomicU64,
+    pub lost: std::sync::atomic::AtomicU64,
+    pub amqp_connected: std::sync::atomic::AtomicU64,
+    pub amqp_in: std::sync::atomic::AtomicU64,
+    pub amqp_out: std::sync::atomic::AtomicU64,
+    pub amqp_reconnects: std::sync::atomic::AtomicU64,
+    pub inbox_depth: std::sync::atomic::AtomicU64,
+}
+
+const MAGIC: u64 = 0x7073_7472_6561_6d33; // "pstream3"
 
 /// Declares the zone. `size` is already validated. Returns the zone.
 ///
@@ -187,13 +210,12 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
             if hdr.is_null() {
                 return None;
             }
-            hdr.write(ZoneHeader {
-                magic: MAGIC,
-                created: now,
-                store: ZBox::into_raw(store),
-                pool: sp,
-                last_gc: 0,
-            });
+            // All zero is a valid ZoneHeader (atomics, integers, null pointers); then the fields.
+            core::ptr::write_bytes(hdr as *mut u8, 0, core::mem::size_of::<ZoneHeader>());
+            (*hdr).magic = MAGIC;
+            (*hdr).created = now;
+            (*hdr).store = ZBox::into_raw(store);
+            (*hdr).pool = sp;
             Some(hdr)
         })();
         ngx_shmtx_unlock(&mut (*sp).mutex);
@@ -260,6 +282,18 @@ pub unsafe fn header(zone: *mut ngx_shm_zone_t) -> Option<*mut ZoneHeader> {
         return None;
     }
     Some(h)
+}
+
+/// This worker's counters in the zone, if its slot has one.
+pub fn slot_stats(zone: *mut ngx_shm_zone_t, slot: usize) -> Option<&'static SlotStats> {
+    // SAFETY: the header lives as long as the zone; the array is only accessed atomically.
+    unsafe { header(zone).and_then(|h| (&(*h).slots).get(slot)) }
+}
+
+/// Every slot's counters.
+pub fn all_slot_stats(zone: *mut ngx_shm_zone_t) -> &'static [SlotStats] {
+    // SAFETY: as above.
+    unsafe { header(zone).map(|h| &(&(*h).slots)[..]).unwrap_or(&[]) }
 }
 
 /// When the zone was created (survives reloads).

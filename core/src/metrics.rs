@@ -1,0 +1,267 @@
+//! Prometheus text exposition (format 0.0.4) of the module's state.
+
+use std::fmt::Write;
+
+/// Host-wide figures (from the shared zone).
+#[derive(Clone, Debug, Default)]
+pub struct Host {
+    pub channels: u64,
+    pub wildcard_channels: u64,
+    pub published_messages: u64,
+    pub stored_messages: u64,
+    pub messages_in_trash: u64,
+    pub channels_in_delete: u64,
+    pub channels_in_trash: u64,
+    pub subscribers: u64,
+    pub shared_memory_used: u64,
+    pub shared_memory_limit: u64,
+    pub uptime: u64,
+}
+
+/// One worker's figures.
+#[derive(Clone, Debug, Default)]
+pub struct Worker {
+    pub pid: u64,
+    /// Subscribers by mode: streaming, eventsource, long-polling, websocket.
+    pub subscribers: [u64; 4],
+    pub delivered: u64,
+    pub bytes: u64,
+    pub slow_closed: u64,
+    pub lost: u64,
+    /// None when the worker has no RabbitMQ bridge.
+    pub amqp: Option<Amqp>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Amqp {
+    pub connected: bool,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub reconnects: u64,
+    pub inbox_depth: u64,
+}
+
+pub const MODES: [&str; 4] = ["streaming", "eventsource", "long-polling", "websocket"];
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders every metric; worker series carry a `pid` label.
+pub fn render(h: &Host, workers: &[Worker]) -> String {
+    let mut o = String::new();
+    family(
+        &mut o,
+        "push_stream_channels",
+        "gauge",
+        "Live channels (the events channel included), by kind.",
+    );
+    let _ = writeln!(o, "push_stream_channels{{kind=\"normal\"}} {}", h.channels);
+    let _ = writeln!(
+        o,
+        "push_stream_channels{{kind=\"wildcard\"}} {}",
+        h.wildcard_channels
+    );
+    let host: [(&str, &str, &str, u64); 9] = [
+        (
+            "push_stream_messages_published_total",
+            "counter",
+            "Messages published since the zone was created (one per channel).",
+            h.published_messages,
+        ),
+        (
+            "push_stream_messages_stored",
+            "gauge",
+            "Messages currently stored.",
+            h.stored_messages,
+        ),
+        (
+            "push_stream_messages_in_trash",
+            "gauge",
+            "Removed messages not yet freed.",
+            h.messages_in_trash,
+        ),
+        (
+            "push_stream_channels_in_delete",
+            "gauge",
+            "Deleted channels whose subscribers are still being told.",
+            h.channels_in_delete,
+        ),
+        (
+            "push_stream_channels_in_trash",
+            "gauge",
+            "Removed channels not yet freed.",
+            h.channels_in_trash,
+        ),
+        (
+            "push_stream_subscribers",
+            "gauge",
+            "Subscriber connections on every worker.",
+            h.subscribers,
+        ),
+        (
+            "push_stream_shared_memory_used_bytes",
+            "gauge",
+            "Bytes of the shared zone in use.",
+            h.shared_memory_used,
+        ),
+        (
+            "push_stream_shared_memory_limit_bytes",
+            "gauge",
+            "Size of the shared zone.",
+            h.shared_memory_limit,
+        ),
+        (
+            "push_stream_uptime_seconds",
+            "gauge",
+            "Seconds since the shared zone was created (survives reloads).",
+            h.uptime,
+        ),
+    ];
+    for (name, kind, help, v) in host {
+        family(&mut o, name, kind, help);
+        let _ = writeln!(o, "{name} {v}");
+    }
+    family(
+        &mut o,
+        "push_stream_worker_subscribers",
+        "gauge",
+        "Subscribers held by a worker, by mode.",
+    );
+    for w in workers {
+        for (i, m) in MODES.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "push_stream_worker_subscribers{{pid=\"{}\",mode=\"{m}\"}} {}",
+                w.pid, w.subscribers[i]
+            );
+        }
+    }
+    let per: [(&str, &str, &str, fn(&Worker) -> u64); 4] = [
+        (
+            "push_stream_worker_messages_delivered_total",
+            "counter",
+            "Messages written to subscribers.",
+            |w| w.delivered,
+        ),
+        (
+            "push_stream_worker_bytes_sent_total",
+            "counter",
+            "Message bytes written to subscribers.",
+            |w| w.bytes,
+        ),
+        (
+            "push_stream_worker_slow_subscribers_closed_total",
+            "counter",
+            "Subscribers closed because they stopped reading.",
+            |w| w.slow_closed,
+        ),
+        (
+            "push_stream_worker_messages_lost_total",
+            "counter",
+            "Messages that left the store before this worker could deliver them.",
+            |w| w.lost,
+        ),
+    ];
+    for (name, kind, help, get) in per {
+        family(&mut o, name, kind, help);
+        for w in workers {
+            let _ = writeln!(o, "{name}{{pid=\"{}\"}} {}", w.pid, get(w));
+        }
+    }
+    if workers.iter().any(|w| w.amqp.is_some()) {
+        let amqp: [(&str, &str, &str, fn(&Amqp) -> u64); 5] = [
+            (
+                "push_stream_worker_amqp_connected",
+                "gauge",
+                "1 when the worker's RabbitMQ connection is up.",
+                |a| a.connected as u64,
+            ),
+            (
+                "push_stream_worker_amqp_messages_consumed_total",
+                "counter",
+                "Messages consumed from RabbitMQ.",
+                |a| a.messages_in,
+            ),
+            (
+                "push_stream_worker_amqp_messages_published_total",
+                "counter",
+                "HTTP publishes confirmed by RabbitMQ.",
+                |a| a.messages_out,
+            ),
+            (
+                "push_stream_worker_amqp_reconnects_total",
+                "counter",
+                "RabbitMQ connection attempts that failed or connections lost.",
+                |a| a.reconnects,
+            ),
+            (
+                "push_stream_worker_inbox_depth",
+                "gauge",
+                "Items waiting in the worker's inbox.",
+                |a| a.inbox_depth,
+            ),
+        ];
+        for (name, kind, help, get) in amqp {
+            family(&mut o, name, kind, help);
+            for w in workers {
+                if let Some(a) = &w.amqp {
+                    let _ = writeln!(o, "{name}{{pid=\"{}\"}} {}", w.pid, get(a));
+                }
+            }
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_has_help_and_type_and_samples_are_well_formed() {
+        let w = Worker {
+            pid: 42,
+            subscribers: [1, 2, 3, 4],
+            delivered: 9,
+            amqp: Some(Amqp {
+                connected: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = render(
+            &Host {
+                channels: 3,
+                shared_memory_limit: 1024,
+                ..Default::default()
+            },
+            &[w],
+        );
+        let mut families = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                families += 1;
+                let kind = rest.split(' ').nth(1).unwrap();
+                assert!(kind == "gauge" || kind == "counter");
+                if kind == "counter" {
+                    assert!(
+                        rest.split(' ').next().unwrap().ends_with("_total"),
+                        "{line}"
+                    );
+                }
+            } else if !line.starts_with('#') {
+                let (name, value) = line.rsplit_once(' ').unwrap();
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+                assert!(name.starts_with("push_stream_"), "{line}");
+            }
+        }
+        assert_eq!(families, 1 + 9 + 1 + 4 + 5);
+        assert!(text.contains("push_stream_worker_subscribers{pid=\"42\",mode=\"websocket\"} 4\n"));
+        assert!(text.contains("push_stream_channels{kind=\"normal\"} 3\n"));
+        assert!(text.contains("push_stream_worker_amqp_connected{pid=\"42\"} 1\n"));
+        let no_amqp = render(&Host::default(), &[Worker::default()]);
+        assert!(!no_amqp.contains("amqp"));
+    }
+}
