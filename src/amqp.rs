@@ -69,6 +69,8 @@ pub struct Status {
     pub messages_in: AtomicU64,
     pub messages_out: AtomicU64,
     pub confirms_pending: AtomicU64,
+    /// Offsets that fell out of the stream's retention before this worker read them.
+    pub retention_gaps: AtomicU64,
 }
 
 /// The thread body for `Bridge::start`.
@@ -295,6 +297,24 @@ async fn session(
                     let _ = delivery.ack(BasicAckOptions::default()).await;
                     continue;
                 };
+                if let Some(expected) = *next_offset {
+                    // A stream delivers from the start of the chunk holding the requested
+                    // offset: what comes before it was handled already.
+                    if offset < expected {
+                        delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack failed: {e}"))?;
+                        continue;
+                    }
+                    // Beyond it: what lay between left the stream (retention) before this
+                    // worker could read it. Say so; it cannot be delivered any more.
+                    if offset > expected {
+                        status.retention_gaps.fetch_add(offset - expected, Ordering::Relaxed);
+                        log(ctx, format!(
+                            "push_stream: amqp: stream \"{}\" offsets {expected} to {} are gone (retention) and were not delivered",
+                            s.stream,
+                            offset - 1
+                        ));
+                    }
+                }
                 let h = |name: &str| headers.and_then(|t| t.inner().get(name)).and_then(header_bytes);
                 match push_stream_core::amqp::map(delivery.routing_key.as_str().as_bytes(), h) {
                     Ok(m) => {

@@ -97,6 +97,10 @@ pub fn stats() -> Vec<(String, u64)> {
                 "amqp_confirms_pending".into(),
                 st.confirms_pending.load(Ordering::Relaxed),
             ),
+            (
+                "amqp_messages_lost_to_retention".into(),
+                st.retention_gaps.load(Ordering::Relaxed),
+            ),
             ("amqp_inbox_depth".into(), worker::inbox_depth() as u64),
         ]
     })
