@@ -115,14 +115,7 @@ fn too_long(mcf: &MainConf, id: &[u8]) -> bool {
 }
 
 fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    crate::glue::thread::hostname()
 }
 
 fn fmt_info(c: &ChannelInfo) -> FmtInfo {
@@ -463,8 +456,7 @@ fn metrics(req: Req, mcf: &MainConf) -> ngx_int_t {
         .iter()
         .filter(|s| {
             let pid = s.pid.load(Relaxed);
-            // SAFETY: signal 0 only checks that the process exists.
-            pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0
+            pid != 0 && worker::pid_alive(pid as u32)
         })
         .map(|s| Worker {
             pid: s.pid.load(Relaxed),
@@ -569,24 +561,9 @@ pub fn prepare(
             return Err(ChannelError::TooManyWildcard);
         }
     }
-    let since = lcf
-        .last_received_message_time
-        .and_then(|cv| req.complex(cv))
-        .map(|v| cp::unescape_value(&v))
-        .or_else(|| req.header_in("If-Modified-Since").map(|v| v.to_vec()))
-        .and_then(|v| resume::parse_http_date(&v));
-    let tag = lcf
-        .last_received_message_tag
-        .and_then(|cv| req.complex(cv))
-        .map(|v| cp::unescape_value(&v))
-        .or_else(|| req.header_in("If-None-Match").map(|v| v.to_vec()))
-        .and_then(|v| resume::parse_tag(&v));
-    let last_event_id = lcf
-        .last_event_id
-        .and_then(|cv| req.complex(cv))
-        .map(|v| cp::unescape_value(&v))
-        .or_else(|| req.header_in("Last-Event-Id").map(|v| v.to_vec()))
-        .filter(|v| !v.is_empty());
+    let (since, tag) = resume_time_tag(req, lcf);
+    let last_event_id =
+        resume_value(req, lcf.last_event_id, "Last-Event-Id").filter(|v| !v.is_empty());
     let slot = worker::slot();
     let base = Cursor {
         backtrack: 0,
@@ -658,6 +635,28 @@ pub fn prepare(
         Some(Err(e)) => Err(store_error(e)),
         None => Err(ChannelError::OutOfMemory),
     }
+}
+
+/// A resume value: from its directive (`push_stream_last_…`, URL-unescaped) when configured,
+/// else from its request header.
+fn resume_value(
+    req: Req,
+    directive: Option<crate::glue::conf::Complex>,
+    header: &str,
+) -> Option<Vec<u8>> {
+    match directive {
+        Some(cv) => req.complex(cv).map(|v| cp::unescape_value(&v)),
+        None => req.header_in(header).map(|v| v.to_vec()),
+    }
+}
+
+/// The request's resume time (HTTP date) and tag (`W/` optional).
+fn resume_time_tag(req: Req, lcf: &LocConf) -> (Option<i64>, Option<u64>) {
+    let since = resume_value(req, lcf.last_received_message_time, "If-Modified-Since")
+        .and_then(|v| resume::parse_http_date(&v));
+    let tag = resume_value(req, lcf.last_received_message_tag, "If-None-Match")
+        .and_then(|v| resume::parse_tag(&v));
+    (since, tag)
 }
 
 /// Releases the subscriptions `prepare` took, when the request cannot go on.
@@ -838,11 +837,8 @@ fn poll(req: Req, mcf: &'static MainConf, lcf: &'static LocConf, long_polling: b
     }
     if !long_polling {
         // Nothing new: 304, echoing the request's own time and tag.
-        let since = req
-            .header_in("If-Modified-Since")
-            .and_then(resume::parse_http_date)
-            .unwrap_or(0);
-        let tag = req.header_in("If-None-Match").and_then(resume::parse_tag);
+        let (since, tag) = resume_time_tag(req, lcf);
+        let since = since.unwrap_or(0);
         req.set_status(304);
         if since > 0 {
             req.set_last_modified(since);

@@ -50,6 +50,18 @@ pub fn drain_eventfd(fd: RawFd) -> u64 {
     }
 }
 
+/// The machine's host name (stats' `hostname`).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
 /// Spawns a thread with every signal blocked, so that process-directed signals (HUP, QUIT,
 /// USR1…) keep going to nginx's own thread, where its `epoll_wait` sees them.
 pub fn spawn_blocking_signals<F>(name: &str, f: F) -> io::Result<JoinHandle<()>>

@@ -384,7 +384,7 @@ unsafe extern "C" fn timer_handler(ev: *mut ngx_event_t) {
     })
 }
 
-fn pid_alive(pid: u32) -> bool {
+pub fn pid_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks existence.
     let r = unsafe { libc::kill(pid as i32, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
