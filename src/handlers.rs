@@ -290,12 +290,7 @@ fn publish(
             .unwrap_or_default();
             worker::wake_others(&pids);
             if e == StoreError::OutOfMemory {
-                let (used, size) = zone::memory(mcf.shm_zone);
-                log::error(req.log(), &format!(
-                    "push_stream: shared memory zone \"{}\" is full ({used} of {size} bytes used): message refused",
-                    String::from_utf8_lossy(&mcf.shm_name)
-                ));
-                return fail(req, 500, "Shared memory exhausted.");
+                return zone_full(req, mcf, "message refused");
             }
             fail_channel(req, store_error(e))
         }
@@ -637,6 +632,19 @@ pub fn prepare(
     }
 }
 
+/// The zone is full: `500` with the explain, and a line in the error log.
+fn zone_full(req: Req, mcf: &MainConf, what: &str) -> ngx_int_t {
+    let (used, size) = zone::memory(mcf.shm_zone);
+    log::error(
+        req.log(),
+        &format!(
+            "push_stream: shared memory zone \"{}\" is full ({used} of {size} bytes used): {what}",
+            String::from_utf8_lossy(&mcf.shm_name)
+        ),
+    );
+    fail(req, 500, "Shared memory exhausted.")
+}
+
 /// A resume value: from its directive (`push_stream_last_…`, URL-unescaped) when configured,
 /// else from its request header.
 fn resume_value(
@@ -746,7 +754,7 @@ fn subscriber(
     }
     let p = match prepare(req, mcf, lcf, Subscribe::Always) {
         Ok(p) => p,
-        Err(ChannelError::OutOfMemory) => return fail(req, 500, ""),
+        Err(ChannelError::OutOfMemory) => return zone_full(req, mcf, "subscriber refused"),
         Err(e) => return fail_channel(req, e),
     };
     let eventsource = tpl.kind == push_stream_core::template::Kind::EventSource;
@@ -827,7 +835,7 @@ fn poll(req: Req, mcf: &'static MainConf, lcf: &'static LocConf, long_polling: b
         },
     ) {
         Ok(p) => p,
-        Err(ChannelError::OutOfMemory) => return fail(req, 500, ""),
+        Err(ChannelError::OutOfMemory) => return zone_full(req, mcf, "subscriber refused"),
         Err(e) => return fail_channel(req, e),
     };
     let old = render_old(tpl, &p);
