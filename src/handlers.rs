@@ -273,7 +273,9 @@ fn publish(
         return ERR500;
     };
     // Whatever was published (also before a failure) is delivered.
-    worker::process_log();
+    // Delivery to this worker's subscribers runs after the answer (next loop turn): a
+    // publisher is never held back by the fan-out.
+    worker::schedule_delivery();
     match outcome {
         Ok((infos, pids)) => {
             worker::wake_others(&pids);
@@ -316,7 +318,7 @@ fn delete(req: Req, mcf: &MainConf, channels: &[cp::ChannelRef], body: &[u8]) ->
     });
     match outcome {
         Some(Ok((deleted, pids))) => {
-            worker::process_log();
+            worker::schedule_delivery();
             worker::wake_others(&pids);
             if deleted == 0 {
                 req.respond(404, None, &[], b"")

@@ -204,7 +204,7 @@ fn publish(req: Req, key: usize, text: &[u8]) {
     });
     match outcome {
         Some(Ok(pids)) => {
-            worker::process_log();
+            worker::schedule_delivery();
             worker::wake_others(&pids);
         }
         Some(Err(e)) => log::error(

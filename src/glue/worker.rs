@@ -419,6 +419,25 @@ pub fn wake_others(pids: &[u32]) {
     }
 }
 
+/// Runs `process_log` on the next turn of the event loop (after the current request has been
+/// answered), through the wake-up socket's read handler.
+pub fn schedule_delivery() {
+    let Some(c) = with(|w| w.wake_conn) else {
+        return;
+    };
+    if c.is_null() {
+        process_log();
+        return;
+    }
+    // SAFETY: our own wake-up connection's read event, posted to nginx's posted-events queue.
+    unsafe {
+        let rev = (*c).read;
+        if (*rev).posted() == 0 {
+            nginx_sys::ngx_post_event(rev, core::ptr::addr_of_mut!(nginx_sys::ngx_posted_events));
+        }
+    }
+}
+
 /// Delivers what the host-wide log holds beyond this worker's cursor.
 pub fn process_log() {
     loop {

@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""Writes docs/benchmarks.md from the JSON files ci/bench collected (one per scenario and module).
+
+usage: report.py RESULTS_DIR OUT_MD
+Only measured figures appear: a scenario or a module that did not run is said to be missing.
+"""
+import glob
+import json
+import math
+import os
+import sys
+
+res_dir, out = sys.argv[1], sys.argv[2]
+env = {}
+for line in open(os.path.join(res_dir, "machine.env")):
+    k, _, v = line.rstrip("\n").partition("=")
+    env[k] = v
+
+R = {}
+for p in sorted(glob.glob(os.path.join(res_dir, "*.json"))):
+    name, kind = os.path.basename(p)[:-5].split("--")
+    R.setdefault(name, {})[kind] = json.load(open(p))
+    ep = p[:-5] + ".errors"
+    R[name][kind]["_log_errors"] = int(open(ep).read().strip() or 0) if os.path.exists(ep) else None
+
+
+def num(x, fmt="{:,.0f}"):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return fmt.format(x)
+
+
+def ms(x):
+    return num(x, "{:,.1f}") if x is not None and x >= 10 else num(x, "{:,.2f}")
+
+
+def ratio(a, b, fmt="{:.2f}×"):
+    if a is None or b is None or not b or (isinstance(a, float) and math.isnan(a)) or (isinstance(b, float) and math.isnan(b)):
+        return "–"
+    return fmt.format(a / b)
+
+
+def us_per_delivery(step, key):
+    d = step.get("delivered") or 0
+    return step[key] * 1e6 / d if d else None
+
+
+def step_rows(st):
+    lat = st["latency"]
+    return [
+        ("rate asked (msg/s)", num(st["rate"])),
+        ("published (failed)", f'{num(st["published"])} ({num(st["publish_failed"])})'),
+        ("published/s achieved", num(st["published_per_s"])),
+        ("expected deliveries", num(st["expected"])),
+        ("delivered", num(st["delivered"])),
+        ("lost", num(st["lost"])),
+        ("duplicates", num(st["duplicates"])),
+        ("deliveries/s", num(st["deliveries_per_s"])),
+        ("latency p50 (ms)", ms(lat["p50_ms"])),
+        ("latency p90 (ms)", ms(lat["p90_ms"])),
+        ("latency p99 (ms)", ms(lat["p99_ms"])),
+        ("latency p99.9 (ms)", ms(lat["p999_ms"])),
+        ("latency max (ms)", ms(lat["max_ms"])),
+        ("publish round trip p99 (ms)", ms(st["publish_rtt"]["p99_ms"])),
+        ("subscribers closed by the server", num(st["closed_subscribers"])),
+        ("nginx CPU user / kernel (s)", f'{num(st["nginx_cpu_user_s"], "{:.2f}")} / {num(st["nginx_cpu_sys_s"], "{:.2f}")}'),
+        ("nginx CPU per delivery user / kernel (µs)",
+         f'{num(us_per_delivery(st, "nginx_cpu_user_s"), "{:.2f}")} / {num(us_per_delivery(st, "nginx_cpu_sys_s"), "{:.2f}")}'),
+        ("load tool CPU user / kernel (s)", f'{num(st["tool_cpu_user_s"], "{:.2f}")} / {num(st["tool_cpu_sys_s"], "{:.2f}")}'),
+    ]
+
+
+def conn_rows(r):
+    return [
+        ("subscribers asked", num(r["subs"])),
+        ("established / failed", f'{num(r["connected"])} / {num(r["failed"])}'),
+        ("connect time (s) / conn/s", f'{num(r["connect_secs"], "{:.2f}")} / {num(r["conn_per_s"])}'),
+        ("nginx CPU while connecting user / kernel (s)",
+         f'{num(r["nginx_cpu_connect_user_s"], "{:.2f}")} / {num(r["nginx_cpu_connect_sys_s"], "{:.2f}")}'),
+        ("nginx RSS / PSS before (MiB)", f'{num(r["nginx_rss_kb_before"]/1024, "{:.1f}")} / {num(r["nginx_pss_kb_before"]/1024, "{:.1f}")}'),
+        ("nginx RSS / PSS idle, all connected (MiB)", f'{num(r["nginx_rss_kb_idle"]/1024, "{:.1f}")} / {num(r["nginx_pss_kb_idle"]/1024, "{:.1f}")}'),
+        ("RSS per connection (bytes)", num(r["rss_bytes_per_conn"])),
+        ("PSS per connection (bytes)", num(r["pss_bytes_per_conn"])),
+        ("[alert]/[crit]/[emerg] lines in error.log", num(r.get("_log_errors"))),
+    ]
+
+
+def table(kinds, runs):
+    """kinds: column names; runs: list of row lists (same labels)."""
+    lines = ["| | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for i, (label, _) in enumerate(runs[0]):
+        lines.append(f"| {label} | " + " | ".join(r[i][1] for r in runs) + " |")
+    return "\n".join(lines)
+
+
+def scenario_block(name, title, kinds=("ours", "nchan")):
+    rs = R.get(name, {})
+    have = [k for k in kinds if k in rs]
+    md = [f"### {title}", ""]
+    if not have:
+        md += ["Not run in this measurement.", ""]
+        return md, None
+    missing = [k for k in kinds if k not in rs]
+    if missing:
+        md += [f"Missing: {', '.join(missing)} (not run).", ""]
+    r0 = rs[have[0]]
+    md += [f"{r0['mode']}, {num(r0['subs'])} subscribers over {num(r0['channels'])} channel(s), "
+           f"{r0['procs']} client processes.", ""]
+    md += [table(have, [conn_rows(rs[k]) for k in have]), ""]
+    nsteps = max(len(rs[k]["steps"]) for k in have)
+    for i in range(nsteps):
+        cols = [k for k in have if i < len(rs[k]["steps"])]
+        md += [f"Step {i + 1}:", "", table(cols, [step_rows(rs[k]["steps"][i]) for k in cols]), ""]
+    return md, rs
+
+
+def best_sustained(r, p99_max=100.0):
+    best = None
+    for st in r["steps"]:
+        if st["lost"] == 0 and st["latency"]["p99_ms"] is not None and not math.isnan(st["latency"]["p99_ms"]) \
+                and st["latency"]["p99_ms"] <= p99_max:
+            if best is None or st["deliveries_per_s"] > best["deliveries_per_s"]:
+                best = st
+    return best
+
+
+def verdict(ok):
+    return "met" if ok else "**missed**"
+
+
+targets = []  # (scenario, target, ours, nchan, verdict)
+
+
+def cpu_targets(scn, o, n):
+    if not o or not n:
+        return
+    ou = us_per_delivery(o, "nginx_cpu_user_s"); ok_ = us_per_delivery(o, "nginx_cpu_sys_s")
+    nu = us_per_delivery(n, "nginx_cpu_user_s"); nk = us_per_delivery(n, "nginx_cpu_sys_s")
+    if None in (ou, ok_, nu, nk):
+        return
+    targets.append((scn, "server CPU per delivery ≤ Nchan's", f"{ou + ok_:.2f} µs", f"{nu + nk:.2f} µs", verdict(ou + ok_ <= nu + nk)))
+    targets.append((scn, "user CPU per delivery ≤ ½ Nchan's", f"{ou:.2f} µs", f"{nu:.2f} µs", verdict(ou <= nu / 2)))
+
+
+md = []
+md += [
+    "# Benchmarks: ngx-push-stream against Nchan",
+    "",
+    "Written by `ci/bench` (the load tool is `bench/`, a tokio client; configurations in "
+    "`bench/configs/`). Every figure below was measured in the run described here; a scenario "
+    "that did not run says so. Both modules run in Debian's nginx, each on a freshly started "
+    "nginx with the same worker count, driven by the same client on the same cores.",
+    "",
+    "## Machine and versions",
+    "",
+    f"- date: {env.get('date')}",
+    f"- machine: {env.get('os')}, kernel {env.get('kernel')}, {env.get('cpu')}, {env.get('cores')} cores, {env.get('mem')}, loopback only",
+    f"- load average when the report was written: {env.get('load')} (the 2 cores are shared with other work: absolute figures drift; compare the two modules side by side)",
+    f"- nginx {env.get('nginx')} (Debian), nginx workers: {env.get('workers')} (scenario 5: {env.get('workers_big')})",
+    f"- ngx-push-stream {env.get('ours')}, release build from `ci/build`",
+    f"- Nchan (libnginx-mod-nchan) {env.get('nchan')}",
+    f"- RabbitMQ {env.get('rabbitmq')}",
+    f"- {env.get('rustc')}",
+    "",
+    "Command:",
+    "",
+    "```sh",
+    *(open(os.path.join(res_dir, "commands")).read().strip().splitlines() if os.path.exists(os.path.join(res_dir, "commands")) else [env.get("command", "ci/bench")]),
+    "```",
+    "",
+    "How it measures: subscribers connect from source addresses spread over 127.0.0.0/8 (bind "
+    "before connect), split over several client processes (the open-files limit is 20 000 per "
+    "process); once all are connected, the publisher POSTs `R` msg/s over keep-alive HTTP "
+    "connections (`/pub?id=CH`, paced, round-robin over the channels) for `T` s, then waits a "
+    "drain time. Each body carries `PSB<channel>.<seq>.<unix-ns>;`: latency is receive time minus "
+    "that send time (HDR histogram, µs), duplicates are a sequence seen twice by one subscriber, "
+    "expected = Σ over channels of (accepted publishes × subscribers connected to it), lost = "
+    "expected − distinct deliveries. nginx CPU is utime/stime of the master and workers from "
+    "`/proc/<pid>/stat` over the publishing window plus drain; memory is the sum of `Rss`/`Pss` of "
+    "`/proc/<pid>/smaps_rollup` over master and workers, idle with everyone connected minus before "
+    "the first connection, divided by the established connections. The load tool's CPU is its own "
+    "getrusage (client processes and publisher).",
+    "",
+]
+
+body = []
+# Scenario 1
+b, rs = scenario_block("s1", "Scenario 1: fan-out, EventSource subscribers on 1 channel")
+body += b
+if rs and "ours" in rs:
+    o = rs["ours"]["steps"]; n = rs.get("nchan", {}).get("steps", [])
+    if o:
+        st = o[0]
+        targets.append(("1", f"{num(st['rate'])} msg/s: p99 ≤ 40 ms, 0 lost", f"p99 {ms(st['latency']['p99_ms'])} ms, lost {st['lost']}",
+                        f"p99 {ms(n[0]['latency']['p99_ms'])} ms, lost {n[0]['lost']}" if n else "–",
+                        verdict(st["latency"]["p99_ms"] <= 40 and st["lost"] == 0)))
+        cpu_targets("1", st, n[0] if n else None)
+    if len(o) > 1 and len(n) > 1:
+        st, ns = o[1], n[1]
+        ok = st["deliveries_per_s"] >= 2 * ns["deliveries_per_s"] and st["lost"] == 0 and st["latency"]["p99_ms"] < 1000
+        targets.append(("1", f"{num(st['rate'])} msg/s: deliveries/s ≥ 2× Nchan's, 0 lost, p99 < 1 s",
+                        f"{num(st['deliveries_per_s'])}/s, lost {st['lost']}, p99 {ms(st['latency']['p99_ms'])} ms",
+                        f"{num(ns['deliveries_per_s'])}/s, lost {ns['lost']}, p99 {ms(ns['latency']['p99_ms'])} ms", verdict(ok)))
+        cpu_targets("1", st, ns)
+# Scenario 2
+b, rs = scenario_block("s2", "Scenario 2: many channels")
+body += b
+if rs and "ours" in rs and "nchan" in rs and rs["ours"]["steps"] and rs["nchan"]["steps"]:
+    st, ns = rs["ours"]["steps"][0], rs["nchan"]["steps"][0]
+    targets.append(("2", "p99 ≤ Nchan's, 0 lost", f"p99 {ms(st['latency']['p99_ms'])} ms, lost {st['lost']}",
+                    f"p99 {ms(ns['latency']['p99_ms'])} ms, lost {ns['lost']}",
+                    verdict(st["latency"]["p99_ms"] <= ns["latency"]["p99_ms"] and st["lost"] == 0)))
+    cpu_targets("2", st, ns)
+# Scenario 3
+b, rs = scenario_block("s3", "Scenario 3: throughput, rate raised until p99 > 100 ms or a loss")
+body += b
+if rs:
+    line = []
+    best = {}
+    for k in ("ours", "nchan"):
+        if k in rs:
+            best[k] = best_sustained(rs[k])
+            bs = best[k]
+            line.append(f"- {k}: highest sustained (0 lost, p99 ≤ 100 ms): " +
+                        (f"{num(bs['deliveries_per_s'])} deliveries/s at {num(bs['rate'])} msg/s (p99 {ms(bs['latency']['p99_ms'])} ms)" if bs else "none of the steps"))
+    body += line + [""]
+    if best.get("ours") and best.get("nchan"):
+        o, n = best["ours"], best["nchan"]
+        targets.append(("3", "sustained deliveries/s ≥ 2× Nchan's", f"{num(o['deliveries_per_s'])}/s", f"{num(n['deliveries_per_s'])}/s",
+                        verdict(o["deliveries_per_s"] >= 2 * n["deliveries_per_s"])))
+        cpu_targets("3", o, n)
+# Scenario 4
+for nm, title in (("s4es", "Scenario 4: memory per idle EventSource subscriber"),
+                  ("s4ws", "Scenario 4: memory per idle WebSocket subscriber")):
+    b, rs = scenario_block(nm, title)
+    body += b
+    if rs and "ours" in rs:
+        o = rs["ours"]; n = rs.get("nchan")
+        targets.append(("4", f"{o['mode']}: ≤ 5 KiB (5 120 bytes) RSS per idle subscriber",
+                        f"{num(o['rss_bytes_per_conn'])} B", f"{num(n['rss_bytes_per_conn'])} B" if n else "–",
+                        verdict(o["rss_bytes_per_conn"] <= 5120)))
+# Scenario 5
+b, rs = scenario_block("s5", "Scenario 5: scale, EventSource subscribers on this box")
+body += b
+if rs and "ours" in rs:
+    o = rs["ours"]; n = rs.get("nchan")
+    lost = sum(s["lost"] for s in o["steps"])
+    ok = o["connected"] == o["subs"] and lost == 0 and (n is None or o["conn_per_s"] >= n["conn_per_s"])
+    targets.append(("5", f"{num(o['subs'])} held, 0 lost, conn/s ≥ Nchan's",
+                    f"{num(o['connected'])} held, lost {lost}, {num(o['conn_per_s'])} conn/s",
+                    f"{num(n['connected'])} held, lost {sum(s['lost'] for s in n['steps'])}, {num(n['conn_per_s'])} conn/s" if n else "–",
+                    verdict(ok)))
+# Scenario 6
+b, rs = scenario_block("s6", "Scenario 6: scenario 2 fed from a RabbitMQ stream (ours only)", kinds=("ours-amqp",))
+body += b
+if rs and "ours-amqp" in rs and rs["ours-amqp"]["steps"]:
+    st = rs["ours-amqp"]["steps"][0]
+    body += ["Publishing path: `POST /pub` → the worker publishes to the RabbitMQ stream (with publisher "
+             "confirms) → every worker consumes the stream → its subscribers. Latency is from the HTTP "
+             "POST to the subscriber, so it includes the broker round trip.", ""]
+    targets.append(("6", "AMQP → subscriber p99 ≤ 5 ms, 0 lost", f"p99 {ms(st['latency']['p99_ms'])} ms, lost {st['lost']}", "(no AMQP)",
+                    verdict(st["latency"]["p99_ms"] <= 5 and st["lost"] == 0)))
+
+# Ratios summary
+md += ["## Summary: ours against Nchan", ""]
+rows = ["| scenario | figure | ours | Nchan | ours / Nchan |", "|---|---|---|---|---|"]
+for name, label in (("s1", "1"), ("s2", "2"), ("s3", "3"), ("s5", "5")):
+    rs = R.get(name, {})
+    if "ours" in rs and "nchan" in rs:
+        for i, (so, sn) in enumerate(zip(rs["ours"]["steps"], rs["nchan"]["steps"])):
+            tag = f"{label} @ {num(so['rate'])} msg/s"
+            rows.append(f"| {tag} | deliveries/s | {num(so['deliveries_per_s'])} | {num(sn['deliveries_per_s'])} | {ratio(so['deliveries_per_s'], sn['deliveries_per_s'])} |")
+            rows.append(f"| {tag} | lost / expected | {num(so['lost'])} / {num(so['expected'])} | {num(sn['lost'])} / {num(sn['expected'])} | |")
+            rows.append(f"| {tag} | latency p99 (ms) | {ms(so['latency']['p99_ms'])} | {ms(sn['latency']['p99_ms'])} | {ratio(so['latency']['p99_ms'], sn['latency']['p99_ms'])} |")
+            ou = us_per_delivery(so, "nginx_cpu_user_s"); ok_ = us_per_delivery(so, "nginx_cpu_sys_s")
+            nu = us_per_delivery(sn, "nginx_cpu_user_s"); nk = us_per_delivery(sn, "nginx_cpu_sys_s")
+            if None not in (ou, ok_, nu, nk):
+                rows.append(f"| {tag} | nginx CPU per delivery user+kernel (µs) | {ou:.2f}+{ok_:.2f} | {nu:.2f}+{nk:.2f} | {ratio(ou + ok_, nu + nk)} |")
+        rows.append(f"| {label} | conn/s | {num(rs['ours']['conn_per_s'])} | {num(rs['nchan']['conn_per_s'])} | {ratio(rs['ours']['conn_per_s'], rs['nchan']['conn_per_s'])} |")
+for name in ("s4es", "s4ws"):
+    rs = R.get(name, {})
+    if "ours" in rs and "nchan" in rs:
+        o, n = rs["ours"], rs["nchan"]
+        rows.append(f"| 4 ({o['mode']}, {num(o['connected'])} idle) | RSS / PSS per subscriber (bytes) | {num(o['rss_bytes_per_conn'])} / {num(o['pss_bytes_per_conn'])} | {num(n['rss_bytes_per_conn'])} / {num(n['pss_bytes_per_conn'])} | {ratio(o['rss_bytes_per_conn'], n['rss_bytes_per_conn'])} |")
+md += rows + [""]
+
+md += ["## Targets of issue 8", ""]
+if targets:
+    md += ["| scenario | target | ours | Nchan | verdict |", "|---|---|---|---|---|"]
+    md += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in targets]
+else:
+    md += ["No target could be evaluated from this run."]
+md += [""]
+notrun = [s for s, t in (("s1", "1"), ("s2", "2"), ("s3", "3"), ("s4es", "4 (EventSource)"), ("s4ws", "4 (WebSocket)"), ("s5", "5"), ("s6", "6")) if s not in R]
+if notrun:
+    md += ["Not run in this measurement: scenario(s) " + ", ".join(t for s, t in (("s1", "1"), ("s2", "2"), ("s3", "3"), ("s4es", "4 (EventSource)"), ("s4ws", "4 (WebSocket)"), ("s5", "5"), ("s6", "6")) if s in notrun) + ".", ""]
+
+md += ["## Details", ""] + body
+notes = os.path.join(res_dir, "notes.md")
+if os.path.exists(notes):
+    md += ["## Notes", "", open(notes).read().strip(), ""]
+open(out, "w").write("\n".join(md) + "\n")
