@@ -252,7 +252,9 @@ fn publish(
     let store = lcf.store_messages();
     let now = worker::now();
     let limits = &mcf.limits;
+    let now_ms = worker::now_ms();
     let outcome = zone::with_store(mcf.shm_zone, |s| {
+        s.set_clock_ms(now_ms);
         let mut infos = Vec::with_capacity(channels.len());
         for c in channels {
             s.publish(
@@ -462,6 +464,8 @@ fn metrics(req: Req, mcf: &MainConf) -> ngx_int_t {
             bytes: s.bytes.load(Relaxed),
             slow_closed: s.slow_closed.load(Relaxed),
             lost: s.lost.load(Relaxed),
+            latency_buckets: std::array::from_fn(|i| s.latency[i].load(Relaxed)),
+            latency_sum_ms: s.latency_sum_ms.load(Relaxed),
             amqp: amqp.then(|| Amqp {
                 connected: s.amqp_connected.load(Relaxed) != 0,
                 messages_in: s.amqp_in.load(Relaxed),

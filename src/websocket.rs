@@ -194,7 +194,9 @@ fn publish(req: Req, key: usize, text: &[u8]) {
     let events = mcf.limits.events_channel_id.as_deref();
     let now = worker::now();
     let store = lcf.store_messages();
+    let now_ms = worker::now_ms();
     let outcome = zone::with_store(mcf.shm_zone, |s| {
+        s.set_clock_ms(now_ms);
         for c in channels.iter().filter(|c| Some(c.as_slice()) != events) {
             s.publish(c, text, None, None, store, now, &mcf.limits)?;
         }

@@ -92,6 +92,34 @@ fn metrics_expose_the_host_and_every_worker() {
         scrape.docs.contains_key("push_stream_subscribers"),
         "HELP lines are there"
     );
+    // The publish-to-write latency histogram: each worker with a subscriber recorded the 3
+    // messages once.
+    let hist: Vec<&prometheus_parse::Sample> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "push_stream_delivery_latency_seconds")
+        .collect();
+    assert_eq!(hist.len(), 2, "one histogram per worker");
+    let count: u64 = hist
+        .iter()
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => {
+                let inf = buckets
+                    .iter()
+                    .find(|b| b.less_than == f64::INFINITY)
+                    .unwrap()
+                    .count as u64;
+                let fast = buckets.iter().find(|b| b.less_than == 1.0).unwrap().count as u64;
+                assert_eq!(
+                    fast, inf,
+                    "on loopback every message is written within a second"
+                );
+                inf
+            }
+            other => panic!("not a histogram: {other:?}"),
+        })
+        .sum();
+    assert!((3..=6).contains(&count), "{count} latency observations");
     assert_eq!(request(n.port, "POST", "/metrics", &[], b"x").status, 405);
     drop(e);
     n.stop();

@@ -18,6 +18,20 @@ pub struct Host {
     pub uptime: u64,
 }
 
+/// Upper bounds (seconds) of the delivery-latency histogram's buckets (+Inf is implied).
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Which bucket (index into LATENCY_BUCKETS, or its length for +Inf) a latency falls in.
+pub fn latency_bucket(ms: i64) -> usize {
+    let s = ms.max(0) as f64 / 1000.0;
+    LATENCY_BUCKETS
+        .iter()
+        .position(|b| s <= *b)
+        .unwrap_or(LATENCY_BUCKETS.len())
+}
+
 /// One worker's figures.
 #[derive(Clone, Debug, Default)]
 pub struct Worker {
@@ -28,6 +42,10 @@ pub struct Worker {
     pub bytes: u64,
     pub slow_closed: u64,
     pub lost: u64,
+    /// Publish-to-write latency of the messages this worker wrote: per-bucket counts (not
+    /// cumulative; the last is +Inf), their sum in milliseconds.
+    pub latency_buckets: [u64; 13],
+    pub latency_sum_ms: u64,
     /// None when the worker has no RabbitMQ bridge.
     pub amqp: Option<Amqp>,
 }
@@ -170,6 +188,29 @@ pub fn render(h: &Host, workers: &[Worker]) -> String {
             let _ = writeln!(o, "{name}{{pid=\"{}\"}} {}", w.pid, get(w));
         }
     }
+    family(&mut o, "push_stream_delivery_latency_seconds", "histogram", "From publish to the write to this worker's subscribers (messages published over HTTP on this host).");
+    for w in workers {
+        let mut cumulative = 0;
+        for (i, n) in w.latency_buckets.iter().enumerate() {
+            cumulative += n;
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "+Inf".into());
+            let _ = writeln!(o, "push_stream_delivery_latency_seconds_bucket{{pid=\"{}\",le=\"{le}\"}} {cumulative}", w.pid);
+        }
+        let _ = writeln!(
+            o,
+            "push_stream_delivery_latency_seconds_sum{{pid=\"{}\"}} {}",
+            w.pid,
+            w.latency_sum_ms as f64 / 1000.0
+        );
+        let _ = writeln!(
+            o,
+            "push_stream_delivery_latency_seconds_count{{pid=\"{}\"}} {cumulative}",
+            w.pid
+        );
+    }
     if workers.iter().any(|w| w.amqp.is_some()) {
         let amqp: [(&str, &str, &str, fn(&Amqp) -> u64); 5] = [
             (
@@ -244,7 +285,7 @@ mod tests {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 families += 1;
                 let kind = rest.split(' ').nth(1).unwrap();
-                assert!(kind == "gauge" || kind == "counter");
+                assert!(kind == "gauge" || kind == "counter" || kind == "histogram");
                 if kind == "counter" {
                     assert!(
                         rest.split(' ').next().unwrap().ends_with("_total"),
@@ -257,10 +298,31 @@ mod tests {
                 assert!(name.starts_with("push_stream_"), "{line}");
             }
         }
-        assert_eq!(families, 1 + 9 + 1 + 4 + 5);
+        assert_eq!(families, 1 + 9 + 1 + 4 + 1 + 5);
         assert!(text.contains("push_stream_worker_subscribers{pid=\"42\",mode=\"websocket\"} 4\n"));
         assert!(text.contains("push_stream_channels{kind=\"normal\"} 3\n"));
         assert!(text.contains("push_stream_worker_amqp_connected{pid=\"42\"} 1\n"));
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(1), 0);
+        assert_eq!(latency_bucket(2), 1);
+        assert_eq!(latency_bucket(7_000), 12);
+        let mut lw = Worker {
+            pid: 7,
+            ..Default::default()
+        };
+        lw.latency_buckets[0] = 2;
+        lw.latency_buckets[12] = 1;
+        lw.latency_sum_ms = 6003;
+        let t = render(&Host::default(), &[lw]);
+        assert!(
+            t.contains("push_stream_delivery_latency_seconds_bucket{pid=\"7\",le=\"0.001\"} 2\n")
+        );
+        assert!(t.contains("push_stream_delivery_latency_seconds_bucket{pid=\"7\",le=\"5\"} 2\n"));
+        assert!(
+            t.contains("push_stream_delivery_latency_seconds_bucket{pid=\"7\",le=\"+Inf\"} 3\n")
+        );
+        assert!(t.contains("push_stream_delivery_latency_seconds_count{pid=\"7\"} 3\n"));
+        assert!(t.contains("push_stream_delivery_latency_seconds_sum{pid=\"7\"} 6.003\n"));
         let no_amqp = render(&Host::default(), &[Worker::default()]);
         assert!(!no_amqp.contains("amqp"));
     }

@@ -108,6 +108,8 @@ pub enum Record {
         event_id: Vec<u8>,
         event_type: Vec<u8>,
         text: Vec<u8>,
+        /// When it was published, in milliseconds since the epoch (0: unknown).
+        published_ms: i64,
     },
     ChannelDeleted {
         seq: u64,
@@ -423,6 +425,8 @@ struct Msg<A: Allocator> {
     /// Consumed from the broker: stored, but not part of the host delivery log (every worker
     /// consumes the broker itself).
     broker: bool,
+    /// Publish time in milliseconds (see `Store::set_clock_ms`), for delivery latency.
+    published_ms: i64,
     chan_len: usize,
     eid_len: Option<usize>,
     etype_len: Option<usize>,
@@ -468,6 +472,7 @@ impl<A: Allocator> Msg<A> {
                 event_id: self.event_id().unwrap_or_default().to_vec(),
                 event_type: self.event_type().unwrap_or_default().to_vec(),
                 text: self.text().to_vec(),
+                published_ms: self.published_ms,
             }
         }
     }
@@ -551,6 +556,8 @@ pub struct Store<A: Allocator + Clone> {
     dropped_events: u64,
     /// The highest broker (stream) offset inserted.
     broker_offset: Option<u64>,
+    /// Milliseconds clock the caller sets before publishing (delivery latency).
+    clock_ms: i64,
 }
 
 impl<A: Allocator + Clone> Store<A> {
@@ -575,6 +582,7 @@ impl<A: Allocator + Clone> Store<A> {
             workers: AVec::new_in(alloc.clone()),
             dropped_events: 0,
             broker_offset: None,
+            clock_ms: 0,
             created: now,
             alloc,
         };
@@ -662,6 +670,7 @@ impl<A: Allocator + Clone> Store<A> {
             tag: 0,
             deleted_notice: true,
             broker: false,
+            published_ms: 0,
             chan_len: id.len(),
             eid_len: None,
             etype_len: None,
@@ -957,6 +966,12 @@ impl<A: Allocator + Clone> Store<A> {
         batch
     }
 
+    /// Sets the millisecond clock that the next publishes record as their publish time (the
+    /// records carry it as `published_ms`, for delivery-latency metrics).
+    pub fn set_clock_ms(&mut self, ms: i64) {
+        self.clock_ms = ms;
+    }
+
     /// The highest broker offset inserted (a starting worker resumes after it).
     pub fn broker_offset(&self) -> Option<u64> {
         self.broker_offset
@@ -1010,6 +1025,7 @@ impl<A: Allocator + Clone> Store<A> {
             tag,
             deleted_notice: false,
             broker: true,
+            published_ms: 0,
             chan_len: id.len(),
             eid_len: (!event_id.is_empty()).then_some(event_id.len()),
             etype_len: (!event_type.is_empty()).then_some(event_type.len()),
@@ -1245,6 +1261,7 @@ impl<A: Allocator + Clone> Store<A> {
             tag: 0,
             deleted_notice: false,
             broker: false,
+            published_ms: 0,
             chan_len: id.len(),
             eid_len: event_id.map(<[u8]>::len),
             etype_len: event_type.map(<[u8]>::len),
@@ -1280,6 +1297,7 @@ impl<A: Allocator + Clone> Store<A> {
         boxed.id = mid;
         boxed.time = time;
         boxed.tag = tag;
+        boxed.published_ms = self.clock_ms;
         self.msgs.insert(seq, boxed);
         if !events {
             self.published += 1;
@@ -2296,6 +2314,7 @@ mod tests {
                 event_id: b"e".to_vec(),
                 event_type: b"t".to_vec(),
                 text: b"0".to_vec(),
+                published_ms: 0,
             }
         );
         s.ack(0, 100, b.cursor);

@@ -104,6 +104,9 @@ impl Sub {
 
 #[derive(Default, Clone, Copy)]
 pub struct Stats {
+    /// Publish-to-write latency histogram (see core::metrics::LATENCY_BUCKETS) and sum (ms).
+    pub latency: [u64; 13],
+    pub latency_sum_ms: u64,
     pub delivered: u64,
     pub bytes: u64,
     pub slow_closed: u64,
@@ -268,6 +271,12 @@ fn arm_timer() {
         // SAFETY: the boxed event lives in the worker state until exit.
         unsafe { nginx_sys::ngx_add_timer(&mut *w.timer, TICK_MS as _) }
     });
+}
+
+/// nginx's cached wall clock in milliseconds.
+pub fn now_ms() -> i64 {
+    let t = nginx_sys::ngx_timeofday();
+    t.sec as i64 * 1000 + t.msec as i64
 }
 
 pub fn now() -> i64 {
@@ -576,6 +585,7 @@ fn deliver(rec: &Record) {
             event_id,
             event_type,
             text,
+            published_ms,
         } => {
             let m = Message {
                 text,
@@ -586,7 +596,13 @@ fn deliver(rec: &Record) {
                 time: *time,
                 tag: *tag,
             };
-            deliver_message(m, Since::Seq(*seq));
+            if deliver_message(m, Since::Seq(*seq)) > 0 && *published_ms > 0 {
+                let ms = (now_ms() - *published_ms).max(0);
+                with(|w| {
+                    w.stats.latency[push_stream_core::metrics::latency_bucket(ms)] += 1;
+                    w.stats.latency_sum_ms += ms as u64;
+                });
+            }
         }
         Record::ChannelDeleted { seq, channel, text } => {
             let m = Message::channel_deleted(channel, text);
@@ -624,9 +640,11 @@ fn deliver(rec: &Record) {
 
 /// Delivers one message to this worker's subscribers of its channel that have not seen it,
 /// rendered once per template.
-pub fn deliver_message(m: Message, since: Since) {
+pub fn deliver_message(m: Message, since: Since) -> usize {
     let mut r = Rendered::new(m);
-    for t in targets_since(m.channel, since) {
+    let targets = targets_since(m.channel, since);
+    let n = targets.len();
+    for t in targets {
         let Some(tpl) = t.tpl else { continue };
         if t.kind == Kind::LongPoll {
             let bytes = tpl.render_message(&m);
@@ -635,6 +653,7 @@ pub fn deliver_message(m: Message, since: Since) {
             send_message(t.key, t.req, r.get(tpl));
         }
     }
+    n
 }
 
 /// Writes shared payloads to a subscriber (no copy per subscriber); closes it when the write
@@ -1009,6 +1028,10 @@ pub fn publish_slot_stats() {
     st.bytes.store(stats.bytes, Relaxed);
     st.slow_closed.store(stats.slow_closed, Relaxed);
     st.lost.store(stats.lost, Relaxed);
+    for (i, n) in stats.latency.iter().enumerate() {
+        st.latency[i].store(*n, Relaxed);
+    }
+    st.latency_sum_ms.store(stats.latency_sum_ms, Relaxed);
     for (name, v) in crate::broker::stats() {
         let target = match name.as_str() {
             "amqp_connected" => &st.amqp_connected,

@@ -94,6 +94,9 @@ pub struct SlotStats {
     pub amqp_out: std::sync::atomic::AtomicU64,
     pub amqp_reconnects: std::sync::atomic::AtomicU64,
     pub inbox_depth: std::sync::atomic::AtomicU64,
+    /// Publish-to-write latency histogram (per bucket, not cumulative) and its sum (ms).
+    pub latency: [std::sync::atomic::AtomicU64; 13],
+    pub latency_sum_ms: std::sync::atomic::AtomicU64,
 }
 
 const MAGIC: u64 = 0x7073_7472_6561_6d33; // "pstream3"
