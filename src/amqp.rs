@@ -102,6 +102,13 @@ pub fn run(
     }
 }
 
+/// Resolves once the worker asked the thread to stop.
+async fn stopped(ctx: &BridgeCtx) {
+    while !ctx.stop_requested() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn log(ctx: &BridgeCtx, msg: String) {
     ctx.deliver_blocking(InboxItem::Log(msg), Duration::from_millis(100));
 }
@@ -120,15 +127,13 @@ async fn main_loop(
         if ctx.stop_requested() {
             return;
         }
-        let r = session(
-            ctx,
-            &settings,
-            &mut next_offset,
-            &mut outbox,
-            &status,
-            &mut attempt,
-        )
-        .await;
+        // The worker's stop request wins over anything the session awaits (connecting,
+        // declaring, closing): dropping the session future cancels it, so exit_process never
+        // waits on the broker.
+        let r = tokio::select! {
+            r = session(ctx, &settings, &mut next_offset, &mut outbox, &status, &mut attempt) => r,
+            _ = stopped(ctx) => Ok(()),
+        };
         status.connected.store(false, Ordering::Relaxed);
         match r {
             Ok(()) => return,

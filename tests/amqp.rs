@@ -420,3 +420,34 @@ fn a_killed_worker_costs_nothing_to_the_others_and_its_clients_resume() {
     }
     n.stop();
 }
+
+#[test]
+fn a_worker_stops_at_once_while_its_bridge_waits_on_a_silent_broker() {
+    // A "broker" that accepts connections and never answers: the AMQP handshake hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut conns = vec![];
+        silent.set_nonblocking(true).unwrap();
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until {
+            if let Ok((c, _)) = silent.accept() {
+                conns.push(c);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        conns.len()
+    });
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let n = start(&url, &unique_stream(), 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    // The log check in stop() fails on "did not stop within 3s" or "open socket ... left".
+    n.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "stopping took {:?}",
+        t.elapsed()
+    );
+    assert!(held.join().unwrap() >= 1, "the bridges did try to connect");
+}
