@@ -1,7 +1,7 @@
 //! The RabbitMQ bridge that runs on each worker's background thread: a current-thread tokio
 //! runtime with a lapin connection that consumes the configured stream from the offset the
-//! worker gives it, and publishes what the worker's HTTP publishers hand it, with publisher
-//! confirms. It reconnects with capped exponential backoff and jitter. It talks to the event
+//! worker gives it (or, with an exchange source, its own queue bound to the exchange), and
+//! publishes what the worker's HTTP publishers hand it, with publisher confirms. It reconnects with capped exponential backoff and jitter. It talks to the event
 //! loop only through the bounded inbox (messages, confirms, state, log lines) and a bounded
 //! outbox; it never touches nginx memory.
 
@@ -12,32 +12,55 @@ use std::time::Duration;
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+pub use push_stream_core::amqp::ExchangeSource;
+use push_stream_core::amqp::{ExchangeKind as Kind, OP_HEADER};
 use tokio::sync::mpsc;
 
 use crate::bridge::{BridgeCtx, InboxItem};
+
+/// Where messages come from (and HTTP publishes go).
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A RabbitMQ stream, consumed from an offset.
+    Stream {
+        name: String,
+        /// `x-max-age` of a stream the module declares (e.g. `7D`, `1h`).
+        max_age: Option<String>,
+        /// `x-max-length-bytes` of a stream the module declares.
+        max_bytes: Option<u64>,
+    },
+    /// An exchange, through one exclusive queue per worker bound with the keys.
+    Exchange(ExchangeSource),
+}
 
 /// What the configuration asks of the bridge.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub url: String,
-    pub stream: String,
-    /// `x-max-age` of a stream the module declares (e.g. `7D`, `1h`).
-    pub max_age: Option<String>,
-    /// `x-max-length-bytes` of a stream the module declares.
-    pub max_bytes: Option<u64>,
+    pub source: Source,
     pub prefetch: u16,
     /// How long a publish waits for the broker's confirm.
     pub confirm_timeout: Duration,
 }
 
-/// A message consumed from the stream.
+/// Where a consumed message sits: a stream offset, or (exchange source) the key the host's
+/// workers recognise their copies of the same message by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    Offset(u64),
+    Key(u128),
+}
+
+/// A message consumed from the broker.
 #[derive(Debug)]
 pub struct BrokerMessage {
-    pub offset: u64,
+    pub position: Position,
+    /// A channel delete (`push-stream-op: delete`) rather than a message.
+    pub delete: bool,
     pub channels: Vec<Vec<u8>>,
     pub event_id: Vec<u8>,
     pub event_type: Vec<u8>,
@@ -54,6 +77,8 @@ pub struct PublishReq {
     pub body: Vec<u8>,
     pub event_id: Option<Vec<u8>>,
     pub event_type: Option<Vec<u8>>,
+    /// A channel delete: published with `push-stream-op: delete`, the body being the text.
+    pub delete: bool,
 }
 
 /// Capacity of the outbox (HTTP publishes waiting for the bridge).
@@ -181,6 +206,8 @@ pub enum PublishError {
     Unavailable(String),
     Timeout,
     Nacked,
+    /// Confirmed but returned (mandatory): no queue is bound for the routing key.
+    Unroutable,
 }
 use PublishError::Unavailable;
 
@@ -208,6 +235,161 @@ fn offset_of(h: Option<&FieldTable>) -> Option<u64> {
     }
 }
 
+/// Declares what the source needs and starts consuming; returns the consumer and a line
+/// for the log.
+async fn subscribe(
+    conn: &Connection,
+    s: &Settings,
+    next_offset: &Option<u64>,
+) -> Result<(lapin::Consumer, String), String> {
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(|e| format!("cannot open a channel: {e}"))?;
+    let tag: ShortString = format!("ngx-push-stream-{}", std::process::id()).into();
+    match &s.source {
+        Source::Stream {
+            name,
+            max_age,
+            max_bytes,
+        } => {
+            let mut args = FieldTable::default();
+            args.insert("x-queue-type".into(), long_string(b"stream"));
+            if let Some(age) = max_age {
+                args.insert("x-max-age".into(), long_string(age.as_bytes()));
+            }
+            if let Some(bytes) = max_bytes {
+                args.insert(
+                    "x-max-length-bytes".into(),
+                    AMQPValue::LongLongInt(*bytes as i64),
+                );
+            }
+            let opts = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.queue_declare(name.as_str().into(), opts, args)
+                .await
+                .map_err(|e| format!("cannot declare the stream \"{name}\": {e}"))?;
+            ch.basic_qos(s.prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|e| format!("basic.qos failed: {e}"))?;
+            let mut cargs = FieldTable::default();
+            match *next_offset {
+                Some(o) => cargs.insert("x-stream-offset".into(), AMQPValue::LongLongInt(o as i64)),
+                None => cargs.insert("x-stream-offset".into(), long_string(b"next")),
+            };
+            let consumer = ch
+                .basic_consume(
+                    name.as_str().into(),
+                    tag,
+                    BasicConsumeOptions::default(),
+                    cargs,
+                )
+                .await
+                .map_err(|e| format!("cannot consume the stream \"{name}\": {e}"))?;
+            let from = next_offset
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "next".into());
+            Ok((
+                consumer,
+                format!("consuming stream \"{name}\" from offset {from}"),
+            ))
+        }
+        Source::Exchange(x) => {
+            // Declared (durable) when missing; an existing exchange of another type or
+            // durability is an error the broker explains (logged, retried with backoff).
+            let kind = match x.kind {
+                Kind::Direct => ExchangeKind::Direct,
+                Kind::Fanout => ExchangeKind::Fanout,
+                Kind::Topic => ExchangeKind::Topic,
+            };
+            let opts = ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.exchange_declare(x.name.as_str().into(), kind, opts, FieldTable::default())
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot declare the exchange \"{}\" ({}, durable): {e}",
+                        x.name,
+                        x.kind.as_str()
+                    )
+                })?;
+            // This worker's own queue: server-named, gone with the connection.
+            let q = ch
+                .queue_declare(
+                    "".into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| format!("cannot declare this worker's queue: {e}"))?;
+            let qname = q.name().clone();
+            for key in &x.keys {
+                ch.queue_bind(
+                    qname.clone(),
+                    x.name.as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot bind to the exchange \"{}\" with \"{key}\": {e}",
+                        x.name
+                    )
+                })?;
+            }
+            ch.basic_qos(s.prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|e| format!("basic.qos failed: {e}"))?;
+            let consumer = ch
+                .basic_consume(
+                    qname.clone(),
+                    tag,
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| format!("cannot consume queue \"{qname}\": {e}"))?;
+            Ok((
+                consumer,
+                format!(
+                    "consuming exchange \"{}\" ({}) through queue \"{qname}\" bound with {:?}",
+                    x.name,
+                    x.kind.as_str(),
+                    x.keys
+                ),
+            ))
+        }
+    }
+}
+
+/// A process-unique AMQP message-id for what nginx publishes to an exchange: the host's
+/// workers recognise their copies of one message by it.
+fn message_id() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    });
+    format!(
+        "ngx-push-stream-{}-{start:x}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 async fn session(
     ctx: &BridgeCtx,
     s: &Settings,
@@ -225,46 +407,7 @@ async fn session(
     .await
     .map_err(|_| "connecting timed out after 10s".to_string())?
     .map_err(|e| format!("cannot connect: {e}"))?;
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(|e| format!("cannot open a channel: {e}"))?;
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), long_string(b"stream"));
-    if let Some(age) = &s.max_age {
-        args.insert("x-max-age".into(), long_string(age.as_bytes()));
-    }
-    if let Some(bytes) = s.max_bytes {
-        args.insert(
-            "x-max-length-bytes".into(),
-            AMQPValue::LongLongInt(bytes as i64),
-        );
-    }
-    let opts = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.queue_declare(s.stream.as_str().into(), opts, args)
-        .await
-        .map_err(|e| format!("cannot declare the stream \"{}\": {e}", s.stream))?;
-    ch.basic_qos(s.prefetch, BasicQosOptions::default())
-        .await
-        .map_err(|e| format!("basic.qos failed: {e}"))?;
-    let mut cargs = FieldTable::default();
-    match *next_offset {
-        Some(o) => cargs.insert("x-stream-offset".into(), AMQPValue::LongLongInt(o as i64)),
-        None => cargs.insert("x-stream-offset".into(), long_string(b"next")),
-    };
-    let tag: ShortString = format!("ngx-push-stream-{}", std::process::id()).into();
-    let mut consumer = ch
-        .basic_consume(
-            s.stream.as_str().into(),
-            tag,
-            BasicConsumeOptions::default(),
-            cargs,
-        )
-        .await
-        .map_err(|e| format!("cannot consume the stream \"{}\": {e}", s.stream))?;
+    let (mut consumer, detail) = subscribe(&conn, s, next_offset).await?;
     let pubch = conn
         .create_channel()
         .await
@@ -278,16 +421,14 @@ async fn session(
     ctx.deliver_blocking(
         InboxItem::AmqpState {
             connected: true,
-            detail: format!(
-                "consuming stream \"{}\" from offset {}",
-                s.stream,
-                next_offset
-                    .map(|o| o.to_string())
-                    .unwrap_or_else(|| "next".into())
-            ),
+            detail,
         },
         Duration::from_millis(100),
     );
+    let source_name = match &s.source {
+        Source::Stream { name, .. } => format!("stream \"{name}\""),
+        Source::Exchange(x) => format!("exchange \"{}\"", x.name),
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
@@ -298,36 +439,52 @@ async fn session(
                     None => return Err("the broker cancelled the consumer".into()),
                 };
                 let headers = delivery.properties.headers().as_ref();
-                let Some(offset) = offset_of(headers) else {
-                    let _ = delivery.ack(BasicAckOptions::default()).await;
-                    continue;
+                let position = match &s.source {
+                    Source::Stream { name, .. } => {
+                        let Some(offset) = offset_of(headers) else {
+                            let _ = delivery.ack(BasicAckOptions::default()).await;
+                            continue;
+                        };
+                        if let Some(expected) = *next_offset {
+                            // A stream delivers from the start of the chunk holding the
+                            // requested offset: what comes before it was handled already.
+                            if offset < expected {
+                                delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack failed: {e}"))?;
+                                continue;
+                            }
+                            // Beyond it: what lay between left the stream (retention) before
+                            // this worker could read it. Say so; it cannot be delivered any more.
+                            if offset > expected {
+                                status.retention_gaps.fetch_add(offset - expected, Ordering::Relaxed);
+                                log(ctx, format!(
+                                    "push_stream: amqp: stream \"{name}\" offsets {expected} to {} are gone (retention) and were not delivered",
+                                    offset - 1
+                                ));
+                            }
+                        }
+                        Some(offset)
+                    }
+                    Source::Exchange(_) => None,
                 };
-                if let Some(expected) = *next_offset {
-                    // A stream delivers from the start of the chunk holding the requested
-                    // offset: what comes before it was handled already.
-                    if offset < expected {
-                        delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack failed: {e}"))?;
-                        continue;
-                    }
-                    // Beyond it: what lay between left the stream (retention) before this
-                    // worker could read it. Say so; it cannot be delivered any more.
-                    if offset > expected {
-                        status.retention_gaps.fetch_add(offset - expected, Ordering::Relaxed);
-                        log(ctx, format!(
-                            "push_stream: amqp: stream \"{}\" offsets {expected} to {} are gone (retention) and were not delivered",
-                            s.stream,
-                            offset - 1
-                        ));
-                    }
-                }
                 let h = |name: &str| headers.and_then(|t| t.inner().get(name)).and_then(header_bytes);
-                match push_stream_core::amqp::map(delivery.routing_key.as_str().as_bytes(), h) {
+                let rk = delivery.routing_key.as_str().as_bytes();
+                match push_stream_core::amqp::map(rk, h) {
                     Ok(m) => {
+                        let position = match position {
+                            Some(o) => Position::Offset(o),
+                            None => Position::Key(push_stream_core::amqp::dedupe_key(
+                                delivery.properties.message_id().as_ref().map(|i| i.as_str().as_bytes()),
+                                rk,
+                                &m,
+                                *delivery.properties.timestamp(),
+                                &delivery.data,
+                            )),
+                        };
                         let msg = BrokerMessage {
-                            offset,
+                            position,
+                            delete: m.delete,
                             channels: m.channels,
-                            // push-stream ids start at 1: a message's id is its offset + 1.
-                            event_id: if m.event_id.is_empty() { (offset + 1).to_string().into_bytes() } else { m.event_id },
+                            event_id: m.event_id,
                             event_type: m.event_type,
                             text: delivery.data.clone(),
                             time: delivery.properties.timestamp().map(|t| t as i64),
@@ -348,10 +505,15 @@ async fn session(
                         }
                         status.messages_in.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => log(ctx, format!("push_stream: amqp: stream offset {offset} skipped: {e}")),
+                    Err(e) => {
+                        let at = position.map(|o| format!("offset {o}")).unwrap_or_else(|| format!("routing key \"{}\"", String::from_utf8_lossy(rk)));
+                        log(ctx, format!("push_stream: amqp: {source_name} message at {at} skipped: {e}"))
+                    }
                 }
-                status.last_offset.store(offset as i64, Ordering::Relaxed);
-                *next_offset = Some(offset + 1);
+                if let Some(offset) = position {
+                    status.last_offset.store(offset as i64, Ordering::Relaxed);
+                    *next_offset = Some(offset + 1);
+                }
                 delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack failed: {e}"))?;
             }
             req = outbox.recv() => {
@@ -360,10 +522,20 @@ async fn session(
                 headers.insert("channel".into(), long_string(&req.channel_path));
                 if let Some(v) = &req.event_id { headers.insert("event-id".into(), long_string(v)); }
                 if let Some(v) = &req.event_type { headers.insert("event-type".into(), long_string(v)); }
+                if req.delete { headers.insert(OP_HEADER.into(), long_string(b"delete")); }
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                let props = BasicProperties::default().with_headers(headers).with_timestamp(now).with_delivery_mode(2);
+                let mut props = BasicProperties::default().with_headers(headers).with_timestamp(now).with_delivery_mode(2);
+                // Streams: the default exchange with the stream as routing key. Exchanges: the
+                // channel path as routing key, mandatory (an unroutable message is an error).
+                let (exchange, routing_key, mandatory) = match &s.source {
+                    Source::Stream { name, .. } => (String::new(), name.clone(), false),
+                    Source::Exchange(x) => {
+                        props = props.with_message_id(message_id().into());
+                        (x.name.clone(), String::from_utf8_lossy(&req.channel_path).into_owned(), true)
+                    }
+                };
                 let confirm = pubch
-                    .basic_publish("".into(), s.stream.as_str().into(), BasicPublishOptions::default(), &req.body, props)
+                    .basic_publish(exchange.as_str().into(), routing_key.as_str().into(), BasicPublishOptions { mandatory, ..Default::default() }, &req.body, props)
                     .await;
                 match confirm {
                     Err(e) => {
@@ -380,6 +552,7 @@ async fn session(
                                 Err(_) => Err(PublishError::Timeout),
                                 Ok(Err(e)) => Err(Unavailable(e.to_string())),
                                 Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+                                Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable),
                                 Ok(Ok(_)) => Ok(()),
                             };
                             status.confirms_pending.fetch_sub(1, Ordering::Relaxed);

@@ -1,7 +1,9 @@
-//! The event-loop side of the RabbitMQ bridge: messages consumed from the stream go into the
-//! host-wide store (idempotently, by offset: the first worker to see an offset stores it) and
-//! to this worker's subscribers; HTTP publishes wait for the broker's confirm; the bridge's
-//! state is logged and counted.
+//! The event-loop side of the RabbitMQ bridge: messages consumed from the broker go into the
+//! host-wide store (idempotently, by stream offset, or for an exchange by the host number its
+//! dedupe key drew: the first worker to see a message stores it) and to this worker's
+//! subscribers; channel deletes consumed from the broker are applied once per host; HTTP
+//! publishes and deletes wait for the broker's confirm; the bridge's state is logged and
+//! counted.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,11 +14,12 @@ use nginx_sys::{ngx_int_t, NGX_HTTP_INTERNAL_SERVER_ERROR};
 use push_stream_core::template::Message;
 use tokio::sync::mpsc;
 
-use crate::amqp::{BrokerMessage, PublishError, PublishReq, Settings, Status};
+use crate::amqp::{BrokerMessage, Position, PublishError, PublishReq, Settings, Source, Status};
 use crate::glue::conf::MainConf;
 use crate::glue::guard::guard;
 use crate::glue::http::Req;
 use crate::glue::{log, worker, zone};
+use push_stream_core::amqp::Occurrences;
 
 /// A publisher request waiting for the broker's confirm.
 struct Pending {
@@ -24,7 +27,11 @@ struct Pending {
     main: &'static MainConf,
     channels: Vec<Vec<u8>>,
     info: bool,
+    delete: bool,
 }
+
+/// How long (seconds) the workers of a host recognise copies of one exchange message.
+const EXCHANGE_WINDOW: i64 = 30;
 
 struct State {
     outbox: mpsc::Sender<PublishReq>,
@@ -34,6 +41,8 @@ struct State {
     pending: HashMap<u64, Pending>,
     /// The last stream offset this worker delivered (redeliveries after a reconnect are skipped).
     last_offset: Option<u64>,
+    /// Exchange source: how often this worker saw each dedupe key lately.
+    seen: Option<Occurrences>,
     main: &'static MainConf,
 }
 
@@ -47,9 +56,14 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
 
 /// Starts this worker's bridge (from init_process) when the configuration has an AMQP source.
 pub fn start(mcf: &'static MainConf, settings: Settings) -> Result<(), String> {
-    let start = zone::with_store(mcf.shm_zone, |s| s.broker_offset())
-        .flatten()
-        .map(|o| o + 1);
+    let exchange = matches!(settings.source, Source::Exchange(_));
+    let start = if exchange {
+        None
+    } else {
+        zone::with_store(mcf.shm_zone, |s| s.broker_offset())
+            .flatten()
+            .map(|o| o + 1)
+    };
     let (tx, rx) = mpsc::channel(crate::amqp::OUTBOX_CAPACITY);
     let status = Arc::new(Status::default());
     worker::start_bridge(crate::amqp::run(settings, start, rx, status.clone()))?;
@@ -61,6 +75,7 @@ pub fn start(mcf: &'static MainConf, settings: Settings) -> Result<(), String> {
             next_token: 1,
             pending: HashMap::new(),
             last_offset: start.map(|o| o.saturating_sub(1)),
+            seen: exchange.then(Occurrences::default),
             main: mcf,
         })
     });
@@ -102,6 +117,10 @@ pub fn stats() -> Vec<(String, u64)> {
                 st.retention_gaps.load(Ordering::Relaxed),
             ),
             ("amqp_inbox_depth".into(), worker::inbox_depth() as u64),
+            (
+                "amqp_exchange_keys".into(),
+                s.seen.as_ref().map_or(0, |o| o.len() as u64),
+            ),
         ]
     })
     .unwrap_or_default()
@@ -122,27 +141,52 @@ pub fn state(connected: bool, detail: &str) {
     }
 }
 
-/// A message consumed from the stream: into the store (first worker wins), then to this
-/// worker's subscribers that have not seen its offset.
+/// A message consumed from the broker: into the store (first worker of the host wins), then
+/// to this worker's subscribers that have not seen it. A delete is applied once per host.
 pub fn consumed(m: BrokerMessage) {
     let Some((mcf, last)) = with(|s| (s.main, s.last_offset)) else {
         return;
     };
-    if last.is_some_and(|l| m.offset <= l) {
-        return;
-    }
-    with(|s| s.last_offset = Some(m.offset));
     let now = worker::now();
+    // The stream offset, or the host number of an exchange message's (key, occurrence).
+    let stream_offset = match m.position {
+        Position::Offset(o) => {
+            if last.is_some_and(|l| o <= l) {
+                return;
+            }
+            with(|s| s.last_offset = Some(o));
+            Some(o)
+        }
+        Position::Key(_) => None,
+    };
+    let occurrence = match m.position {
+        Position::Key(k) => with(|s| {
+            s.seen
+                .get_or_insert_with(Occurrences::default)
+                .see(k, now, EXCHANGE_WINDOW)
+        })
+        .unwrap_or(1),
+        Position::Offset(_) => 0,
+    };
+    if m.delete {
+        return consumed_delete(mcf, &m, stream_offset, occurrence, now);
+    }
     let time = m.time.unwrap_or(now);
     let store = mcf.amqp_store_messages();
-    let inserted: Vec<(Vec<u8>, i64, u64)> = zone::with_store(mcf.shm_zone, |s| {
+    let placed = zone::with_store(mcf.shm_zone, |s| {
+        let offset = match (stream_offset, m.position) {
+            (Some(o), _) => o,
+            (None, Position::Key(k)) => s.exchange_offset(k, occurrence, now, EXCHANGE_WINDOW).0,
+            (None, Position::Offset(o)) => o,
+        };
+        let event_id = default_event_id(&m.event_id, offset);
         let mut out = Vec::with_capacity(m.channels.len());
         for ch in &m.channels {
             match s.insert_broker(
                 ch,
-                m.offset,
+                offset,
                 &m.text,
-                &m.event_id,
+                &event_id,
                 &m.event_type,
                 time,
                 store,
@@ -155,33 +199,99 @@ pub fn consumed(m: BrokerMessage) {
                     log::error(
                         std::ptr::null_mut(),
                         &format!(
-                            "push_stream: amqp: offset {} for channel \"{}\" not stored: {e:?}",
-                            m.offset,
+                            "push_stream: amqp: message {} for channel \"{}\" not stored: {e:?}",
+                            offset + 1,
                             String::from_utf8_lossy(ch)
                         ),
                     );
-                    out.push((ch.clone(), time, m.offset + 1));
+                    out.push((ch.clone(), time, offset + 1));
                 }
             }
         }
-        out
-    })
-    .unwrap_or_default();
+        (offset, event_id, out)
+    });
+    let Some((offset, event_id, inserted)) = placed else {
+        return;
+    };
     for (ch, t, tag) in &inserted {
         let msg = Message {
             text: &m.text,
-            id: m.offset as i64 + 1,
+            id: offset as i64 + 1,
             channel: ch,
-            event_id: &m.event_id,
+            event_id: &event_id,
             event_type: &m.event_type,
             time: *t,
             tag: *tag,
         };
-        worker::deliver_message(msg, worker::Since::Offset(m.offset + 1));
+        worker::deliver_message(msg, worker::Since::Offset(offset + 1));
     }
 }
 
-/// Hands an HTTP publish to the bridge. Returns None when it was queued (the request is
+/// Without an `event-id` header, a broker message's event id is its id (offset + 1), so a
+/// browser's `Last-Event-ID` resumes exactly after the last message it saw.
+fn default_event_id(given: &[u8], offset: u64) -> Vec<u8> {
+    if given.is_empty() {
+        (offset + 1).to_string().into_bytes()
+    } else {
+        given.to_vec()
+    }
+}
+
+/// A channel delete consumed from the broker: the first worker of the host to present it
+/// deletes the channels in the shared zone (as an HTTP DELETE there would); the host log then
+/// closes every local worker's subscribers with the channel-deleted message.
+fn consumed_delete(
+    mcf: &'static MainConf,
+    m: &BrokerMessage,
+    stream_offset: Option<u64>,
+    occurrence: u32,
+    now: i64,
+) {
+    let text = if m.text.is_empty() {
+        mcf.deleted_text().to_vec()
+    } else {
+        m.text.clone()
+    };
+    let outcome = zone::with_store(mcf.shm_zone, |s| {
+        let claimed = match (stream_offset, m.position) {
+            (Some(o), _) => s.claim_broker_op(o),
+            (None, Position::Key(k)) => s.exchange_offset(k, occurrence, now, EXCHANGE_WINDOW).1,
+            (None, Position::Offset(o)) => s.claim_broker_op(o),
+        };
+        let mut deleted = 0;
+        if claimed {
+            for ch in &m.channels {
+                match s.delete(ch, &text, now, &mcf.limits) {
+                    Ok(true) => deleted += 1,
+                    Ok(false) => {}
+                    Err(e) => log::error(
+                        std::ptr::null_mut(),
+                        &format!(
+                            "push_stream: amqp: delete of channel \"{}\" failed: {e:?}",
+                            String::from_utf8_lossy(ch)
+                        ),
+                    ),
+                }
+            }
+        }
+        let pids: Vec<u32> = s.workers().iter().map(|w| w.pid).collect();
+        (claimed, deleted, pids)
+    });
+    if let Some((true, deleted, pids)) = outcome {
+        log::notice(
+            std::ptr::null_mut(),
+            &format!(
+                "push_stream: amqp: channel delete from the broker: {deleted} of {} channel(s) deleted on this host",
+                m.channels.len()
+            ),
+        );
+        worker::schedule_delivery();
+        worker::wake_others(&pids);
+    }
+}
+
+/// Hands an HTTP publish (or, with `delete`, a channel DELETE whose body is the
+/// channel-deleted text) to the bridge. Returns None when it was queued (the request is
 /// answered by `confirmed`), or the answer to give now.
 pub fn publish(
     req: Req,
@@ -189,22 +299,31 @@ pub fn publish(
     channels: Vec<Vec<u8>>,
     body: Vec<u8>,
     info: bool,
+    delete: bool,
 ) -> Option<ngx_int_t> {
     let event_id = req.header_in("Event-Id").map(|v| v.to_vec());
     let event_type = req.header_in("Event-Type").map(|v| v.to_vec());
+    let path = channels.join(&b'/');
+    if mcf.amqp_exchange.is_some() && push_stream_core::amqp::routing_key(&path).is_none() {
+        return Some(crate::handlers::fail(
+            req,
+            400,
+            "Channel path is too long for a RabbitMQ routing key (255 bytes).",
+        ));
+    }
     let queued = with(|s| {
         if !s.connected {
             return Err("RabbitMQ is unavailable.");
         }
         let token = s.next_token;
         s.next_token += 1;
-        let path = channels.join(&b'/');
         let r = PublishReq {
             token,
             channel_path: path,
             body,
             event_id,
             event_type,
+            delete,
         };
         match s.outbox.try_send(r) {
             Ok(()) => {
@@ -215,6 +334,7 @@ pub fn publish(
                         main: mcf,
                         channels,
                         info,
+                        delete,
                     },
                 );
                 Ok(token)
@@ -255,6 +375,7 @@ pub fn confirmed(token: u64, result: Result<(), PublishError>) {
     };
     let req = p.req;
     let rc = match result {
+        Ok(()) if p.delete => crate::handlers::fail(req, 200, "Channel deleted."),
         Ok(()) => {
             if p.info {
                 let infos: Vec<_> = zone::with_store(p.main.shm_zone, |s| {
@@ -276,6 +397,11 @@ pub fn confirmed(token: u64, result: Result<(), PublishError>) {
         Err(PublishError::Nacked) => {
             crate::handlers::fail(req, 503, "RabbitMQ refused the message.")
         }
+        Err(PublishError::Unroutable) => crate::handlers::fail(
+            req,
+            503,
+            "RabbitMQ could not route the message: no queue is bound for its routing key.",
+        ),
         Err(PublishError::Unavailable(e)) => {
             log::warn(
                 req.log(),

@@ -219,15 +219,28 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
             }
         };
         let channels = requested_channels(req, lcf);
-        if req.method() == DELETE {
+        let through_broker = mcf.amqp_publish() && crate::broker::enabled();
+        if req.method() == DELETE && through_broker {
+            // Through RabbitMQ, so every nginx of the deployment deletes the channels. A
+            // channel this host does not know answers 404 as without a broker.
+            let known = zone::with_store(mcf.shm_zone, |s| {
+                channels.iter().any(|c| s.channel(&c.id).is_some())
+            })
+            .unwrap_or(false);
+            if !known {
+                return Some(req.respond(404, None, &[], b""));
+            }
+            let ids = channels.into_iter().map(|c| c.id).collect();
+            crate::broker::publish(req, mcf, ids, body, false, true)
+        } else if req.method() == DELETE {
             Some(delete(req, mcf, &channels, &body))
-        } else if mcf.amqp_publish() && crate::broker::enabled() {
+        } else if through_broker {
             // Through RabbitMQ: answered when the broker confirms (or 503/504).
             if body.is_empty() {
                 return Some(fail(req, 400, "Empty post requests are not allowed."));
             }
             let ids = channels.into_iter().map(|c| c.id).collect();
-            crate::broker::publish(req, mcf, ids, body, lcf.channel_info_on_publish())
+            crate::broker::publish(req, mcf, ids, body, lcf.channel_info_on_publish(), false)
         } else {
             Some(publish(req, mcf, lcf, &channels, &body))
         }

@@ -9,9 +9,9 @@ use core::ptr;
 
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t,
-    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE,
-    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    NGX_CONF_2MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LIF_CONF,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::core::NGX_CONF_ERROR;
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
@@ -192,9 +192,9 @@ const ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 const ANY_IF: u32 = ANY | NGX_HTTP_LIF_CONF;
 
 #[cfg(not(feature = "test-hooks"))]
-const N_COMMANDS: usize = 46;
+const N_COMMANDS: usize = 47;
 #[cfg(feature = "test-hooks")]
-const N_COMMANDS: usize = 48;
+const N_COMMANDS: usize = 49;
 
 #[rustfmt::skip]
 static mut COMMANDS: [ngx_command_t; N_COMMANDS] = [
@@ -219,6 +219,7 @@ static mut COMMANDS: [ngx_command_t; N_COMMANDS] = [
     command(c"push_stream_amqp_publish", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpPublish as usize),
     command(c"push_stream_amqp_store_messages", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpStoreMessages as usize),
     command(c"push_stream_amqp_confirm_timeout", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpConfirmTimeout as usize),
+    command(c"push_stream_amqp_exchange", NGX_HTTP_MAIN_CONF | NGX_CONF_2MORE, set_main, MAIN, Field::AmqpExchange as usize),
     command(c"push_stream_metrics", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_role, LOC, 0),
     command(c"push_stream_channels_statistics", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_role, LOC, 0),
     command(c"push_stream_publisher", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_role, LOC, 0),

@@ -15,6 +15,13 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
+/// Every test shares the machine's broker; the one that stops and restarts it has it alone.
+static BROKER: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared_broker() -> std::sync::RwLockReadGuard<'static, ()> {
+    BROKER.read().unwrap_or_else(|e| e.into_inner())
+}
+
 fn unique_stream() -> String {
     format!(
         "ps-test-{}-{}-{}",
@@ -25,11 +32,17 @@ fn unique_stream() -> String {
 }
 
 fn conf(url: &str, stream: &str) -> String {
+    conf_with(url, &format!("push_stream_amqp_stream {stream};"))
+}
+
+/// A configuration whose AMQP source is `source` (a `push_stream_amqp_stream` or
+/// `push_stream_amqp_exchange` line).
+fn conf_with(url: &str, source: &str) -> String {
     format!(
         r#"
     push_stream_shared_memory_size 32m;
     push_stream_amqp_url {url};
-    push_stream_amqp_stream {stream};
+    {source}
     push_stream_amqp_confirm_timeout 3s;
     server {{
         listen 127.0.0.1:{{PORT}} reuseport;
@@ -45,12 +58,16 @@ fn conf(url: &str, stream: &str) -> String {
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 fn start(url: &str, stream: &str, workers: usize) -> Nginx {
+    start_conf(&conf(url, stream), workers)
+}
+
+fn start_conf(conf: &str, workers: usize) -> Nginx {
     assert!(
         rabbitmq_up(),
         "RabbitMQ must answer on 127.0.0.1:5672 (ci/test starts it)"
     );
     Nginx::start_with(
-        &conf(url, stream),
+        conf,
         Options {
             workers,
             ..Default::default()
@@ -76,71 +93,89 @@ fn wait_connected(n: &Nginx, count: usize) {
     }
 }
 
-/// An outside AMQP publisher (not nginx): publishes to the stream's queue.
+/// An outside AMQP publisher (not nginx): publishes to the stream's queue (or to an
+/// exchange, with a routing key).
 struct Outside {
     rt: tokio::runtime::Runtime,
     ch: lapin::Channel,
     stream: String,
+    exchange: String,
+}
+
+/// A connection with publisher confirms on, after `declare` ran on its channel.
+fn confirmed_channel(
+    declare: impl AsyncFnOnce(&lapin::Channel) -> Result<(), lapin::Error>,
+) -> Result<(tokio::runtime::Runtime, lapin::Channel), lapin::Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ch = rt.block_on(async {
+        let conn = Connection::connect_with_runtime(
+            URL,
+            ConnectionProperties::default(),
+            async_rs::Runtime::tokio_current(),
+        )
+        .await?;
+        let ch = conn.create_channel().await?;
+        declare(&ch).await?;
+        // Confirms: a publish returns once RabbitMQ has the message.
+        ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await?;
+        std::mem::forget(conn);
+        Ok::<_, lapin::Error>(ch)
+    })?;
+    Ok((rt, ch))
 }
 
 impl Outside {
-    fn new(stream: &str) -> Outside {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let ch = rt.block_on(async {
-            let conn = Connection::connect_with_runtime(
-                URL,
-                ConnectionProperties::default(),
-                async_rs::Runtime::tokio_current(),
-            )
-            .await
-            .unwrap();
-            let ch = conn.create_channel().await.unwrap();
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString(LongString::from(b"stream".to_vec())),
-            );
-            ch.queue_declare(
-                stream.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                args,
-            )
-            .await
-            .unwrap();
-            // Confirms: publish() returns once RabbitMQ has the message.
-            ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+    /// Declares a durable exchange of `kind` and publishes to it.
+    fn exchange(name: &str, kind: lapin::ExchangeKind) -> Outside {
+        let (rt, ch) = confirmed_channel(async |ch| {
+            let opts = lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.exchange_declare(name.into(), kind, opts, FieldTable::default())
                 .await
-                .unwrap();
-            std::mem::forget(conn);
-            ch
-        });
+        })
+        .unwrap();
         Outside {
             rt,
             ch,
-            stream: stream.to_string(),
+            stream: String::new(),
+            exchange: name.to_string(),
         }
     }
 
-    fn publish(&self, channel: &str, body: &str) {
+    /// Publishes to the exchange (the default one for a stream) with `routing_key`, the given
+    /// headers and message-id; returns once RabbitMQ confirmed it.
+    fn publish_to(
+        &self,
+        routing_key: &str,
+        headers: &[(&str, &str)],
+        message_id: Option<&str>,
+        body: &str,
+    ) {
         let mut h = FieldTable::default();
-        h.insert(
-            "channel".into(),
-            AMQPValue::LongString(LongString::from(channel.as_bytes().to_vec())),
-        );
+        for (k, v) in headers {
+            h.insert(
+                (*k).into(),
+                AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())),
+            );
+        }
+        let mut props = BasicProperties::default().with_headers(h);
+        if let Some(id) = message_id {
+            props = props.with_message_id(id.into());
+        }
         let confirmation = self.rt.block_on(async {
             self.ch
                 .basic_publish(
-                    "".into(),
-                    self.stream.as_str().into(),
+                    self.exchange.as_str().into(),
+                    routing_key.into(),
                     BasicPublishOptions::default(),
                     body.as_bytes(),
-                    BasicProperties::default().with_headers(h),
+                    props,
                 )
                 .await
                 .unwrap()
@@ -151,6 +186,39 @@ impl Outside {
             confirmation.is_ack(),
             "RabbitMQ refused a test message: {confirmation:?}"
         );
+    }
+
+    fn new(stream: &str) -> Outside {
+        Outside::try_new(stream).unwrap()
+    }
+
+    /// Connects and declares the stream (an error while the broker is down or recovering).
+    fn try_new(stream: &str) -> Result<Outside, lapin::Error> {
+        let (rt, ch) = confirmed_channel(async |ch| {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(LongString::from(b"stream".to_vec())),
+            );
+            let opts = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.queue_declare(stream.into(), opts, args)
+                .await
+                .map(|_| ())
+        })?;
+        Ok(Outside {
+            rt,
+            ch,
+            stream: stream.to_string(),
+            exchange: String::new(),
+        })
+    }
+
+    /// Publishes `body` to the stream for `channel`.
+    fn publish(&self, channel: &str, body: &str) {
+        self.publish_to(&self.stream, &[("channel", channel)], None, body);
     }
 }
 
@@ -243,6 +311,7 @@ fn texts(es: &Es) -> Vec<String> {
 
 #[test]
 fn stream_messages_reach_every_worker_of_two_instances_with_the_same_ids() {
+    let _broker = shared_broker();
     let stream = unique_stream();
     let out = Outside::new(&stream);
     let a = start(URL, &stream, 2);
@@ -295,6 +364,7 @@ fn stream_messages_reach_every_worker_of_two_instances_with_the_same_ids() {
 
 #[test]
 fn an_http_publish_on_one_instance_reaches_the_other_through_rabbitmq() {
+    let _broker = shared_broker();
     let stream = unique_stream();
     let _out = Outside::new(&stream);
     let a = start(URL, &stream, 2);
@@ -320,6 +390,7 @@ fn an_http_publish_on_one_instance_reaches_the_other_through_rabbitmq() {
 
 #[test]
 fn a_broker_down_at_start_answers_503_then_connects_and_an_outage_loses_nothing() {
+    let _broker = shared_broker();
     let stream = unique_stream();
     let out = Outside::new(&stream);
     let proxy = Proxy::start(5672, false);
@@ -367,6 +438,7 @@ fn a_broker_down_at_start_answers_503_then_connects_and_an_outage_loses_nothing(
 
 #[test]
 fn a_reload_during_a_run_loses_nothing_for_clients_that_resume_with_last_event_id() {
+    let _broker = shared_broker();
     let stream = unique_stream();
     let out = Outside::new(&stream);
     let mut n = start(URL, &stream, 2);
@@ -393,6 +465,7 @@ fn a_reload_during_a_run_loses_nothing_for_clients_that_resume_with_last_event_i
 
 #[test]
 fn a_killed_worker_costs_nothing_to_the_others_and_its_clients_resume() {
+    let _broker = shared_broker();
     let stream = unique_stream();
     let out = Outside::new(&stream);
     let mut n = start(URL, &stream, 2);
@@ -423,6 +496,7 @@ fn a_killed_worker_costs_nothing_to_the_others_and_its_clients_resume() {
 
 #[test]
 fn a_worker_stops_at_once_while_its_bridge_waits_on_a_silent_broker() {
+    let _broker = shared_broker();
     // A "broker" that accepts connections and never answers: the AMQP handshake hangs.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
@@ -450,4 +524,292 @@ fn a_worker_stops_at_once_while_its_bridge_waits_on_a_silent_broker() {
         t.elapsed()
     );
     assert!(held.join().unwrap() >= 1, "the bridges did try to connect");
+}
+
+#[test]
+fn exchange_messages_reach_every_worker_of_two_instances_and_each_host_stores_them_once() {
+    let _broker = shared_broker();
+    let x = unique_stream().replace("ps-test", "ps-x");
+    let out = Outside::exchange(&x, lapin::ExchangeKind::Topic);
+    let source = format!("push_stream_amqp_exchange {x} topic;");
+    let a = start_conf(&conf_with(URL, &source), 2);
+    let b = start_conf(&conf_with(URL, &source), 2);
+    wait_connected(&a, 2);
+    wait_connected(&b, 2);
+    assert!(a
+        .error_log()
+        .contains(&format!("consuming exchange \"{x}\" (topic)")));
+    let mut on_a = es_per_worker(&a, "/ev/xc");
+    let mut on_b = es_per_worker(&b, "/ev/xc");
+    let mut ws = Ws::connect(b.port, "/ws/xc");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut expected = vec![];
+    // Distinct messages by routing key, then the same message five times without a
+    // message-id (five messages, not one seen five times), then with message-ids.
+    for i in 0..10 {
+        out.publish_to("xc", &[], None, &format!("d{i}"));
+        expected.push(format!("d{i}"));
+    }
+    for _ in 0..5 {
+        out.publish_to("other", &[("channel", "xc")], None, "same");
+        expected.push("same".to_string());
+    }
+    for i in 0..5 {
+        out.publish_to("xc", &[], Some(&format!("id-{i}")), &format!("m{i}"));
+        expected.push(format!("m{i}"));
+    }
+    let total = expected.len();
+    for (host, subs) in [("A", &mut on_a), ("B", &mut on_b)] {
+        let mut ids: Option<Vec<String>> = None;
+        for s in subs.iter_mut() {
+            s.read_events(total, Duration::from_secs(20));
+            assert_eq!(texts(s), expected, "host {host}, worker {}", s.pid);
+            let these: Vec<String> = s.got.iter().map(|(id, _)| id.clone()).collect();
+            let distinct: std::collections::HashSet<&String> = these.iter().collect();
+            assert_eq!(distinct.len(), total, "one id per message: {these:?}");
+            match &ids {
+                None => ids = Some(these),
+                Some(first) => {
+                    assert_eq!(&these, first, "the same ids on every worker of host {host}")
+                }
+            }
+        }
+    }
+    for want in &expected {
+        assert_eq!(ws.read_text().unwrap(), want.as_bytes().to_vec());
+    }
+    // Each host stored every message once, though each of its workers consumed a copy.
+    for n in [&a, &b] {
+        let v: serde_json::Value = serde_json::from_slice(&get(n.port, "/pub?id=xc").body).unwrap();
+        assert_eq!(v["stored_messages"], total as u64, "{v}");
+    }
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn an_http_publish_through_an_exchange_reaches_the_other_instance_and_an_unroutable_one_is_refused()
+{
+    let _broker = shared_broker();
+    let x = unique_stream().replace("ps-test", "ps-xd");
+    let source = format!("push_stream_amqp_exchange {x} direct news sport;");
+    let a = start_conf(&conf_with(URL, &source), 2);
+    let b = start_conf(&conf_with(URL, &source), 2);
+    wait_connected(&a, 2);
+    wait_connected(&b, 2);
+    let mut on_b = es_per_worker(&b, "/ev/news");
+    let mut on_a = es_per_worker(&a, "/ev/news");
+    for i in 0..3 {
+        let r = request(
+            a.port,
+            "POST",
+            "/pub?id=news",
+            &["Event-Type: t"],
+            format!("n{i}").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let expected: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
+    for s in on_b.iter_mut().chain(on_a.iter_mut()) {
+        s.read_events(3, Duration::from_secs(10));
+        assert_eq!(texts(s), expected);
+    }
+    // No queue is bound for "weather": nobody would get it, so the publisher is told.
+    let r = request(a.port, "POST", "/pub?id=weather", &[], b"lost?");
+    assert_eq!(
+        (r.status, r.header("X-Nginx-PushStream-Explain")),
+        (
+            503,
+            Some("RabbitMQ could not route the message: no queue is bound for its routing key.")
+        )
+    );
+    // A routing key is at most 255 bytes.
+    let long = "c".repeat(300);
+    let r = request(a.port, "POST", &format!("/pub?id={long}"), &[], b"x");
+    assert_eq!(
+        (r.status, r.header("X-Nginx-PushStream-Explain")),
+        (
+            400,
+            Some("Channel path is too long for a RabbitMQ routing key (255 bytes).")
+        )
+    );
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn a_delete_on_one_instance_deletes_the_channel_on_every_instance() {
+    let _broker = shared_broker();
+    for exchange in [false, true] {
+        let name = unique_stream();
+        let source = if exchange {
+            Outside::exchange(&name, lapin::ExchangeKind::Topic);
+            format!("push_stream_amqp_exchange {name} topic;")
+        } else {
+            format!("push_stream_amqp_stream {name};")
+        };
+        let a = start_conf(&conf_with(URL, &source), 2);
+        let b = start_conf(&conf_with(URL, &source), 2);
+        wait_connected(&a, 2);
+        wait_connected(&b, 2);
+        let mut on_b = es_per_worker(&b, "/ev/gone");
+        assert_eq!(
+            request(a.port, "POST", "/pub?id=gone", &[], b"before").status,
+            200
+        );
+        for s in on_b.iter_mut() {
+            s.read_events(1, Duration::from_secs(10));
+        }
+        // Unknown here: 404 as without a broker, nothing published.
+        assert_eq!(
+            request(a.port, "DELETE", "/pub?id=never-seen", &[], b"").status,
+            404
+        );
+        let r = request(a.port, "DELETE", "/pub?id=gone", &[], b"");
+        assert_eq!(
+            (r.status, r.header("X-Nginx-PushStream-Explain")),
+            (200, Some("Channel deleted.")),
+            "exchange: {exchange}"
+        );
+        // B's subscribers get the channel-deleted text and are closed; B forgets the channel.
+        for s in on_b.iter_mut() {
+            let mut rest = String::new();
+            while let Some(c) = s.stream.try_next_chunk() {
+                rest.push_str(&String::from_utf8_lossy(&c));
+            }
+            assert!(
+                rest.contains("Channel deleted"),
+                "exchange {exchange}, worker {}: {rest:?}",
+                s.pid
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while get(b.port, "/pub?id=gone").status != 404 {
+            assert!(Instant::now() < deadline, "B still has the channel");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(get(a.port, "/pub?id=gone").status, 404);
+        assert_eq!(
+            b.error_log()
+                .matches("channel delete from the broker: 1 of 1 channel(s) deleted")
+                .count(),
+            1,
+            "applied once per host: {}",
+            b.error_log()
+        );
+        // The channel lives again with the next message, and no late worker deletes it again.
+        assert_eq!(
+            request(a.port, "POST", "/pub?id=gone", &[], b"after").status,
+            200
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while get(b.port, "/pub?id=gone").status != 200 {
+            assert!(Instant::now() < deadline, "B did not get the new message");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let v: serde_json::Value =
+            serde_json::from_slice(&get(b.port, "/pub?id=gone").body).unwrap();
+        assert_eq!(v["stored_messages"], 1, "{v}");
+        a.stop();
+        b.stop();
+    }
+}
+
+/// `rabbitmqctl ARGS` on the machine's node; panics with its output when it fails.
+fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts the broker's application again when the test ends, however it ends.
+struct RestartOnDrop;
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .arg("start_app")
+            .output();
+    }
+}
+
+#[test]
+fn a_real_broker_restart_during_a_run_loses_and_duplicates_nothing() {
+    // Alone: this test stops the machine's RabbitMQ (stop_app) and starts it again.
+    let _broker = BROKER.write().unwrap_or_else(|e| e.into_inner());
+    let stream = unique_stream();
+    let out = Outside::new(&stream);
+    let mut n = start(URL, &stream, 2);
+    n.allowed.push("amqp".into());
+    wait_connected(&n, 2);
+    let mut subs = es_per_worker(&n, "/ev/rs");
+    const HALF: usize = 150;
+    for i in 0..HALF {
+        out.publish("rs", &format!("r{i}"));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(out);
+    let restore = RestartOnDrop;
+    rabbitmqctl(&["stop_app"]);
+    // Both workers notice; publishing through the broker meanwhile is refused, not lost.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while n.error_log().matches("broker unavailable").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the outage went unnoticed:\n{}",
+            n.error_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = request(n.port, "POST", "/pub?id=rs", &[], b"during");
+    assert_eq!(
+        (r.status, r.header("X-Nginx-PushStream-Explain")),
+        (503, Some("RabbitMQ is unavailable."))
+    );
+    rabbitmqctl(&["start_app"]);
+    drop(restore);
+    // The stream is durable: it comes back with the broker (declaring it may fail while
+    // the broker recovers its queues).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        match Outside::try_new(&stream) {
+            Ok(o) => break o,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the stream did not come back: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    // The second half is published while nginx's bridges may still be in their backoff.
+    for i in HALF..2 * HALF {
+        out.publish("rs", &format!("r{i}"));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    wait_connected(&n, 4);
+    let expected: Vec<String> = (0..2 * HALF).map(|i| format!("r{i}")).collect();
+    for s in subs.iter_mut() {
+        s.read_events(2 * HALF, Duration::from_secs(60));
+        assert_eq!(
+            texts(s),
+            expected,
+            "published {}, worker {} got a different sequence (loss or duplicate)",
+            2 * HALF,
+            s.pid
+        );
+    }
+    // Publishing through the broker works again.
+    let r = request(n.port, "POST", "/pub?id=rs", &[], b"after");
+    assert_eq!(r.status, 200, "{r:?}");
+    n.stop();
 }

@@ -318,6 +318,16 @@ struct QEntry {
     expires: i64,
 }
 
+/// One remembered exchange message: forgotten at `expires`.
+#[derive(Clone, Copy, Default)]
+struct XEntry {
+    expires: i64,
+    key: u128,
+    occurrence: u32,
+}
+
+type XKeys<A> = HashMap<(u128, u32), u64, RandomState, A>;
+
 #[derive(Clone, Copy, Default)]
 struct TrashEntry {
     seq: u64,
@@ -556,6 +566,12 @@ pub struct Store<A: Allocator + Clone> {
     dropped_events: u64,
     /// The highest broker (stream) offset inserted.
     broker_offset: Option<u64>,
+    /// The highest broker offset of a control message (channel delete) claimed.
+    ops_mark: Option<u64>,
+    /// Exchange source: (dedupe key, occurrence) -> host sequence number, for a window.
+    xkeys: XKeys<A>,
+    xorder: Ring<XEntry, A>,
+    next_xoff: u64,
     /// Milliseconds clock the caller sets before publishing (delivery latency).
     clock_ms: i64,
 }
@@ -582,6 +598,10 @@ impl<A: Allocator + Clone> Store<A> {
             workers: AVec::new_in(alloc.clone()),
             dropped_events: 0,
             broker_offset: None,
+            ops_mark: None,
+            xkeys: HashMap::with_hasher_in(RandomState::new(), alloc.clone()),
+            xorder: Ring::new_in(alloc.clone()),
+            next_xoff: 0,
             clock_ms: 0,
             created: now,
             alloc,
@@ -1074,6 +1094,56 @@ impl<A: Allocator + Clone> Store<A> {
         Ok((time, tag))
     }
 
+    /// Claims a control message (a channel delete) consumed from the stream at `offset`: true
+    /// for the first worker of the host to present it, false for every later one and for
+    /// anything at or below an offset already claimed (the first worker to reach an offset is
+    /// the one furthest ahead, so it applies the operation in stream order).
+    pub fn claim_broker_op(&mut self, offset: u64) -> bool {
+        if self.ops_mark.is_some_and(|m| offset <= m) {
+            return false;
+        }
+        self.ops_mark = Some(offset);
+        self.broker_offset = Some(self.broker_offset.map_or(offset, |b| b.max(offset)));
+        true
+    }
+
+    /// Exchange source (each worker consumes its own copy of every message from its own
+    /// queue): the host-wide sequence number of the `occurrence`-th message with dedupe `key`.
+    /// The first worker to present it draws the next number (`true`); the others get the same
+    /// number back (`false`) for `window` seconds. The number is then used like a stream offset
+    /// (`insert_broker`, id = number + 1). If the zone is too full to remember the key, the
+    /// message still gets a fresh number (it is delivered; a later worker may store it again).
+    pub fn exchange_offset(
+        &mut self,
+        key: u128,
+        occurrence: u32,
+        now: i64,
+        window: i64,
+    ) -> (u64, bool) {
+        if let Some(&o) = self.xkeys.get(&(key, occurrence)) {
+            return (o, false);
+        }
+        // Above any offset already used (e.g. a stream source before a reload).
+        let o = self
+            .next_xoff
+            .max(self.broker_offset.map_or(0, |b| b.saturating_add(1)));
+        self.next_xoff = o.saturating_add(1);
+        if self.xkeys.try_reserve(1).is_ok() && self.xorder.try_reserve(1).is_ok() {
+            self.xkeys.insert((key, occurrence), o);
+            let _ = self.xorder.push_back(XEntry {
+                expires: now.saturating_add(window),
+                key,
+                occurrence,
+            });
+        }
+        (o, true)
+    }
+
+    /// Exchange keys remembered now (statistics, tests).
+    pub fn exchange_keys(&self) -> usize {
+        self.xkeys.len()
+    }
+
     pub fn ack(&mut self, slot: usize, pid: u32, cursor: u64) {
         let last = self.last_seq;
         if let Some(w) = self
@@ -1173,6 +1243,15 @@ impl<A: Allocator + Clone> Store<A> {
         // (5) Drop trashed channels.
         while self.chan_trash.front().is_some_and(|d| d <= now) {
             self.chan_trash.pop_front();
+        }
+
+        // (6) Forget exchange keys whose window passed.
+        while let Some(x) = self.xorder.front() {
+            if x.expires > now {
+                break;
+            }
+            self.xorder.pop_front();
+            self.xkeys.remove(&(x.key, x.occurrence));
         }
 
         self.shrink();
@@ -1460,6 +1539,17 @@ impl<A: Allocator + Clone> Store<A> {
     /// Gives memory back after GC (best effort, never allocates more than it frees).
     fn shrink(&mut self) {
         self.trash.shrink(self.queued_total);
+        self.xorder.shrink(0);
+        if self.xkeys.capacity() >= 64 && self.xkeys.len() * 4 <= self.xkeys.capacity() {
+            let mut m: XKeys<A> =
+                HashMap::with_hasher_in(self.xkeys.hasher().clone(), self.alloc.clone());
+            if m.try_reserve(self.xkeys.len() * 2).is_ok() {
+                for (k, v) in self.xkeys.drain() {
+                    m.insert(k, v);
+                }
+                self.xkeys = m;
+            }
+        }
         self.chan_trash
             .shrink(self.channels.len() + self.deleting.len());
         for ch in self.channels.values_mut() {
@@ -1598,6 +1688,57 @@ mod broker_tests {
                 }
             ),
             Err(StoreError::EventsChannel)
+        );
+    }
+
+    #[test]
+    fn exchange_messages_get_one_host_number_per_occurrence_for_a_window() {
+        let l = limits();
+        let mut s = Store::new_in(Global, 100, &l).unwrap();
+        // Worker A sees key 7 twice (two identical messages) and key 9; worker B then sees
+        // the same three copies, in another order between keys.
+        assert_eq!(s.exchange_offset(7, 1, 100, 30), (0, true));
+        assert_eq!(s.exchange_offset(7, 2, 100, 30), (1, true));
+        assert_eq!(s.exchange_offset(9, 1, 101, 30), (2, true));
+        assert_eq!(s.exchange_offset(9, 1, 101, 30), (2, false));
+        assert_eq!(s.exchange_offset(7, 1, 102, 30), (0, false));
+        assert_eq!(s.exchange_offset(7, 2, 102, 30), (1, false));
+        assert_eq!(s.exchange_keys(), 3);
+        // The numbers work as offsets: the first worker stores, the others find it.
+        assert_eq!(
+            s.insert_broker(b"c", 2, b"m", b"3", b"", 101, true, 101, &l)
+                .unwrap(),
+            (101, 3)
+        );
+        assert_eq!(
+            s.insert_broker(b"c", 2, b"m", b"3", b"", 105, true, 105, &l)
+                .unwrap(),
+            (101, 3)
+        );
+        assert_eq!(s.channel(b"c").unwrap().stored_messages, 1);
+        // Forgotten after the window (GC): a late copy draws a new number, above every offset.
+        s.gc(130, &l, &|_| true);
+        assert_eq!(s.exchange_keys(), 1);
+        s.gc(131, &l, &|_| true);
+        assert_eq!(s.exchange_keys(), 0);
+        assert_eq!(s.exchange_offset(7, 1, 140, 30), (3, true));
+        s.insert_broker(b"c", 50, b"n", b"", b"", 140, true, 140, &l)
+            .unwrap();
+        assert_eq!(s.exchange_offset(1, 1, 140, 30), (51, true));
+    }
+
+    #[test]
+    fn a_broker_delete_is_claimed_once_in_stream_order() {
+        let l = limits();
+        let mut s = Store::new_in(Global, 100, &l).unwrap();
+        assert!(s.claim_broker_op(5));
+        assert!(!s.claim_broker_op(5), "a second worker presenting offset 5");
+        assert!(s.claim_broker_op(9));
+        assert!(!s.claim_broker_op(7), "behind an op already applied");
+        assert_eq!(
+            s.broker_offset(),
+            Some(9),
+            "a worker starting later resumes after it"
         );
     }
 }

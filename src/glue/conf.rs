@@ -73,6 +73,8 @@ pub struct MainConf {
     pub amqp_publish: Option<bool>,
     pub amqp_store_messages: Option<bool>,
     pub amqp_confirm_timeout: Option<u64>,
+    /// `push_stream_amqp_exchange name type [binding_key...]`.
+    pub amqp_exchange: Option<crate::amqp::ExchangeSource>,
     /// The largest header/message minimum of every padding rule (the padding cap, as in C).
     pub max_padding: usize,
     /// Built in init_main_conf from the fields above.
@@ -110,6 +112,7 @@ impl Default for MainConf {
             amqp_publish: None,
             amqp_store_messages: None,
             amqp_confirm_timeout: None,
+            amqp_exchange: None,
             limits: Limits::default(),
             test_ticks_ms: 0,
         }
@@ -123,11 +126,18 @@ impl MainConf {
 
     /// The bridge's settings when an AMQP source is configured.
     pub fn amqp_settings(&self) -> Option<crate::amqp::Settings> {
+        let source = match (&self.amqp_stream, &self.amqp_exchange) {
+            (Some(name), None) => crate::amqp::Source::Stream {
+                name: name.clone(),
+                max_age: self.amqp_stream_max_age.clone(),
+                max_bytes: self.amqp_stream_max_bytes,
+            },
+            (None, Some(x)) => crate::amqp::Source::Exchange(x.clone()),
+            _ => return None,
+        };
         Some(crate::amqp::Settings {
             url: self.amqp_url.clone()?,
-            stream: self.amqp_stream.clone()?,
-            max_age: self.amqp_stream_max_age.clone(),
-            max_bytes: self.amqp_stream_max_bytes,
+            source,
             prefetch: self.amqp_prefetch.unwrap_or(1000).min(u16::MAX as u64) as u16,
             confirm_timeout: std::time::Duration::from_millis(
                 self.amqp_confirm_timeout.unwrap_or(5000),
@@ -137,7 +147,8 @@ impl MainConf {
 
     /// HTTP publishers publish through RabbitMQ (default on when a source is set).
     pub fn amqp_publish(&self) -> bool {
-        self.amqp_stream.is_some() && self.amqp_publish.unwrap_or(true)
+        (self.amqp_stream.is_some() || self.amqp_exchange.is_some())
+            && self.amqp_publish.unwrap_or(true)
     }
 
     pub fn amqp_store_messages(&self) -> bool {
@@ -146,8 +157,18 @@ impl MainConf {
 
     /// Checks the `push_stream_amqp_*` directives together (init_main_conf).
     pub fn check_amqp(&self) -> Result<(), String> {
-        match (&self.amqp_url, &self.amqp_stream) {
-            (None, None) => {
+        const PREFIX: &str = "push stream module:";
+        let source = self.amqp_stream.is_some() || self.amqp_exchange.is_some();
+        if self.amqp_stream.is_some() && self.amqp_exchange.is_some() {
+            return Err(format!("{PREFIX} push_stream_amqp_stream and push_stream_amqp_exchange cannot be used together: choose one source."));
+        }
+        if self.amqp_exchange.is_some()
+            && (self.amqp_stream_max_age.is_some() || self.amqp_stream_max_bytes.is_some())
+        {
+            return Err(format!("{PREFIX} push_stream_amqp_stream_max_age and push_stream_amqp_stream_max_bytes need push_stream_amqp_stream (they are a stream's retention)."));
+        }
+        match (&self.amqp_url, source) {
+            (None, false) => {
                 let set = self.amqp_stream_max_age.is_some()
                     || self.amqp_stream_max_bytes.is_some()
                     || self.amqp_prefetch.is_some()
@@ -155,18 +176,16 @@ impl MainConf {
                     || self.amqp_store_messages.is_some()
                     || self.amqp_confirm_timeout.is_some();
                 if set {
-                    return Err("push stream module: push_stream_amqp_* directives need push_stream_amqp_url and push_stream_amqp_stream.".into());
+                    return Err(format!("{PREFIX} push_stream_amqp_* directives need push_stream_amqp_url and a source (push_stream_amqp_stream or push_stream_amqp_exchange)."));
                 }
                 Ok(())
             }
-            (Some(_), None) => Err(
-                "push stream module: push_stream_amqp_url needs a source: push_stream_amqp_stream."
-                    .into(),
-            ),
-            (None, Some(_)) => Err(
-                "push stream module: push_stream_amqp_stream needs push_stream_amqp_url.".into(),
-            ),
-            (Some(_), Some(_)) => Ok(()),
+            (Some(_), false) => Err(format!("{PREFIX} push_stream_amqp_url needs a source: push_stream_amqp_stream or push_stream_amqp_exchange.")),
+            (None, true) => Err(format!(
+                "{PREFIX} push_stream_amqp_{} needs push_stream_amqp_url.",
+                if self.amqp_stream.is_some() { "stream" } else { "exchange" }
+            )),
+            (Some(_), true) => Ok(()),
         }
     }
 
@@ -386,6 +405,7 @@ pub enum Field {
     AmqpPublish,
     AmqpStoreMessages,
     AmqpConfirmTimeout,
+    AmqpExchange,
     ChannelsPath,
     StoreMessages,
     ChannelInfoOnPublish,
@@ -408,7 +428,7 @@ pub enum Field {
     PaddingByUserAgent,
 }
 
-const MAIN_FIELDS: [Field; 20] = [
+const MAIN_FIELDS: [Field; 21] = [
     Field::ChannelDeletedMessageText,
     Field::ChannelInactivityTime,
     Field::MessageTtl,
@@ -429,6 +449,7 @@ const MAIN_FIELDS: [Field; 20] = [
     Field::AmqpPublish,
     Field::AmqpStoreMessages,
     Field::AmqpConfirmTimeout,
+    Field::AmqpExchange,
 ];
 
 const LOC_FIELDS: [Field; 20] = [
@@ -624,6 +645,12 @@ pub unsafe extern "C" fn set_main(
             Field::AmqpConfirmTimeout => {
                 let v = nonzero(cv::parse_time_ms(&a).map_err(|e| invalid(&name, e))?, &name)?;
                 set_once(&mut m.amqp_confirm_timeout, v, &name)
+            }
+            Field::AmqpExchange => {
+                let words: Vec<String> = args.iter().map(text).collect();
+                let x = crate::amqp::ExchangeSource::parse(&words)
+                    .map_err(|e| format!("push stream module: invalid {name}: {e}"))?;
+                set_once(&mut m.amqp_exchange, x, &name)
             }
             Field::TimeoutWithBody => set_once(
                 &mut m.timeout_with_body,
