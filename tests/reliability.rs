@@ -932,8 +932,18 @@ fn a_publish_flood_with_subscribers_that_read_slowly_or_never() {
         .map(|_| {
             let t = Instant::now();
             assert_eq!(get(p, "/stats").status, 200);
+            // Subscribing needs a little of the zone: served, or refused with the explain
+            // when the flood has taken the last page; either way at once.
             let s = Stream::open(p, "/sub/flood-probe", &[]);
-            assert_eq!(s.status, 200);
+            assert!(
+                s.status == 200
+                    || (s.status == 500
+                        && s.header("X-Nginx-PushStream-Explain")
+                            == Some("Shared memory exhausted.")),
+                "probe subscriber answered {} {:?}",
+                s.status,
+                s.headers
+            );
             drop(s.reader);
             t.elapsed()
         })

@@ -713,3 +713,22 @@ fn a_reload_with_a_thousand_subscribers_in_each_mode_ends_them_all_and_old_worke
     assert!(took <= Duration::from_secs(1), "old workers took {took:?}");
     n.stop();
 }
+
+#[test]
+fn messages_that_reach_a_subscriber_together_are_written_together() {
+    // One publish to two channels is two messages for a subscriber of both, found in one
+    // batch: they go out in one write (one chunk), not one write each.
+    let n = Nginx::start(&conf());
+    let mut s = Stream::open(n.port, "/sub/ga/gb", &[]);
+    let r = request(n.port, "POST", "/pub?id=ga/gb", &[], b"both");
+    assert_eq!(r.status, 200);
+    let chunk = String::from_utf8(s.next_chunk().unwrap()).unwrap();
+    assert_eq!(chunk, "1|ga|both\n1|gb|both\n");
+    // A message alone is a write of its own.
+    assert_eq!(
+        request(n.port, "POST", "/pub?id=gb", &[], b"one").status,
+        200
+    );
+    assert_eq!(s.next_chunk().unwrap(), b"2|gb|one\n".to_vec());
+    n.stop();
+}

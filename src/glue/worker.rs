@@ -332,22 +332,27 @@ unsafe extern "C" fn inbox_handler(ev: *mut ngx_event_t) {
         drain_eventfd(unsafe { (*c).fd });
         let items: Vec<InboxItem> =
             with(|w| w.inbox.try_iter().take(INBOX_CAPACITY).collect()).unwrap_or_default();
-        for item in items {
-            match item {
-                InboxItem::Tick(n) => {
-                    with(|w| {
-                        w.ticks += 1;
-                        w.last_tick = n;
-                    });
+        // Broker messages of one drain reach each subscriber in one write.
+        gathered(|| {
+            for item in items {
+                match item {
+                    InboxItem::Tick(n) => {
+                        with(|w| {
+                            w.ticks += 1;
+                            w.last_tick = n;
+                        });
+                    }
+                    InboxItem::Log(msg) => log::warn(std::ptr::null_mut(), &msg),
+                    InboxItem::AmqpState { connected, detail } => {
+                        crate::broker::state(connected, &detail)
+                    }
+                    InboxItem::Broker(m) => crate::broker::consumed(*m),
+                    InboxItem::PublishDone { token, result } => {
+                        crate::broker::confirmed(token, result)
+                    }
                 }
-                InboxItem::Log(msg) => log::warn(std::ptr::null_mut(), &msg),
-                InboxItem::AmqpState { connected, detail } => {
-                    crate::broker::state(connected, &detail)
-                }
-                InboxItem::Broker(m) => crate::broker::consumed(*m),
-                InboxItem::PublishDone { token, result } => crate::broker::confirmed(token, result),
             }
-        }
+        });
     })
 }
 
@@ -467,9 +472,11 @@ pub fn process_log() {
             ));
         }
         let done = batch.records.is_empty();
-        for rec in &batch.records {
-            deliver(rec);
-        }
+        gathered(|| {
+            for rec in &batch.records {
+                deliver(rec);
+            }
+        });
         with(|w| w.cursor = batch.cursor);
         zone::with_store(zone, |s| s.ack(slot, pid, batch.cursor));
         if done {
@@ -605,6 +612,8 @@ fn deliver(rec: &Record) {
             }
         }
         Record::ChannelDeleted { seq, channel, text } => {
+            // What was gathered before the notice is written before it.
+            flush_gathered();
             let m = Message::channel_deleted(channel, text);
             let mut r = Rendered::new(m);
             for t in targets(channel, *seq) {
@@ -656,9 +665,84 @@ pub fn deliver_message(m: Message, since: Since) -> usize {
     n
 }
 
+/// Streaming writes gathered over one batch of deliveries (the log records one wake-up finds,
+/// or the broker messages one inbox drain holds): each subscriber then gets all its messages
+/// of the batch in one write. A worker that fell behind catches up with one syscall per
+/// subscriber instead of one per message.
+#[derive(Default)]
+struct Gather {
+    order: Vec<usize>,
+    by_key: HashMap<usize, (Req, Vec<Rc<[u8]>>, u64)>,
+}
+
+thread_local! {
+    static GATHER: RefCell<Option<Gather>> = const { RefCell::new(None) };
+}
+
+/// Ends a gathering: writes what it holds, or (unwinding from a panic) drops it.
+struct GatherScope;
+
+impl Drop for GatherScope {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            flush_gathered();
+        }
+        GATHER.with(|g| *g.borrow_mut() = None);
+    }
+}
+
+/// Runs `f` with subscriber writes gathered, then writes them (one write per subscriber).
+pub fn gathered<R>(f: impl FnOnce() -> R) -> R {
+    if GATHER.with(|g| g.borrow().is_some()) {
+        return f(); // nested: the outer scope writes
+    }
+    GATHER.with(|g| *g.borrow_mut() = Some(Gather::default()));
+    let _scope = GatherScope;
+    f()
+}
+
+/// Writes what has been gathered so far (before anything that must follow it in order).
+fn flush_gathered() {
+    let Some(mut g) = GATHER.with(|g| g.borrow_mut().as_mut().map(std::mem::take)) else {
+        return;
+    };
+    for key in g.order {
+        if let Some((req, parts, n)) = g.by_key.remove(&key) {
+            send_n(key, req, &parts, n);
+            rearm_ping(key);
+        }
+    }
+}
+
+/// Adds a message's parts to the gathering, when one is open. False: write now.
+fn gather(key: usize, req: Req, parts: &[Rc<[u8]>]) -> bool {
+    GATHER.with(|g| {
+        let mut g = g.borrow_mut();
+        let Some(g) = g.as_mut() else {
+            return false;
+        };
+        match g.by_key.get_mut(&key) {
+            Some(e) => {
+                e.1.extend(parts.iter().cloned());
+                e.2 += 1;
+            }
+            None => {
+                g.order.push(key);
+                g.by_key.insert(key, (req, parts.to_vec(), 1));
+            }
+        }
+        true
+    })
+}
+
 /// Writes shared payloads to a subscriber (no copy per subscriber); closes it when the write
 /// fails, or when it has stopped reading and more than MAX_PENDING_BYTES wait for it.
 pub fn send(key: usize, req: Req, parts: &[Rc<[u8]>]) {
+    send_n(key, req, parts, 1)
+}
+
+/// `send` for `messages` messages at once.
+fn send_n(key: usize, req: Req, parts: &[Rc<[u8]>], messages: u64) {
     let Some(mut out) =
         with(|w| w.subs.get_mut(&key).map(|s| std::mem::take(&mut s.out))).flatten()
     else {
@@ -668,7 +752,7 @@ pub fn send(key: usize, req: Req, parts: &[Rc<[u8]>]) {
     let pending = out.pending;
     let bytes: usize = parts.iter().map(|p| p.len()).sum();
     with(|w| {
-        w.stats.delivered += 1;
+        w.stats.delivered += messages;
         w.stats.bytes += bytes as u64;
         if let Some(s) = w.subs.get_mut(&key) {
             s.out = out;
@@ -696,15 +780,23 @@ pub fn send_bytes(key: usize, req: Req, bytes: &[u8]) {
 /// padding, and the ping timer pushed back.
 fn send_message(key: usize, req: Req, bytes: Rc<[u8]>) {
     let pad = with(|w| w.subs.get(&key).and_then(|s| s.padding)).flatten();
-    match pad {
+    let (one, two);
+    let parts: &[Rc<[u8]>] = match pad {
         Some((min, cap, es)) if min > bytes.len() => {
             let n = push_stream_core::conf_values::padding_len((min - bytes.len()) as i64, cap);
             let padding: Rc<[u8]> = push_stream_core::conf_values::padding_bytes(n, es).into();
-            send(key, req, &[bytes, padding]);
+            two = [bytes, padding];
+            &two
         }
-        _ => send(key, req, &[bytes]),
+        _ => {
+            one = [bytes];
+            &one
+        }
+    };
+    if !gather(key, req, parts) {
+        send(key, req, parts);
+        rearm_ping(key);
     }
-    rearm_ping(key);
 }
 
 fn rearm_ping(key: usize) {
@@ -796,6 +888,8 @@ pub fn reply_batch(
 /// Ends a subscriber as a ttl, reload or stop does: footer (WebSocket: footer frame and close
 /// frame); a waiting long-poll gets the timeout answer.
 pub fn end(key: usize) {
+    // Whatever was gathered for it is written before its footer.
+    flush_gathered();
     let Some((req, kind, tpl, footer, timeout_body)) = with(|w| {
         w.subs.get_mut(&key).filter(|s| !s.finishing).map(|s| {
             (
