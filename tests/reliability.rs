@@ -1726,3 +1726,49 @@ fn a_subscriber_refused_on_a_full_zone_is_told_why_and_it_is_logged() {
     );
     n.stop();
 }
+
+#[test]
+fn a_fan_out_wider_than_one_turn_reaches_everyone_in_order() {
+    // One worker, 1500 subscribers of one channel: a message's writes take several event-loop
+    // turns (the worker answers publishers in between); every subscriber still gets every
+    // message once, in order, and a subscriber that leaves mid-fan-out is skipped.
+    raise_fd_limit();
+    let n = Nginx::start_with(
+        &conf(""),
+        Options {
+            workers: 1,
+            worker_connections: 4096,
+            ..Default::default()
+        },
+    );
+    let mut subs: Vec<Stream> = (0..1500)
+        .map(|_| Stream::open(n.port, "/sub/wide", &[]))
+        .collect();
+    assert!(subs.iter().all(|s| s.status == 200));
+    let leaving = subs.split_off(1490);
+    let publisher = std::thread::spawn({
+        let port = n.port;
+        move || {
+            for i in 1..=30 {
+                assert_eq!(
+                    post(port, "/pub?id=wide", format!("w{i}").as_bytes()).status,
+                    200
+                );
+            }
+        }
+    });
+    drop(leaving);
+    publisher.join().unwrap();
+    let expected: String = (1..=30).map(|i| format!("{i}|wide|w{i}\n")).collect();
+    for (i, s) in subs.iter_mut().enumerate() {
+        let mut got = String::new();
+        while got.len() < expected.len() {
+            let c = s
+                .next_chunk()
+                .unwrap_or_else(|| panic!("subscriber {i}: {got:?}"));
+            got.push_str(&String::from_utf8(c).unwrap());
+        }
+        assert_eq!(got, expected, "subscriber {i}");
+    }
+    n.stop();
+}

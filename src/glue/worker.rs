@@ -71,6 +71,8 @@ pub struct Sub {
     pub ttl_ev: *mut ngx_event_t,
     /// What a long-poll timeout or a shutdown answers (timeout_with_body).
     pub timeout_body: bool,
+    /// Unique in this worker (a request's address, the key, may be reused by a later one).
+    pub serial: u64,
 }
 
 impl Sub {
@@ -98,6 +100,7 @@ impl Sub {
             ping_ev: std::ptr::null_mut(),
             ttl_ev: std::ptr::null_mut(),
             timeout_body: false,
+            serial: 0,
         }
     }
 }
@@ -132,6 +135,7 @@ pub struct Worker {
     pub ticks: u64,
     pub last_tick: u64,
     pub stats: Stats,
+    next_serial: u64,
 }
 
 thread_local! {
@@ -259,6 +263,7 @@ pub fn init(
             ticks: 0,
             last_tick: 0,
             stats: Stats::default(),
+            next_serial: 0,
         })
     });
     arm_timer();
@@ -330,6 +335,13 @@ unsafe extern "C" fn inbox_handler(ev: *mut ngx_event_t) {
             return;
         }
         drain_eventfd(unsafe { (*c).fd });
+        // Writes left from an earlier batch go first; the inbox waits (it is bounded and the
+        // thread holds back) until they are out, so a worker under load keeps its turns short.
+        if !write_leftover() {
+            // SAFETY: our own eventfd connection's read event.
+            unsafe { post_next((*c).read) };
+            return;
+        }
         let items: Vec<InboxItem> =
             with(|w| w.inbox.try_iter().take(INBOX_CAPACITY).collect()).unwrap_or_default();
         // Broker messages of one drain reach each subscriber in one write.
@@ -454,6 +466,14 @@ pub fn schedule_delivery() {
 
 /// Delivers what the host-wide log holds beyond this worker's cursor.
 pub fn process_log() {
+    // Writes left from an earlier batch go first; new records wait in the log meanwhile.
+    if !write_leftover() {
+        if let Some(c) = with(|w| w.wake_conn).filter(|c| !c.is_null()) {
+            // SAFETY: our own wake-up connection's read event.
+            unsafe { post_next((*c).read) };
+        }
+        return;
+    }
     loop {
         let Some((zone, cursor, slot, pid)) = with(|w| (w.zone, w.cursor, w.slot, w.pid)) else {
             return;
@@ -672,22 +692,56 @@ pub fn deliver_message(m: Message, since: Since) -> usize {
 #[derive(Default)]
 struct Gather {
     order: Vec<usize>,
-    by_key: HashMap<usize, (Req, Vec<Rc<[u8]>>, u64)>,
+    by_key: HashMap<usize, Pending>,
 }
+
+/// One subscriber's gathered messages.
+struct Pending {
+    key: usize,
+    serial: u64,
+    req: Req,
+    parts: Vec<Rc<[u8]>>,
+    messages: u64,
+}
+
+/// Subscriber writes per event-loop turn: what a batch holds beyond this waits for the next
+/// turn (FIFO, so each subscriber's order is kept), and the worker answers publishers and
+/// accepts connections in between instead of being held by one long fan-out.
+const WRITES_PER_TURN: usize = 400;
 
 thread_local! {
     static GATHER: RefCell<Option<Gather>> = const { RefCell::new(None) };
+    static LEFTOVER: RefCell<std::collections::VecDeque<Pending>> =
+        const { RefCell::new(std::collections::VecDeque::new()) };
 }
 
-/// Ends a gathering: writes what it holds, or (unwinding from a panic) drops it.
+/// Ends a gathering: queues what it holds and writes up to a turn's worth, or (unwinding
+/// from a panic) drops it.
 struct GatherScope;
 
 impl Drop for GatherScope {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
-            flush_gathered();
+        let g = GATHER.with(|g| g.borrow_mut().take());
+        if std::thread::panicking() {
+            return;
         }
-        GATHER.with(|g| *g.borrow_mut() = None);
+        if let Some(mut g) = g {
+            LEFTOVER.with(|l| {
+                let mut l = l.borrow_mut();
+                for key in g.order {
+                    if let Some(p) = g.by_key.remove(&key) {
+                        l.push_back(p);
+                    }
+                }
+            });
+        }
+        if !write_leftover() {
+            if let Some(c) = with(|w| w.wake_conn).filter(|c| !c.is_null()) {
+                // SAFETY: our own wake-up connection's read event; its handler runs
+                // process_log, which writes the rest first.
+                unsafe { post_next((*c).read) };
+            }
+        }
     }
 }
 
@@ -701,21 +755,54 @@ pub fn gathered<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Writes what has been gathered so far (before anything that must follow it in order).
+/// Writes up to a turn's worth of what waits; true when nothing is left.
+fn write_leftover() -> bool {
+    for _ in 0..WRITES_PER_TURN {
+        let Some(p) = LEFTOVER.with(|l| l.borrow_mut().pop_front()) else {
+            return true;
+        };
+        write_pending(p);
+    }
+    LEFTOVER.with(|l| l.borrow().is_empty())
+}
+
+/// Writes everything gathered or waiting now (before what must follow it in order: a
+/// channel's delete notice, a subscriber's footer).
 fn flush_gathered() {
-    let Some(mut g) = GATHER.with(|g| g.borrow_mut().as_mut().map(std::mem::take)) else {
-        return;
-    };
-    for key in g.order {
-        if let Some((req, parts, n)) = g.by_key.remove(&key) {
-            send_n(key, req, &parts, n);
-            rearm_ping(key);
-        }
+    if let Some(mut g) = GATHER.with(|g| g.borrow_mut().as_mut().map(std::mem::take)) {
+        LEFTOVER.with(|l| {
+            let mut l = l.borrow_mut();
+            for key in g.order {
+                if let Some(p) = g.by_key.remove(&key) {
+                    l.push_back(p);
+                }
+            }
+        });
+    }
+    while let Some(p) = LEFTOVER.with(|l| l.borrow_mut().pop_front()) {
+        write_pending(p);
+    }
+}
+
+/// One subscriber's gathered write, if it is still the subscriber it was gathered for.
+fn write_pending(p: Pending) {
+    let live = with(|w| {
+        w.subs
+            .get(&p.key)
+            .is_some_and(|s| s.serial == p.serial && !s.finishing)
+    })
+    .unwrap_or(false);
+    if live {
+        send_n(p.key, p.req, &p.parts, p.messages);
+        rearm_ping(p.key);
     }
 }
 
 /// Adds a message's parts to the gathering, when one is open. False: write now.
 fn gather(key: usize, req: Req, parts: &[Rc<[u8]>]) -> bool {
+    let Some(serial) = with(|w| w.subs.get(&key).map(|s| s.serial)).flatten() else {
+        return false;
+    };
     GATHER.with(|g| {
         let mut g = g.borrow_mut();
         let Some(g) = g.as_mut() else {
@@ -723,16 +810,38 @@ fn gather(key: usize, req: Req, parts: &[Rc<[u8]>]) -> bool {
         };
         match g.by_key.get_mut(&key) {
             Some(e) => {
-                e.1.extend(parts.iter().cloned());
-                e.2 += 1;
+                e.parts.extend(parts.iter().cloned());
+                e.messages += 1;
             }
             None => {
                 g.order.push(key);
-                g.by_key.insert(key, (req, parts.to_vec(), 1));
+                g.by_key.insert(
+                    key,
+                    Pending {
+                        key,
+                        serial,
+                        req,
+                        parts: parts.to_vec(),
+                        messages: 1,
+                    },
+                );
             }
         }
         true
     })
+}
+
+/// Posts `ev` to run on the next turn of the event loop (after nginx has looked for I/O).
+///
+/// # Safety
+/// `ev` must be a live event of this worker.
+unsafe fn post_next(ev: *mut ngx_event_t) {
+    if (*ev).posted() == 0 {
+        nginx_sys::ngx_post_event(
+            ev,
+            core::ptr::addr_of_mut!(nginx_sys::ngx_posted_next_events),
+        );
+    }
 }
 
 /// Writes shared payloads to a subscriber (no copy per subscriber); closes it when the write
@@ -986,6 +1095,9 @@ pub fn hold(mut sub: Sub) -> ngx_int_t {
         for c in &sub.channels {
             w.by_channel.entry(c.clone()).or_default().push(key);
         }
+        w.next_serial += 1;
+        let mut sub = sub;
+        sub.serial = w.next_serial;
         w.subs.insert(key, sub);
     });
     rc
