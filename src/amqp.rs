@@ -241,7 +241,7 @@ async fn subscribe(
     conn: &Connection,
     s: &Settings,
     next_offset: &Option<u64>,
-) -> Result<(lapin::Consumer, String), String> {
+) -> Result<(lapin::Channel, lapin::Consumer, String), String> {
     let ch = conn
         .create_channel()
         .await
@@ -292,6 +292,7 @@ async fn subscribe(
                 .map(|o| o.to_string())
                 .unwrap_or_else(|| "next".into());
             Ok((
+                ch,
                 consumer,
                 format!("consuming stream \"{name}\" from offset {from}"),
             ))
@@ -360,6 +361,7 @@ async fn subscribe(
                 .await
                 .map_err(|e| format!("cannot consume queue \"{qname}\": {e}"))?;
             Ok((
+                ch,
                 consumer,
                 format!(
                     "consuming exchange \"{}\" ({}) through queue \"{qname}\" bound with {:?}",
@@ -369,6 +371,36 @@ async fn subscribe(
                 ),
             ))
         }
+    }
+}
+
+/// Deliveries handed to the worker but not acknowledged to the broker yet.
+#[derive(Default)]
+struct Acks {
+    last_tag: u64,
+    pending: u64,
+}
+
+impl Acks {
+    /// Counts a handled delivery; acknowledges everything up to it once `every` are pending.
+    async fn add(&mut self, ch: &lapin::Channel, tag: u64, every: u64) -> Result<(), String> {
+        self.last_tag = tag;
+        self.pending += 1;
+        if self.pending >= every {
+            self.flush(ch).await?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges every delivery up to the last one handled (one `basic.ack multiple`).
+    async fn flush(&mut self, ch: &lapin::Channel) -> Result<(), String> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        self.pending = 0;
+        ch.basic_ack(self.last_tag, BasicAckOptions { multiple: true })
+            .await
+            .map_err(|e| format!("ack failed: {e}"))
     }
 }
 
@@ -407,7 +439,12 @@ async fn session(
     .await
     .map_err(|_| "connecting timed out after 10s".to_string())?
     .map_err(|e| format!("cannot connect: {e}"))?;
-    let (mut consumer, detail) = subscribe(&conn, s, next_offset).await?;
+    let (consumer_ch, mut consumer, detail) = subscribe(&conn, s, next_offset).await?;
+    // Acks go in batches (multiple=true): every quarter of the prefetch window, and on the
+    // tick, so the broker is never left waiting for credit and handles one ack per batch
+    // rather than one per message per worker.
+    let ack_every = (s.prefetch as u64 / 4).max(1);
+    let mut acks = Acks::default();
     let pubch = conn
         .create_channel()
         .await
@@ -442,14 +479,14 @@ async fn session(
                 let position = match &s.source {
                     Source::Stream { name, .. } => {
                         let Some(offset) = offset_of(headers) else {
-                            let _ = delivery.ack(BasicAckOptions::default()).await;
+                            acks.add(&consumer_ch, delivery.delivery_tag, ack_every).await?;
                             continue;
                         };
                         if let Some(expected) = *next_offset {
                             // A stream delivers from the start of the chunk holding the
                             // requested offset: what comes before it was handled already.
                             if offset < expected {
-                                delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack failed: {e}"))?;
+                                acks.add(&consumer_ch, delivery.delivery_tag, ack_every).await?;
                                 continue;
                             }
                             // Beyond it: what lay between left the stream (retention) before
@@ -514,7 +551,7 @@ async fn session(
                     status.last_offset.store(offset as i64, Ordering::Relaxed);
                     *next_offset = Some(offset + 1);
                 }
-                delivery.ack(BasicAckOptions::default()).await.map_err(|e| format!("ack failed: {e}"))?;
+                acks.add(&consumer_ch, delivery.delivery_tag, ack_every).await?;
             }
             req = outbox.recv() => {
                 let Some(req) = req else { return Ok(()) };
@@ -565,6 +602,7 @@ async fn session(
                 }
             }
             _ = tick.tick() => {
+                acks.flush(&consumer_ch).await?;
                 if ctx.stop_requested() {
                     let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "worker exiting".into())).await;
                     return Ok(());
