@@ -255,9 +255,10 @@ b, rs = scenario_block("s6", "Scenario 6: scenario 2 fed from a RabbitMQ stream 
 body += b
 if rs and "ours-amqp" in rs and rs["ours-amqp"]["steps"]:
     st = rs["ours-amqp"]["steps"][0]
-    body += ["Publishing path: `POST /pub` → the worker publishes to the RabbitMQ stream (with publisher "
-             "confirms) → every worker consumes the stream → its subscribers. Latency is from the HTTP "
-             "POST to the subscriber, so it includes the broker round trip.", ""]
+    body += ["Publishing path: the load tool publishes each message straight to the RabbitMQ stream "
+             "(default exchange, `channel` header, publisher confirms, as an application would) → every "
+             "nginx worker consumes the stream → its subscribers. Latency is from just before the AMQP "
+             "publish to the subscriber's read: it includes RabbitMQ's own stream latency.", ""]
     targets.append(("6", "AMQP → subscriber p99 ≤ 5 ms, 0 lost", f"p99 {ms(st['latency']['p99_ms'])} ms, lost {st['lost']}", "(no AMQP)",
                     verdict(st["latency"]["p99_ms"] <= 5 and st["lost"] == 0)))
 

@@ -3,7 +3,8 @@
 //! `pushbench run ...` is the orchestrator: it spawns `--procs` copies of itself as
 //! `pushbench sub ...` (each holds its share of the subscribers: the open-files limit is per
 //! process), waits until every subscriber is connected, then for each rate of `--rates`
-//! publishes over HTTP for `--duration` seconds, waits `--drain` seconds and asks every
+//! publishes over HTTP (or, with `--amqp-url` and `--amqp-stream`, straight to a RabbitMQ
+//! stream with publisher confirms) for `--duration` seconds, waits `--drain` seconds and asks every
 //! subscriber process for its figures (deliveries, duplicates, HDR latency histogram, CPU).
 //! Each message body carries `PSB<channel>.<seq>.<unix-ns>;` so delivery, duplicates and
 //! end-to-end latency are measured whatever the framing (EventSource, WebSocket, streaming,
@@ -69,6 +70,9 @@ const USAGE: &str = "usage:
       --rates R1,R2,.. --duration T --drain D [--size BYTES] [--pub-conns K]
       [--nginx-pid PID] [--stop-p99-ms MS] [--idle-secs S] [--label L] [--json-out FILE]
       [--chan-prefix bench] [--connect-concurrency 256]
+      [--amqp-url amqp://guest:guest@127.0.0.1:5672/%2f --amqp-stream NAME]
+        (publish to the stream with a channel header instead of POSTing; latency is then
+         AMQP publish -> subscriber)
   (pushbench sub ... is the subscriber process the orchestrator spawns)";
 
 fn main() {
@@ -676,7 +680,58 @@ struct PubStats {
     errors: HashMap<String, u64>,
 }
 
+/// Where a publisher sends: nginx over HTTP, or a RabbitMQ stream (a channel with confirms).
+#[derive(Clone)]
+enum Via {
+    Http,
+    Amqp(lapin::Channel, Rc<String>),
+}
+
+/// A channel with publisher confirms on a new connection to `url`.
+async fn amqp_channel(url: &str) -> Res<lapin::Channel> {
+    let conn = lapin::Connection::connect_with_runtime(
+        url,
+        lapin::ConnectionProperties::default(),
+        async_rs::Runtime::tokio_current(),
+    )
+    .await
+    .map_err(|e| format!("amqp connect: {e}"))?;
+    let ch = conn.create_channel().await.map_err(|e| format!("amqp channel: {e}"))?;
+    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| format!("amqp confirm.select: {e}"))?;
+    std::mem::forget(conn); // lives for the run
+    Ok(ch)
+}
+
+/// Publishes one message to the stream and waits for the broker's confirm.
+async fn amqp_publish(ch: &lapin::Channel, stream: &str, channel: &str, body: &[u8]) -> Res<()> {
+    let mut h = lapin::types::FieldTable::default();
+    h.insert(
+        "channel".into(),
+        lapin::types::AMQPValue::LongString(lapin::types::LongString::from(channel.as_bytes().to_vec())),
+    );
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            stream.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body,
+            lapin::BasicProperties::default().with_headers(h),
+        )
+        .await
+        .map_err(|e| format!("amqp publish: {e}"))?
+        .await
+        .map_err(|e| format!("amqp confirm: {e}"))?;
+    if confirm.is_ack() {
+        Ok(())
+    } else {
+        Err("amqp nack".into())
+    }
+}
+
 async fn publisher_conn(
+    via: Via,
     server: SocketAddr,
     pub_path: Rc<String>,
     chan_prefix: Rc<String>,
@@ -717,6 +772,21 @@ async fn publisher_conn(
             body.len()
         );
         let t0 = Instant::now();
+        if let Via::Amqp(ch, stream) = &via {
+            let r = amqp_publish(ch, stream, &format!("{chan_prefix}{chan}"), body.as_bytes()).await;
+            let mut st = st.borrow_mut();
+            match r {
+                Ok(()) => {
+                    st.ok[chan] += 1;
+                    st.hist.saturating_record((t0.elapsed().as_micros() as u64).max(1));
+                }
+                Err(e) => {
+                    st.failed += 1;
+                    *st.errors.entry(e).or_default() += 1;
+                }
+            }
+            continue;
+        }
         let r: Res<u16> = async {
             if conn.is_none() {
                 buf.clear();
@@ -874,8 +944,12 @@ async fn orchestrate(a: Args) -> Res<()> {
         let cp = Rc::new(chan_prefix.clone());
         let mut hs = Vec::new();
         for _ in 0..pub_conns {
+            let via = match (a.kv.get("amqp-url"), a.kv.get("amqp-stream")) {
+                (Some(url), Some(stream)) => Via::Amqp(amqp_channel(url).await?, Rc::new(stream.clone())),
+                _ => Via::Http,
+            };
             hs.push(tokio::task::spawn_local(publisher_conn(
-                server, pub_path.clone(), cp.clone(), size, channels, next.clone(), seqs.clone(), start, rate, end, st.clone(),
+                via, server, pub_path.clone(), cp.clone(), size, channels, next.clone(), seqs.clone(), start, rate, end, st.clone(),
             )));
         }
         for h in hs {
