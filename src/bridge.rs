@@ -148,6 +148,7 @@ impl Bridge {
         })
     }
 
+    #[cfg(feature = "test-hooks")]
     pub fn dropped(&self) -> u64 {
         self.inbox.dropped.load(Ordering::Relaxed)
     }

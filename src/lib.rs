@@ -104,6 +104,7 @@ unsafe extern "C" fn set_shared_memory_size(
             .map_err(|e| {
                 format!("push stream module: invalid push_stream_shared_memory_size: {e}")
             })? as usize;
+        #[allow(clippy::unnecessary_cast)] // ngx_uint_t: usize where nginx-sys binds it
         let page = nginx_sys::ngx_pagesize as usize;
         let size = size.div_ceil(page) * page;
         if size < 32 * page {

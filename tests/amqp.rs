@@ -320,7 +320,7 @@ fn stream_messages_reach_every_worker_of_two_instances_with_the_same_ids() {
     wait_connected(&b, 2);
     let mut subs = es_per_worker(&a, "/ev/news");
     subs.extend(es_per_worker(&b, "/ev/news"));
-    let mut wss = vec![
+    let mut wss = [
         Ws::connect(a.port, "/ws/news"),
         Ws::connect(b.port, "/ws/news"),
     ];

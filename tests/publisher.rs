@@ -387,7 +387,7 @@ fn channel_limits_wildcards_and_the_events_channel() {
     // channel_created was stored in the events channel for c1, c2 and bd_1.
     let e = json(&get(n.port, "/pub?id=events"));
     assert_eq!(e["stored_messages"], 3);
-    let mut s = Stream::open(n.port, "/sub/events", &[]);
+    let s = Stream::open(n.port, "/sub/events", &[]);
     assert_eq!(
         (s.status, s.header("X-Nginx-PushStream-Explain")),
         (403, Some("Subscription to events channel is not allowed."))
@@ -466,7 +466,7 @@ fn channels_and_stored_messages_survive_three_reloads() {
     );
     let stats = json(&get(n.port, "/stats"));
     assert!(
-        stats["uptime"].as_u64().unwrap() >= uptime0 + 1,
+        stats["uptime"].as_u64().unwrap() > uptime0,
         "uptime survives reloads"
     );
     assert_eq!(

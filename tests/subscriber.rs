@@ -599,7 +599,7 @@ fn a_long_lived_subscriber_does_not_grow_the_worker() {
     let mut conn = None;
     // Keep-alive publishing (nginx closes a connection after keepalive_requests: reopen).
     let mut send = |i: usize| {
-        if i % 500 == 0 {
+        if i.is_multiple_of(500) {
             conn = None;
         }
         let (c, r) = conn.get_or_insert_with(|| {

@@ -2,6 +2,9 @@
 
 use std::fmt::Write;
 
+/// A per-worker metric family: name, type, help, and how to read it off `T`.
+type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
 /// Host-wide figures (from the shared zone).
 #[derive(Clone, Debug, Default)]
 pub struct Host {
@@ -156,7 +159,7 @@ pub fn render(h: &Host, workers: &[Worker]) -> String {
             );
         }
     }
-    let per: [(&str, &str, &str, fn(&Worker) -> u64); 4] = [
+    let per: [Family<Worker>; 4] = [
         (
             "push_stream_worker_messages_delivered_total",
             "counter",
@@ -212,7 +215,7 @@ pub fn render(h: &Host, workers: &[Worker]) -> String {
         );
     }
     if workers.iter().any(|w| w.amqp.is_some()) {
-        let amqp: [(&str, &str, &str, fn(&Amqp) -> u64); 5] = [
+        let amqp: [Family<Amqp>; 5] = [
             (
                 "push_stream_worker_amqp_connected",
                 "gauge",

@@ -65,8 +65,11 @@ impl Req {
         Req(r)
     }
 
-    fn r(&self) -> &mut ngx_http_request_t {
-        // SAFETY: a Req is only built from a live request pointer and used on its thread.
+    /// The request, for a short access on the event-loop thread (a Req is a copyable
+    /// pointer: callers never hold two of these borrows at once).
+    fn r(self) -> &'static mut ngx_http_request_t {
+        // SAFETY: a Req is only built from a live request pointer and used on its thread;
+        // the borrow is used within one call and not kept.
         unsafe { &mut *self.0 }
     }
 
@@ -76,7 +79,10 @@ impl Req {
     }
 
     pub fn method(&self) -> usize {
-        self.r().method as usize
+        // ngx_uint_t is usize on the platforms nginx-sys binds; the cast keeps it portable.
+        #[allow(clippy::unnecessary_cast)]
+        let m = self.r().method as usize;
+        m
     }
 
     /// The value of the first request header named `name` (case-insensitive).
@@ -460,7 +466,7 @@ impl Req {
                 return false;
             };
             if s.data.is_null() {
-                s.data = b"\0".as_ptr() as *mut u8;
+                s.data = c"".as_ptr() as *mut u8;
             }
             nginx_sys::ngx_regex_exec(re, &mut s, ptr::null_mut(), 0) >= 0
         }

@@ -302,6 +302,7 @@ where
     .unwrap_or_else(|| Err("worker state missing".into()))
 }
 
+#[cfg(feature = "test-hooks")]
 pub fn bridge_running() -> bool {
     with(|w| w.bridge.is_some()).unwrap_or(false)
 }
@@ -312,6 +313,7 @@ pub fn inbox_depth() -> usize {
         .unwrap_or(0)
 }
 
+#[cfg(feature = "test-hooks")]
 pub fn inbox_dropped() -> u64 {
     with(|w| w.bridge.as_ref().map(|b| b.dropped()))
         .flatten()
@@ -1286,6 +1288,7 @@ pub fn slot() -> usize {
     with(|w| w.slot).unwrap_or(0)
 }
 
+#[cfg(feature = "test-hooks")]
 pub fn sub_count() -> usize {
     with(|w| w.subs.len()).unwrap_or(0)
 }

@@ -43,7 +43,7 @@ unsafe impl Allocator for ZoneAlloc {
         // SAFETY: the caller holds the pool mutex.
         let p = unsafe { ngx_slab_alloc_locked(self.0.as_ptr(), size) } as *mut u8;
         let p = NonNull::new(p).ok_or(AllocError)?;
-        if (p.as_ptr() as usize) % layout.align() != 0 {
+        if !(p.as_ptr() as usize).is_multiple_of(layout.align()) {
             // SAFETY: just allocated from this pool.
             unsafe { ngx_slab_free_locked(self.0.as_ptr(), p.as_ptr() as *mut c_void) };
             return Err(AllocError);
@@ -290,7 +290,7 @@ pub unsafe fn header(zone: *mut ngx_shm_zone_t) -> Option<*mut ZoneHeader> {
 /// This worker's counters in the zone, if its slot has one.
 pub fn slot_stats(zone: *mut ngx_shm_zone_t, slot: usize) -> Option<&'static SlotStats> {
     // SAFETY: the header lives as long as the zone; the array is only accessed atomically.
-    unsafe { header(zone).and_then(|h| (&(*h).slots).get(slot)) }
+    unsafe { header(zone).and_then(|h| (*h).slots.get(slot)) }
 }
 
 /// Every slot's counters.

@@ -730,7 +730,10 @@ impl Ws {
     }
 }
 
-fn parse_server_frame(b: &[u8]) -> Option<((bool, u8, Vec<u8>), usize)> {
+/// (fin, opcode, payload) of a frame, and the bytes it took.
+type Frame = ((bool, u8, Vec<u8>), usize);
+
+fn parse_server_frame(b: &[u8]) -> Option<Frame> {
     if b.len() < 2 {
         return None;
     }
