@@ -130,7 +130,9 @@ pub struct Worker {
     pub pid: u32,
     cursor: u64,
     subs: HashMap<usize, Sub, PtrHash>,
-    by_channel: HashMap<Vec<u8>, Vec<usize>>,
+    /// Subscribers (keys) of each channel: a set, so a subscriber leaving a channel of
+    /// 100 000 is O(1), not a scan.
+    by_channel: HashMap<Vec<u8>, std::collections::HashSet<usize, PtrHash>>,
     pub shutting_down: bool,
     pub ticks: u64,
     pub last_tick: u64,
@@ -644,7 +646,7 @@ fn deliver(rec: &Record) {
                 // The subscriber leaves that channel; the store counts it out of the deleted one.
                 let left = with(|w| {
                     if let Some(keys) = w.by_channel.get_mut(channel.as_slice()) {
-                        keys.retain(|k| *k != t.key);
+                        keys.remove(&t.key);
                     }
                     w.subs.get_mut(&t.key).map(|s| {
                         s.channels.retain(|c| c != channel);
@@ -1125,7 +1127,7 @@ pub fn hold(mut sub: Sub) -> ngx_int_t {
     }
     with(|w| {
         for c in &sub.channels {
-            w.by_channel.entry(c.clone()).or_default().push(key);
+            w.by_channel.entry(c.clone()).or_default().insert(key);
         }
         w.next_serial += 1;
         let mut sub = sub;
@@ -1168,7 +1170,7 @@ unsafe extern "C" fn sub_cleanup(data: *mut core::ffi::c_void) {
             let sub = w.subs.remove(&key)?;
             for c in &sub.channels {
                 if let Some(keys) = w.by_channel.get_mut(c) {
-                    keys.retain(|k| *k != key);
+                    keys.remove(&key);
                     if keys.is_empty() {
                         w.by_channel.remove(c);
                     }
