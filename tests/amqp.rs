@@ -22,13 +22,71 @@ fn shared_broker() -> std::sync::RwLockReadGuard<'static, ()> {
     BROKER.read().unwrap_or_else(|e| e.into_inner())
 }
 
-fn unique_stream() -> String {
-    format!(
-        "ps-test-{}-{}-{}",
+fn unique_stream() -> Scratch {
+    unique_name("ps-test")
+}
+
+/// A stream/exchange name unique to this test, deleted from the broker (as a queue and as an
+/// exchange, whichever it became) when the test ends, however it ends: the machine's broker
+/// keeps nothing of a test run.
+fn unique_name(prefix: &str) -> Scratch {
+    Scratch(format!(
+        "{prefix}-{}-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst),
         Instant::now().elapsed().as_nanos()
+    ))
+}
+
+struct Scratch(String);
+
+impl std::ops::Deref for Scratch {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        // The timer is made inside the runtime (block_on), not before it.
+        let _ = rt.block_on(async move {
+            tokio::time::timeout(Duration::from_secs(5), delete_both(name)).await
+        });
+    }
+}
+
+/// Deletes `name` as a queue and as an exchange (whichever exists).
+async fn delete_both(name: String) -> Result<(), lapin::Error> {
+    let conn = Connection::connect_with_runtime(
+        URL,
+        ConnectionProperties::default(),
+        async_rs::Runtime::tokio_current(),
     )
+    .await?;
+    // A failed delete closes its channel: one channel each.
+    let ch = conn.create_channel().await?;
+    let _ = ch
+        .queue_delete(name.as_str().into(), Default::default())
+        .await;
+    let ch = conn.create_channel().await?;
+    let _ = ch
+        .exchange_delete(name.as_str().into(), Default::default())
+        .await;
+    conn.close(200, "test done".into()).await
 }
 
 fn conf(url: &str, stream: &str) -> String {
@@ -529,7 +587,7 @@ fn a_worker_stops_at_once_while_its_bridge_waits_on_a_silent_broker() {
 #[test]
 fn exchange_messages_reach_every_worker_of_two_instances_and_each_host_stores_them_once() {
     let _broker = shared_broker();
-    let x = unique_stream().replace("ps-test", "ps-x");
+    let x = unique_name("ps-x");
     let out = Outside::exchange(&x, lapin::ExchangeKind::Topic);
     let source = format!("push_stream_amqp_exchange {x} topic;");
     let a = start_conf(&conf_with(URL, &source), 2);
@@ -591,7 +649,7 @@ fn exchange_messages_reach_every_worker_of_two_instances_and_each_host_stores_th
 fn an_http_publish_through_an_exchange_reaches_the_other_instance_and_an_unroutable_one_is_refused()
 {
     let _broker = shared_broker();
-    let x = unique_stream().replace("ps-test", "ps-xd");
+    let x = unique_name("ps-xd");
     let source = format!("push_stream_amqp_exchange {x} direct news sport;");
     let a = start_conf(&conf_with(URL, &source), 2);
     let b = start_conf(&conf_with(URL, &source), 2);
