@@ -133,6 +133,16 @@ fn start_conf(conf: &str, workers: usize) -> Nginx {
     )
 }
 
+/// Two nginx instances ("hosts") of two workers each with the AMQP `source` line, every
+/// bridge connected.
+fn two_hosts(source: &str) -> (Nginx, Nginx) {
+    let a = start_conf(&conf_with(URL, source), 2);
+    let b = start_conf(&conf_with(URL, source), 2);
+    wait_connected(&a, 2);
+    wait_connected(&b, 2);
+    (a, b)
+}
+
 /// Waits until `count` "amqp: connected" lines are in the log (one per worker start).
 fn wait_connected(n: &Nginx, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -372,10 +382,7 @@ fn stream_messages_reach_every_worker_of_two_instances_with_the_same_ids() {
     let _broker = shared_broker();
     let stream = unique_stream();
     let out = Outside::new(&stream);
-    let a = start(URL, &stream, 2);
-    let b = start(URL, &stream, 2);
-    wait_connected(&a, 2);
-    wait_connected(&b, 2);
+    let (a, b) = two_hosts(&format!("push_stream_amqp_stream {stream};"));
     let mut subs = es_per_worker(&a, "/ev/news");
     subs.extend(es_per_worker(&b, "/ev/news"));
     let mut wss = [
@@ -425,10 +432,7 @@ fn an_http_publish_on_one_instance_reaches_the_other_through_rabbitmq() {
     let _broker = shared_broker();
     let stream = unique_stream();
     let _out = Outside::new(&stream);
-    let a = start(URL, &stream, 2);
-    let b = start(URL, &stream, 2);
-    wait_connected(&a, 2);
-    wait_connected(&b, 2);
+    let (a, b) = two_hosts(&format!("push_stream_amqp_stream {stream};"));
     let mut on_b = es_per_worker(&b, "/ev/x");
     let r = request(
         a.port,
@@ -590,10 +594,7 @@ fn exchange_messages_reach_every_worker_of_two_instances_and_each_host_stores_th
     let x = unique_name("ps-x");
     let out = Outside::exchange(&x, lapin::ExchangeKind::Topic);
     let source = format!("push_stream_amqp_exchange {x} topic;");
-    let a = start_conf(&conf_with(URL, &source), 2);
-    let b = start_conf(&conf_with(URL, &source), 2);
-    wait_connected(&a, 2);
-    wait_connected(&b, 2);
+    let (a, b) = two_hosts(&source);
     assert!(a
         .error_log()
         .contains(&format!("consuming exchange \"{x}\" (topic)")));
@@ -651,10 +652,7 @@ fn an_http_publish_through_an_exchange_reaches_the_other_instance_and_an_unrouta
     let _broker = shared_broker();
     let x = unique_name("ps-xd");
     let source = format!("push_stream_amqp_exchange {x} direct news sport;");
-    let a = start_conf(&conf_with(URL, &source), 2);
-    let b = start_conf(&conf_with(URL, &source), 2);
-    wait_connected(&a, 2);
-    wait_connected(&b, 2);
+    let (a, b) = two_hosts(&source);
     let mut on_b = es_per_worker(&b, "/ev/news");
     let mut on_a = es_per_worker(&a, "/ev/news");
     for i in 0..3 {
@@ -706,10 +704,7 @@ fn a_delete_on_one_instance_deletes_the_channel_on_every_instance() {
         } else {
             format!("push_stream_amqp_stream {name};")
         };
-        let a = start_conf(&conf_with(URL, &source), 2);
-        let b = start_conf(&conf_with(URL, &source), 2);
-        wait_connected(&a, 2);
-        wait_connected(&b, 2);
+        let (a, b) = two_hosts(&source);
         let mut on_b = es_per_worker(&b, "/ev/gone");
         assert_eq!(
             request(a.port, "POST", "/pub?id=gone", &[], b"before").status,
