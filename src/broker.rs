@@ -33,6 +33,14 @@ struct Pending {
 /// How long (seconds) the workers of a host recognise copies of one exchange message.
 const EXCHANGE_WINDOW: i64 = 30;
 
+/// Where a consumed message sits for this host: a stream offset, or an exchange message's
+/// dedupe key and which copy of that key this worker has seen (1 = first).
+#[derive(Clone, Copy)]
+enum Place {
+    Offset(u64),
+    Key(u128, u32),
+}
+
 struct State {
     outbox: mpsc::Sender<PublishReq>,
     status: Arc<Status>,
@@ -148,36 +156,33 @@ pub fn consumed(m: BrokerMessage) {
         return;
     };
     let now = worker::now();
-    // The stream offset, or the host number of an exchange message's (key, occurrence).
-    let stream_offset = match m.position {
+    let place = match m.position {
         Position::Offset(o) => {
             if last.is_some_and(|l| o <= l) {
                 return;
             }
             with(|s| s.last_offset = Some(o));
-            Some(o)
+            Place::Offset(o)
         }
-        Position::Key(_) => None,
-    };
-    let occurrence = match m.position {
-        Position::Key(k) => with(|s| {
-            s.seen
-                .get_or_insert_with(Occurrences::default)
-                .see(k, now, EXCHANGE_WINDOW)
-        })
-        .unwrap_or(1),
-        Position::Offset(_) => 0,
+        Position::Key(k) => {
+            let n = with(|s| {
+                s.seen
+                    .get_or_insert_with(Occurrences::default)
+                    .see(k, now, EXCHANGE_WINDOW)
+            })
+            .unwrap_or(1);
+            Place::Key(k, n)
+        }
     };
     if m.delete {
-        return consumed_delete(mcf, &m, stream_offset, occurrence, now);
+        return consumed_delete(mcf, &m, place, now);
     }
     let time = m.time.unwrap_or(now);
     let store = mcf.amqp_store_messages();
     let placed = zone::with_store(mcf.shm_zone, |s| {
-        let offset = match (stream_offset, m.position) {
-            (Some(o), _) => o,
-            (None, Position::Key(k)) => s.exchange_offset(k, occurrence, now, EXCHANGE_WINDOW).0,
-            (None, Position::Offset(o)) => o,
+        let offset = match place {
+            Place::Offset(o) => o,
+            Place::Key(k, n) => s.exchange_offset(k, n, now, EXCHANGE_WINDOW).0,
         };
         let event_id = default_event_id(&m.event_id, offset);
         let mut out = Vec::with_capacity(m.channels.len());
@@ -240,23 +245,16 @@ fn default_event_id(given: &[u8], offset: u64) -> Vec<u8> {
 /// A channel delete consumed from the broker: the first worker of the host to present it
 /// deletes the channels in the shared zone (as an HTTP DELETE there would); the host log then
 /// closes every local worker's subscribers with the channel-deleted message.
-fn consumed_delete(
-    mcf: &'static MainConf,
-    m: &BrokerMessage,
-    stream_offset: Option<u64>,
-    occurrence: u32,
-    now: i64,
-) {
+fn consumed_delete(mcf: &'static MainConf, m: &BrokerMessage, place: Place, now: i64) {
     let text = if m.text.is_empty() {
         mcf.deleted_text().to_vec()
     } else {
         m.text.clone()
     };
     let outcome = zone::with_store(mcf.shm_zone, |s| {
-        let claimed = match (stream_offset, m.position) {
-            (Some(o), _) => s.claim_broker_op(o),
-            (None, Position::Key(k)) => s.exchange_offset(k, occurrence, now, EXCHANGE_WINDOW).1,
-            (None, Position::Offset(o)) => s.claim_broker_op(o),
+        let claimed = match place {
+            Place::Offset(o) => s.claim_broker_op(o),
+            Place::Key(k, n) => s.exchange_offset(k, n, now, EXCHANGE_WINDOW).1,
         };
         let mut deleted = 0;
         if claimed {
