@@ -706,7 +706,7 @@ struct Pending {
     key: usize,
     serial: u64,
     req: Req,
-    parts: Vec<Rc<[u8]>>,
+    parts: Parts,
     messages: u64,
 }
 
@@ -830,8 +830,45 @@ fn write_pending(p: Pending) {
     })
     .unwrap_or(false);
     if live {
-        send_n(p.key, p.req, &p.parts, p.messages);
+        send_n(p.key, p.req, p.parts.as_slice(), p.messages);
         rearm_ping(p.key);
+    }
+}
+
+/// A subscriber's gathered parts. The usual batch holds one message (and maybe its padding):
+/// kept inline, so gathering allocates nothing per subscriber then; later messages spill into
+/// a vector.
+enum Parts {
+    One(Rc<[u8]>),
+    Two([Rc<[u8]>; 2]),
+    Many(Vec<Rc<[u8]>>),
+}
+
+impl Parts {
+    fn new(p: &[Rc<[u8]>]) -> Parts {
+        match p {
+            [a] => Parts::One(a.clone()),
+            [a, b] => Parts::Two([a.clone(), b.clone()]),
+            _ => Parts::Many(p.to_vec()),
+        }
+    }
+
+    fn push(&mut self, p: &[Rc<[u8]>]) {
+        let mut v = match std::mem::replace(self, Parts::Many(Vec::new())) {
+            Parts::One(a) => vec![a],
+            Parts::Two([a, b]) => vec![a, b],
+            Parts::Many(v) => v,
+        };
+        v.extend(p.iter().cloned());
+        *self = Parts::Many(v);
+    }
+
+    fn as_slice(&self) -> &[Rc<[u8]>] {
+        match self {
+            Parts::One(a) => std::slice::from_ref(a),
+            Parts::Two(a) => a,
+            Parts::Many(v) => v,
+        }
     }
 }
 
@@ -844,7 +881,7 @@ fn gather(key: usize, serial: u64, req: Req, parts: &[Rc<[u8]>]) -> bool {
         };
         match g.by_key.get_mut(&key) {
             Some(e) => {
-                e.parts.extend(parts.iter().cloned());
+                e.parts.push(parts);
                 e.messages += 1;
             }
             None => {
@@ -855,7 +892,7 @@ fn gather(key: usize, serial: u64, req: Req, parts: &[Rc<[u8]>]) -> bool {
                         key,
                         serial,
                         req,
-                        parts: parts.to_vec(),
+                        parts: Parts::new(parts),
                         messages: 1,
                     },
                 );
