@@ -377,6 +377,36 @@ fn texts(es: &Es) -> Vec<String> {
     es.got.iter().map(|(_, d)| d.clone()).collect()
 }
 
+/// Publishes `{prefix}0` … `{prefix}{total - 1}` to `channel` from a thread, 5 ms apart.
+fn publish_run(
+    out: Outside,
+    channel: &'static str,
+    prefix: &'static str,
+    total: usize,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for i in 0..total {
+            out.publish(channel, &format!("{prefix}{i}"));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+/// Every subscriber (reconnecting with Last-Event-Id when the server ends its stream) got
+/// exactly `{prefix}0` … `{prefix}{total - 1}`, in order: nothing lost, nothing twice.
+fn assert_exact_sequence(subs: &mut [Es], prefix: &str, total: usize) {
+    let expected: Vec<String> = (0..total).map(|i| format!("{prefix}{i}")).collect();
+    for s in subs.iter_mut() {
+        s.read_events(total, Duration::from_secs(60));
+        assert_eq!(
+            texts(s),
+            expected,
+            "published {total}, the subscriber first on worker {} got a different sequence (loss or duplicate)",
+            s.pid
+        );
+    }
+}
+
 #[test]
 fn stream_messages_reach_every_worker_of_two_instances_with_the_same_ids() {
     let _broker = shared_broker();
@@ -470,27 +500,13 @@ fn a_broker_down_at_start_answers_503_then_connects_and_an_outage_loses_nothing(
     wait_connected(&n, 2);
     let mut subs = es_per_worker(&n, "/ev/o");
     const TOTAL: usize = 300;
-    let publisher = std::thread::spawn(move || {
-        for i in 0..TOTAL {
-            out.publish("o", &format!("n{i}"));
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    });
+    let publisher = publish_run(out, "o", "n", TOTAL);
     std::thread::sleep(Duration::from_millis(400));
     proxy.down();
     std::thread::sleep(Duration::from_millis(1500));
     proxy.up();
     publisher.join().unwrap();
-    let expected: Vec<String> = (0..TOTAL).map(|i| format!("n{i}")).collect();
-    for s in subs.iter_mut() {
-        s.read_events(TOTAL, Duration::from_secs(60));
-        assert_eq!(
-            texts(s),
-            expected,
-            "published {TOTAL}, worker {} got a different sequence",
-            s.pid
-        );
-    }
+    assert_exact_sequence(&mut subs, "n", TOTAL);
     assert!(
         n.error_log().contains("broker unavailable"),
         "the outage was logged"
@@ -507,21 +523,12 @@ fn a_reload_during_a_run_loses_nothing_for_clients_that_resume_with_last_event_i
     wait_connected(&n, 2);
     let mut subs = es_per_worker(&n, "/ev/r");
     const TOTAL: usize = 300;
-    let publisher = std::thread::spawn(move || {
-        for i in 0..TOTAL {
-            out.publish("r", &format!("r{i}"));
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    });
+    let publisher = publish_run(out, "r", "r", TOTAL);
     std::thread::sleep(Duration::from_millis(500));
     let old = n.reload();
     n.wait_gone(&old, Duration::from_secs(3));
     publisher.join().unwrap();
-    let expected: Vec<String> = (0..TOTAL).map(|i| format!("r{i}")).collect();
-    for s in subs.iter_mut() {
-        s.read_events(TOTAL, Duration::from_secs(60));
-        assert_eq!(texts(s), expected);
-    }
+    assert_exact_sequence(&mut subs, "r", TOTAL);
     n.stop();
 }
 
@@ -537,22 +544,13 @@ fn a_killed_worker_costs_nothing_to_the_others_and_its_clients_resume() {
     wait_connected(&n, 2);
     let mut subs = es_per_worker(&n, "/ev/k");
     const TOTAL: usize = 300;
-    let publisher = std::thread::spawn(move || {
-        for i in 0..TOTAL {
-            out.publish("k", &format!("k{i}"));
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    });
+    let publisher = publish_run(out, "k", "k", TOTAL);
     std::thread::sleep(Duration::from_millis(500));
     let victim = subs[0].pid;
     // SAFETY: a worker of the nginx this test started.
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
     publisher.join().unwrap();
-    let expected: Vec<String> = (0..TOTAL).map(|i| format!("k{i}")).collect();
-    for s in subs.iter_mut() {
-        s.read_events(TOTAL, Duration::from_secs(60));
-        assert_eq!(texts(s), expected, "subscriber first on worker {}", s.pid);
-    }
+    assert_exact_sequence(&mut subs, "k", TOTAL);
     n.stop();
 }
 
@@ -850,17 +848,7 @@ fn a_real_broker_restart_during_a_run_loses_and_duplicates_nothing() {
         std::thread::sleep(Duration::from_millis(2));
     }
     wait_connected(&n, 4);
-    let expected: Vec<String> = (0..2 * HALF).map(|i| format!("r{i}")).collect();
-    for s in subs.iter_mut() {
-        s.read_events(2 * HALF, Duration::from_secs(60));
-        assert_eq!(
-            texts(s),
-            expected,
-            "published {}, worker {} got a different sequence (loss or duplicate)",
-            2 * HALF,
-            s.pid
-        );
-    }
+    assert_exact_sequence(&mut subs, "r", 2 * HALF);
     // Publishing through the broker works again.
     let r = request(n.port, "POST", "/pub?id=rs", &[], b"after");
     assert_eq!(r.status, 200, "{r:?}");
