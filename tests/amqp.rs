@@ -69,14 +69,19 @@ impl Drop for Scratch {
     }
 }
 
-/// Deletes `name` as a queue and as an exchange (whichever exists).
-async fn delete_both(name: String) -> Result<(), lapin::Error> {
-    let conn = Connection::connect_with_runtime(
+/// A connection to the test broker, on the current tokio runtime.
+async fn connect() -> Result<Connection, lapin::Error> {
+    Connection::connect_with_runtime(
         URL,
         ConnectionProperties::default(),
         async_rs::Runtime::tokio_current(),
     )
-    .await?;
+    .await
+}
+
+/// Deletes `name` as a queue and as an exchange (whichever exists).
+async fn delete_both(name: String) -> Result<(), lapin::Error> {
+    let conn = connect().await?;
     // A failed delete closes its channel: one channel each.
     let ch = conn.create_channel().await?;
     let _ = ch
@@ -179,12 +184,7 @@ fn confirmed_channel(
         .build()
         .unwrap();
     let ch = rt.block_on(async {
-        let conn = Connection::connect_with_runtime(
-            URL,
-            ConnectionProperties::default(),
-            async_rs::Runtime::tokio_current(),
-        )
-        .await?;
+        let conn = connect().await?;
         let ch = conn.create_channel().await?;
         declare(&ch).await?;
         // Confirms: a publish returns once RabbitMQ has the message.
