@@ -18,6 +18,7 @@ fn conf() -> String {
     push_stream_events_channel_id events;
     push_stream_wildcard_channel_prefix bd_;
     push_stream_ping_message_text "ping";
+    log_format sent "$bytes_sent $body_bytes_sent $status";
     server {{
         listen 127.0.0.1:{{PORT}} reuseport;
         location /pub {{ push_stream_publisher admin; push_stream_channels_path $arg_id; push_stream_store_messages on; }}
@@ -71,6 +72,30 @@ fn conf() -> String {
             push_stream_padding_by_user_agent "[T|t]est,1024,545";
         }}
         location ~ /cors/(.*) {{ push_stream_subscriber; push_stream_channels_path $1; push_stream_allowed_origins "*"; }}
+        # Body filters and limits the module's direct socket writes must leave in charge.
+        location ~ /gz/(.*) {{
+            push_stream_subscriber;
+            push_stream_channels_path $1;
+            push_stream_message_template "~text~\n";
+            push_stream_subscriber_connection_ttl 1s;
+            push_stream_footer_template "END";
+            gzip on; gzip_types *; gzip_min_length 1;
+        }}
+        location ~ /rate/(.*) {{
+            push_stream_subscriber;
+            push_stream_channels_path $1;
+            push_stream_message_template "~text~";
+            push_stream_header_template "H";
+            limit_rate 1k;
+        }}
+        location ~ /logged/(.*) {{
+            push_stream_subscriber;
+            push_stream_channels_path $1;
+            push_stream_message_template "~text~\n";
+            push_stream_subscriber_connection_ttl 1s;
+            push_stream_footer_template "END";
+            access_log logs/sent.log sent;
+        }}
     }}"#
     )
 }
@@ -730,5 +755,244 @@ fn messages_that_reach_a_subscriber_together_are_written_together() {
         200
     );
     assert_eq!(s.next_chunk().unwrap(), b"2|gb|one\n".to_vec());
+    n.stop();
+}
+
+/// A raw HTTP/1.x request on a fresh connection; everything the server sends until it closes.
+fn raw_until_close(port: u16, request: &str, during: impl FnOnce()) -> Vec<u8> {
+    let mut c = connect(port);
+    c.write_all(request.as_bytes()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = vec![];
+    let mut buf = [0u8; 4096];
+    // The head first, so that `during` publishes to a subscriber that is in place.
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let k = std::io::Read::read(&mut c, &mut buf).expect("response head");
+        assert!(k > 0, "closed before the head: {got:?}");
+        got.extend_from_slice(&buf[..k]);
+    }
+    during();
+    loop {
+        match std::io::Read::read(&mut c, &mut buf) {
+            Ok(0) => return got,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e) => panic!("reading until close: {e}; got {} bytes", got.len()),
+        }
+    }
+}
+
+/// Splits a raw response into its head and the de-chunked body.
+fn head_and_body(raw: &[u8]) -> (String, Vec<u8>) {
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&raw[..at]).to_string();
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return (head, raw[at..].to_vec());
+    }
+    let mut r = std::io::BufReader::new(&raw[at..]);
+    let mut body = vec![];
+    while let Some(c) = read_chunk(&mut r) {
+        body.extend_from_slice(&c);
+    }
+    let mut rest = vec![];
+    std::io::Read::read_to_end(&mut r, &mut rest).unwrap();
+    assert!(rest.is_empty(), "bytes after the last chunk: {rest:?}");
+    (head, body)
+}
+
+#[test]
+fn direct_writes_keep_chunking_byte_counts_and_the_filters_and_limits_that_need_the_body() {
+    let n = start();
+    let p = n.port;
+    // Plain HTTP/1.1: the module writes around the body filters; the chunk framing must be
+    // exactly what the chunked filter would produce, and the access log's byte counts must
+    // be what the client received.
+    let raw = raw_until_close(
+        p,
+        "GET /logged/dw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        || {
+            for m in ["one", "two", &"x".repeat(5000)] {
+                publish(&n, "dw", m);
+            }
+        },
+    );
+    let (head, body) = head_and_body(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        body,
+        format!("one\ntwo\n{}\nEND", "x".repeat(5000)).into_bytes()
+    );
+    let log = n.prefix.join("logs/sent.log");
+    let mut line = String::new();
+    for _ in 0..200 {
+        line = std::fs::read_to_string(&log).unwrap_or_default();
+        if !line.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let head_len = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        line.trim(),
+        format!("{} {} 200", raw.len(), raw.len() - head_len),
+        "access log against {} bytes received",
+        raw.len()
+    );
+
+    // HTTP/1.0: no chunking, the bare bytes until the server closes.
+    let raw = raw_until_close(p, "GET /logged/dw10 HTTP/1.0\r\n\r\n", || {
+        publish(&n, "dw10", "a");
+        publish(&n, "dw10", "b");
+    });
+    let (head, body) = head_and_body(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
+    assert_eq!(body, b"a\nb\nEND".to_vec());
+
+    // gzip: the messages must go through the gzip filter, not around it.
+    let raw = raw_until_close(
+        p,
+        "GET /gz/dwz HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+        || {
+            publish(&n, "dwz", "zipped-1");
+            publish(&n, "dwz", "zipped-2");
+        },
+    );
+    let (head, body) = head_and_body(&raw);
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: gzip"),
+        "{head}"
+    );
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+        .unwrap_or_else(|e| panic!("not a gzip stream ({e}): {body:?}"));
+    assert_eq!(plain, "zipped-1\nzipped-2\nEND");
+
+    // limit_rate: 4 000 bytes at 1 KiB/s cannot arrive in under ~3 s; written around the
+    // write filter they would arrive at once. (The header template first, and a pause for
+    // the write filter's short delay after it: then nothing is queued or delayed when the
+    // message comes, the case where a direct write would be possible.)
+    let mut s = Stream::open(p, "/rate/dwr", &[]);
+    assert_eq!(s.next_chunk().unwrap(), b"H".to_vec());
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    publish(&n, "dwr", &"r".repeat(4000));
+    let mut got = 0;
+    while got < 4000 {
+        got += s.next_chunk().expect("rate-limited message").len();
+    }
+    assert_eq!(got, 4000);
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "limit_rate 1k ignored: 4000 bytes in {:?}",
+        t.elapsed()
+    );
+    n.stop();
+}
+
+#[test]
+fn a_paused_reader_gets_every_message_framed_and_in_order_after_its_socket_filled() {
+    // A small send buffer on nginx's side and a small receive buffer on ours: the direct
+    // writes fill the socket, the rest waits in nginx's write filter, later messages queue
+    // behind it, and direct writes resume once it has drained.
+    let n = Nginx::start_with(
+        r#"
+    push_stream_shared_memory_size 32m;
+    server {
+        listen 127.0.0.1:{PORT} reuseport sndbuf=4k;
+        location /pub { push_stream_publisher admin; push_stream_channels_path $arg_id; }
+        location ~ /sub/(.*) {
+            push_stream_subscriber;
+            push_stream_channels_path $1;
+            push_stream_message_template "~id~|~text~\n";
+        }
+        location ~ /st/(.*) {
+            push_stream_subscriber;
+            push_stream_channels_path $1;
+            send_timeout 1s;
+        }
+    }"#,
+        Options {
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    let p = n.port;
+    let mut c = connect_small(p, 4096);
+    send_request(&mut c, "GET", "/sub/pause", &[], b"", false);
+    let mut reader = std::io::BufReader::new(c);
+    let (status, _) = read_head(&mut reader);
+    assert_eq!(status, 200);
+    let mut s = Stream {
+        status,
+        headers: vec![],
+        reader,
+    };
+    // Messages larger than the socket buffers, so that writes stop part-way through one.
+    let text = |i: usize| format!("{i:06}-{}", "m".repeat(i % 3 * 15_000 + 300));
+    let total = 40;
+    for round in 0..2 {
+        // Published while the reader is paused: ~600 KB against a few KiB of socket buffers
+        // (under the 1 MiB a subscriber may fall behind before it is closed).
+        for i in round * total / 2 + 1..=(round + 1) * total / 2 {
+            publish(&n, "pause", &text(i));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut got = String::new();
+    let mut lines = 0;
+    while lines < total {
+        let chunk = s.next_chunk().expect("the stream ended early");
+        got.push_str(std::str::from_utf8(&chunk).unwrap());
+        lines = got.matches('\n').count();
+    }
+    for (i, line) in got.lines().enumerate() {
+        assert_eq!(
+            line,
+            format!("{}|{}", i + 1, text(i + 1)),
+            "message {}",
+            i + 1
+        );
+    }
+    assert_eq!(lines, total);
+    // And the subscriber still gets what comes next.
+    publish(&n, "pause", "after");
+    assert_eq!(
+        s.next_chunk().unwrap(),
+        format!("{}|after\n", total + 1).into_bytes()
+    );
+
+    // A subscriber that takes nothing while output waits for it is closed at send_timeout,
+    // as nginx closes any response it cannot write for that long, even while small messages
+    // keep coming (they do not restart the timeout; only the socket taking bytes does).
+    let mut c = connect_small(p, 4096);
+    send_request(&mut c, "GET", "/st/stuck", &[], b"", false);
+    let mut reader = std::io::BufReader::new(c);
+    assert_eq!(read_head(&mut reader).0, 200);
+    let subscribers = || {
+        let r = request(p, "GET", "/pub?id=stuck", &[], b"");
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["subscribers"].as_u64()
+    };
+    assert_eq!(subscribers(), Some(1));
+    let t = Instant::now();
+    for i in 0..20 {
+        publish(&n, "stuck", &text(i));
+    }
+    while subscribers() != Some(0) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "not closed at send_timeout"
+        );
+        publish(&n, "stuck", "tick");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}",
+        t.elapsed()
+    );
+    assert!(n.error_log().contains("client timed out (send_timeout)"));
     n.stop();
 }

@@ -13,3 +13,4 @@ pub mod resume;
 pub mod store;
 pub mod template;
 pub mod websocket;
+pub mod wire;

@@ -2,6 +2,9 @@
 //! open, finishing it. Everything that touches an `ngx_http_request_t` lives here.
 
 use core::ptr;
+use std::rc::Rc;
+
+use push_stream_core::wire;
 
 use nginx_sys::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_http_finalize_request,
@@ -190,56 +193,245 @@ impl Req {
             }
             (*cl).buf = b;
             (*cl).next = ptr::null_mut();
-            ngx_http_output_filter(r, cl)
+            let rc = ngx_http_output_filter(r, cl);
+            if last {
+                // Finalizing sets nginx's own writer up for what is left.
+                return rc;
+            }
+            self.watch_output(rc, false)
         }
     }
 
-    /// Sends shared payloads without copying them: each becomes a buffer pointing into the
-    /// payload, which is kept alive in `out` until nginx has written it.
-    pub fn send_shared(&self, out: &mut Out, parts: &[std::rc::Rc<[u8]>]) -> ngx_int_t {
-        // SAFETY: chain links and buffers come from (and return to) the request's free chain;
-        // the bytes they point to are owned by `out.inflight` until update_chains says sent.
+    /// Sends shared payloads without copying them. When the request has nothing queued and no
+    /// body filter needs to see its bytes (`direct_ok`), they go straight to the socket in one
+    /// `writev`, framed as nginx's chunked filter would frame them; what the socket does not
+    /// take, and everything on other requests, goes to nginx as buffers pointing into the
+    /// payloads, kept alive in `out` until nginx has written them.
+    pub fn send_shared(&self, out: &mut Out, parts: &[Rc<[u8]>]) -> ngx_int_t {
+        let rc = match self.send_direct(out, parts) {
+            Some(rc) => rc,
+            None => {
+                let segs = parts.iter().map(|p| (p.clone(), 0));
+                // SAFETY: the whole chain goes through the output filters, as any module's body.
+                unsafe { self.queue(out, segs, ngx_http_output_filter) }
+            }
+        };
+        self.watch_output(rc, false)
+    }
+
+    /// After a write to a held request: when output is left pending (NGX_AGAIN), waits for
+    /// the socket to become writable, under `send_timeout`, as nginx's own writer does for a
+    /// response it finishes (nginx registers a connection's write event with epoll only on
+    /// demand: without this, a subscriber whose socket once filled was never written to
+    /// again). The timer starts when output is first left pending and restarts only after the
+    /// socket took some (`progress`, the write handler), so a client that takes nothing is
+    /// closed even while new messages keep coming. When nothing is pending, the timer goes.
+    /// Returns `rc`, or NGX_ERROR when the event could not be registered.
+    fn watch_output(&self, rc: ngx_int_t, progress: bool) -> ngx_int_t {
+        use ngx::http::HttpModuleLocationConf;
+        if rc == NGX_ERROR as ngx_int_t {
+            return rc;
+        }
+        // SAFETY: a live request, its connection, write event and core location conf.
         unsafe {
             let r = self.0;
-            let mut head: *mut ngx_chain_t = ptr::null_mut();
-            let mut tail: *mut *mut ngx_chain_t = &mut head;
-            let n = parts.iter().filter(|p| !p.is_empty()).count();
-            let mut i = 0;
-            for p in parts.iter().filter(|p| !p.is_empty()) {
-                i += 1;
-                let cl = nginx_sys::ngx_chain_get_free_buf((*r).pool, &mut out.free);
-                if cl.is_null() {
-                    return NGX_ERROR as ngx_int_t;
+            let wev = (*(*r).connection).write;
+            if rc != NGX_AGAIN as ngx_int_t {
+                if (*wev).timer_set() != 0 && (*wev).delayed() == 0 {
+                    nginx_sys::ngx_del_timer(wev);
                 }
-                let b = (*cl).buf;
-                ptr::write_bytes(b, 0, 1);
-                let data = p.as_ptr() as *mut u8;
-                (*b).start = data;
-                (*b).pos = data;
-                (*b).last = data.add(p.len());
-                (*b).end = (*b).last;
-                (*b).set_memory(1);
-                (*b).set_flush((i == n) as u32);
-                (*b).tag = module_tag();
-                (*cl).next = ptr::null_mut();
-                *tail = cl;
-                tail = &mut (*cl).next;
-                out.inflight.push_back(p.clone());
+                return rc;
             }
-            if head.is_null() {
-                return NGX_OK as ngx_int_t;
+            let Some(clcf) = ngx::http::NgxHttpCoreModule::location_conf(&*r) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            if (*wev).delayed() == 0 && (progress || (*wev).timer_set() == 0) {
+                nginx_sys::ngx_add_timer(wev, clcf.send_timeout);
             }
-            let rc = ngx_http_output_filter(r, head);
-            nginx_sys::ngx_chain_update_chains(
-                (*r).pool,
-                &mut out.free,
-                &mut out.busy,
-                &mut head,
-                module_tag(),
-            );
-            self.account(out);
+            if nginx_sys::ngx_handle_write_event(wev, clcf.send_lowat) != NGX_OK as ngx_int_t {
+                return NGX_ERROR as ngx_int_t;
+            }
             rc
         }
+    }
+
+    /// Whether the write event that woke a held request is its `send_timeout` expiring (a
+    /// client that took nothing for that long).
+    pub fn write_timed_out(&self) -> bool {
+        // SAFETY: a live request's connection and write event.
+        unsafe {
+            let c = (*self.0).connection;
+            let wev = (*c).write;
+            if (*wev).timedout() == 0 {
+                return false;
+            }
+            (*c).set_timedout(1);
+            true
+        }
+    }
+
+    /// Whether a write may go around nginx's body filters now: nothing of this request is
+    /// queued anywhere (ours, the write filter's, a filter's or the connection's), it is a
+    /// plain HTTP/1.x main request on the default send function (no TLS, HTTP/2 or /3), no
+    /// filter has asked to see or transform the body (gzip, gunzip, SSI, sub_filter, charset
+    /// recoding, addition, xslt), no rate limit applies and the socket can take data.
+    fn direct_ok(&self, out: &Out) -> bool {
+        // SAFETY: fields of a live request, its connection and write event.
+        unsafe {
+            let r = self.0;
+            let c = (*r).connection;
+            let w = (*c).write;
+            out.busy.is_null()
+                && (*r).out.is_null()
+                && (*r).postponed.is_null()
+                && (*r).main == r
+                && (*r).buffered() == 0
+                && (*c).buffered() == 0
+                && (*c).error() == 0
+                && (*w).ready() != 0
+                && (*w).delayed() == 0
+                && (*r).http_version < nginx_sys::NGX_HTTP_VERSION_20 as usize
+                && (*r).header_sent() != 0
+                && (*r).header_only() == 0
+                && (*r).limit_rate_set() != 0
+                && (*r).limit_rate == 0
+                && (*r).filter_need_in_memory() == 0
+                && (*r).main_filter_need_in_memory() == 0
+                && (*r).filter_need_temporary() == 0
+                && (*r).preserve_body() == 0
+                && (*r).headers_out.content_encoding.is_null()
+                && (*c).ssl.is_null()
+                && (*c).send_chain.map(|f| f as usize)
+                    == nginx_sys::ngx_io.send_chain.map(|f| f as usize)
+        }
+    }
+
+    /// The direct write of `send_shared`; None when it does not apply (nothing was written).
+    fn send_direct(&self, out: &mut Out, parts: &[Rc<[u8]>]) -> Option<ngx_int_t> {
+        const MAX_IOV: usize = 64;
+        let size: usize = parts.iter().map(|p| p.len()).sum();
+        if size == 0 || parts.len() > MAX_IOV - 2 || !self.direct_ok(out) {
+            return None;
+        }
+        // SAFETY: checked by direct_ok: a live plain HTTP/1.x connection with nothing queued.
+        let chunked = unsafe { (*self.0).chunked() } != 0;
+        let head = chunked.then(|| wire::chunk_head(size));
+        let mut iov = [libc::iovec {
+            iov_base: ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_IOV];
+        let mut n = 0;
+        let mut push = |b: &[u8]| {
+            if !b.is_empty() {
+                iov[n] = libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                };
+                n += 1;
+            }
+        };
+        if let Some((h, len)) = &head {
+            push(&h[..*len]);
+        }
+        for p in parts {
+            push(p);
+        }
+        if chunked {
+            push(wire::CHUNK_TAIL);
+        }
+        let total: usize = iov[..n].iter().map(|v| v.iov_len).sum();
+        // SAFETY: the iovecs point into `parts`, `head` and a static, all alive for the call;
+        // the fd is the request's own socket.
+        let c = unsafe { (*self.0).connection };
+        let written = loop {
+            let rc = unsafe { libc::writev((*c).fd, iov.as_ptr(), n as libc::c_int) };
+            if rc >= 0 {
+                break rc as usize;
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => break 0,
+                _ => {
+                    // SAFETY: as above; nginx's own send functions mark the error the same way.
+                    unsafe { (*c).set_error(1) };
+                    return Some(NGX_ERROR as ngx_int_t);
+                }
+            }
+        };
+        // SAFETY: as above.
+        unsafe { (*c).sent += written as libc::off_t };
+        if written == total {
+            return Some(NGX_OK as ngx_int_t);
+        }
+        // The socket is full: nginx's write filter keeps the rest and writes it when the
+        // socket is writable again (the write event handler flushes it).
+        // SAFETY: as above.
+        unsafe { (*(*c).write).set_ready(0) };
+        let mut segs: Vec<Rc<[u8]>> = Vec::with_capacity(parts.len() + 2);
+        if let Some((h, len)) = &head {
+            segs.push(Rc::from(&h[..*len]));
+        }
+        segs.extend(parts.iter().cloned());
+        if chunked {
+            segs.push(Rc::from(wire::CHUNK_TAIL));
+        }
+        let lens: Vec<usize> = segs.iter().map(|p| p.len()).collect();
+        let rest = wire::unsent(&lens, written).map(|(i, at)| (segs[i].clone(), at));
+        // SAFETY: the rest is already framed: it goes to the write filter only, behind
+        // nothing (direct_ok saw nothing queued).
+        Some(unsafe { self.queue(out, rest, nginx_sys::ngx_http_write_filter) })
+    }
+
+    /// Hands `segs` (payload, offset of its first unsent byte) to `filter` as buffers from the
+    /// request's free chain, keeping each payload in `out` until nginx reports it written.
+    ///
+    /// # Safety
+    /// `filter` must be nginx's output filter or its write filter, with what that implies
+    /// for framing.
+    unsafe fn queue(
+        &self,
+        out: &mut Out,
+        segs: impl Iterator<Item = (Rc<[u8]>, usize)>,
+        filter: unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_chain_t) -> ngx_int_t,
+    ) -> ngx_int_t {
+        let r = self.0;
+        let mut head: *mut ngx_chain_t = ptr::null_mut();
+        let mut tail: *mut *mut ngx_chain_t = &mut head;
+        let mut last: *mut ngx_buf_t = ptr::null_mut();
+        for (p, at) in segs.filter(|(p, at)| *at < p.len()) {
+            let cl = nginx_sys::ngx_chain_get_free_buf((*r).pool, &mut out.free);
+            if cl.is_null() {
+                return NGX_ERROR as ngx_int_t;
+            }
+            let b = (*cl).buf;
+            ptr::write_bytes(b, 0, 1);
+            let data = p.as_ptr() as *mut u8;
+            (*b).start = data;
+            (*b).pos = data.add(at);
+            (*b).last = data.add(p.len());
+            (*b).end = (*b).last;
+            (*b).set_memory(1);
+            (*b).tag = module_tag();
+            (*cl).next = ptr::null_mut();
+            *tail = cl;
+            tail = &mut (*cl).next;
+            last = b;
+            out.inflight.push_back(p);
+        }
+        if head.is_null() {
+            return NGX_OK as ngx_int_t;
+        }
+        (*last).set_flush(1);
+        let rc = filter(r, head);
+        nginx_sys::ngx_chain_update_chains(
+            (*r).pool,
+            &mut out.free,
+            &mut out.busy,
+            &mut head,
+            module_tag(),
+        );
+        self.account(out);
+        rc
     }
 
     /// After a flush: drops the payloads nginx has written.
@@ -311,13 +503,36 @@ impl Req {
         unsafe { (*r.main).set_count((*r.main).count() + 1) };
         r.read_event_handler = Some(nginx_sys::ngx_http_test_reading);
         r.write_event_handler = on_write;
+        self.nodelay();
         NGX_DONE as ngx_int_t
+    }
+
+    /// TCP_NODELAY on a held HTTP/1.x connection when the location's `tcp_nodelay` is on
+    /// (nginx's default), as nginx does for WebSocket proxying and keep-alive connections.
+    /// Pushed messages are small writes that must leave at once; with Nagle's algorithm a
+    /// message waits until the client acknowledges the previous one, which a client may delay
+    /// by up to 40 ms (Linux's delayed ACK). A failure is logged by nginx and changes nothing
+    /// else.
+    fn nodelay(&self) {
+        use ngx::http::HttpModuleLocationConf;
+        // SAFETY: a live request, its connection and core location configuration.
+        unsafe {
+            let r = self.0;
+            if (*r).http_version >= nginx_sys::NGX_HTTP_VERSION_20 as usize {
+                return;
+            }
+            if ngx::http::NgxHttpCoreModule::location_conf(&*r).is_some_and(|c| c.tcp_nodelay != 0)
+            {
+                nginx_sys::ngx_tcp_nodelay((*r).connection);
+            }
+        }
     }
 
     /// Flushes output that was left pending (after NGX_AGAIN).
     pub fn flush_pending(&self) -> ngx_int_t {
         // SAFETY: a live request; a null chain only flushes.
-        unsafe { ngx_http_output_filter(self.0, ptr::null_mut()) }
+        let rc = unsafe { ngx_http_output_filter(self.0, ptr::null_mut()) };
+        self.watch_output(rc, true)
     }
 
     /// Ends a held request: `tail` (e.g. a footer) and the last buffer, then finalize.

@@ -1336,6 +1336,14 @@ pub fn sub_count() -> usize {
 unsafe extern "C" fn sub_write_handler(r: *mut ngx_http_request_t) {
     let req = Req::from_raw(r);
     guard(req.log(), "write handler", (), || {
+        if req.write_timed_out() {
+            log::info(
+                req.log(),
+                "push_stream: client timed out (send_timeout) with output pending",
+            );
+            req.finalize(nginx_sys::NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t);
+            return;
+        }
         let rc = req.flush_pending();
         if rc == nginx_sys::NGX_ERROR as ngx_int_t {
             req.finalize(rc);

@@ -471,6 +471,39 @@ pub fn connect(port: u16) -> TcpStream {
     s
 }
 
+/// `connect` with a receive buffer of `rcvbuf` bytes set before connecting, so that the
+/// window the client advertises is small from the start (shrinking it afterwards makes the
+/// kernel drop what the larger window let in, and the sender waits for retransmissions).
+pub fn connect_small(port: u16, rcvbuf: libc::c_int) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a new socket, owned by the TcpStream once connected; the option and address
+    // are stack values of the right sizes.
+    let s = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let s = TcpStream::from_raw_fd(fd);
+        set_socket_option(fd, libc::SO_RCVBUF, &rcvbuf);
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            &addr as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        s
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
 pub fn send_request(
     s: &mut TcpStream,
     method: &str,
@@ -874,4 +907,41 @@ impl Proxy {
 /// Whether something answers on 127.0.0.1:5672 (RabbitMQ; ci/test starts it).
 pub fn rabbitmq_up() -> bool {
     TcpStream::connect_timeout(&"127.0.0.1:5672".parse().unwrap(), Duration::from_secs(2)).is_ok()
+}
+
+/// A SOL_SOCKET option with a plain value (`c_int`, `linger`…) on an open socket.
+pub fn set_socket_option<T>(fd: std::os::fd::RawFd, name: libc::c_int, value: &T) {
+    // SAFETY: setsockopt reads size_of::<T>() bytes from a live reference.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt {name}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Shrinks a socket's receive buffer (the kernel's autotuning would otherwise soak up
+/// megabytes a test wants to see queued in nginx).
+pub fn set_rcvbuf(s: &TcpStream, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    set_socket_option(s.as_raw_fd(), libc::SO_RCVBUF, &bytes);
+}
+
+/// Closing `s` then resets the connection (RST) instead of the orderly FIN.
+pub fn set_linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    set_socket_option(s.as_raw_fd(), libc::SO_LINGER, &l);
 }
