@@ -841,6 +841,40 @@ fn direct_writes_keep_chunking_byte_counts_and_the_filters_and_limits_that_need_
         raw.len()
     );
 
+    // The same when the client is the one that leaves: the count is settled in the request's
+    // cleanup, before nginx logs it.
+    let mut c = connect(p);
+    c.write_all(b"GET /logged/dw2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut r = std::io::BufReader::new(c);
+    let (status, _) = read_head(&mut r);
+    assert_eq!(status, 200);
+    publish(&n, "dw2", "three");
+    publish(&n, "dw2", "four");
+    assert_eq!(read_chunk(&mut r).unwrap(), b"three\n".to_vec());
+    assert_eq!(read_chunk(&mut r).unwrap(), b"four\n".to_vec());
+    drop(r);
+    let mut lines = vec![];
+    for _ in 0..200 {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect();
+        if lines.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let fields: Vec<u64> = lines[1]
+        .split(' ')
+        .take(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    // Body: two chunks ("6\r\nthree\n\r\n", "5\r\nfour\n\r\n"), 11 + 10 bytes.
+    assert_eq!(fields[1], 21, "{lines:?}");
+    assert!(fields[0] > 21, "{lines:?}");
+
     // HTTP/1.0: no chunking, the bare bytes until the server closes.
     let raw = raw_until_close(p, "GET /logged/dw10 HTTP/1.0\r\n\r\n", || {
         publish(&n, "dw10", "a");

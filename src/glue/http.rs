@@ -16,11 +16,41 @@ use nginx_sys::{
 /// The output side of a held request: buffer and chain structs reused through nginx's free
 /// and busy chains (not taken from the request pool per message), and the shared payloads
 /// that nginx has not written yet. Their total is the subscriber's unsent backlog.
+///
+/// Also what the direct path needs, kept here so that a delivery touches none of nginx's
+/// per-request structures but the socket (they are cold in the cache with tens of thousands
+/// of subscribers: three such loads were most of the module's time per delivery).
 pub struct Out {
     free: *mut ngx_chain_t,
     busy: *mut ngx_chain_t,
     inflight: std::collections::VecDeque<std::rc::Rc<[u8]>>,
     pub pending: usize,
+    direct: Direct,
+    /// Bytes written directly and not yet added to the connection's count (`c->sent`, read
+    /// by nginx for the access log's `$bytes_sent` after the request's cleanups): added by
+    /// `settle`, before anything else of this request goes to nginx and at its cleanup, so
+    /// that a delivery does not touch the connection structure at all.
+    unsent: libc::off_t,
+    /// The last write or flush left output pending in nginx (NGX_AGAIN): later writes queue
+    /// behind it until the write handler's flush completes. Every write to a held request
+    /// after its set-up goes through `send_shared` or `flush` (with a flush buffer), so this
+    /// is exactly "nginx holds output for this request".
+    blocked: bool,
+}
+
+/// Whether a request's writes may go around the body filters (`Req::direct_ok`).
+#[derive(Clone, Copy, PartialEq)]
+enum Direct {
+    /// Not known yet (the header or the first bytes may still be queued in nginx).
+    Unknown,
+    /// Never: TLS, HTTP/2, a filter or limit that needs the body.
+    Never,
+    /// Yes: the connection (for its byte count), its socket and whether the body is chunked.
+    Yes {
+        c: *mut nginx_sys::ngx_connection_t,
+        fd: libc::c_int,
+        chunked: bool,
+    },
 }
 
 impl Default for Out {
@@ -30,6 +60,21 @@ impl Default for Out {
             busy: ptr::null_mut(),
             inflight: Default::default(),
             pending: 0,
+            direct: Direct::Unknown,
+            unsent: 0,
+            blocked: false,
+        }
+    }
+}
+
+impl Out {
+    /// Adds the bytes written directly to the connection's count. Call while the request is
+    /// alive (in its cleanup at the latest).
+    pub fn settle(&mut self) {
+        if let (Direct::Yes { c, .. }, n @ 1..) = (self.direct, self.unsent) {
+            // SAFETY: the connection of a live request (the caller's contract).
+            unsafe { (*c).sent += n };
+            self.unsent = 0;
         }
     }
 }
@@ -209,6 +254,9 @@ impl Req {
     /// payloads, kept alive in `out` until nginx has written them.
     pub fn send_shared(&self, out: &mut Out, parts: &[Rc<[u8]>]) -> ngx_int_t {
         let rc = match self.send_direct(out, parts) {
+            // All written: nothing was pending before (or it would not be direct), so no
+            // send_timeout timer is set either.
+            Some(rc) if rc == NGX_OK as ngx_int_t => return rc,
             Some(rc) => rc,
             None => {
                 let segs = parts.iter().map(|p| (p.clone(), 0));
@@ -216,6 +264,7 @@ impl Req {
                 unsafe { self.queue(out, segs, ngx_http_output_filter) }
             }
         };
+        out.blocked = rc == NGX_AGAIN as ngx_int_t;
         self.watch_output(rc, false)
     }
 
@@ -270,39 +319,50 @@ impl Req {
         }
     }
 
-    /// Whether a write may go around nginx's body filters now: nothing of this request is
-    /// queued anywhere (ours, the write filter's, a filter's or the connection's), it is a
-    /// plain HTTP/1.x main request on the default send function (no TLS, HTTP/2 or /3), no
-    /// filter has asked to see or transform the body (gzip, gunzip, SSI, sub_filter, charset
-    /// recoding, addition, xslt), no rate limit applies and the socket can take data.
-    fn direct_ok(&self, out: &Out) -> bool {
+    /// Whether writes may go around nginx's body filters: Never for a request that is not a
+    /// plain HTTP/1.x main request on the default send function (TLS, HTTP/2 or /3), or
+    /// whose body a filter has asked to see or transform (gzip, gunzip, SSI, sub_filter,
+    /// charset recoding, addition, xslt), or under a rate limit; Unknown while something of
+    /// it is still queued anywhere (the write filter, a filter, the connection) or nginx has
+    /// not yet written its first bytes (the rate limit is known from then on).
+    fn direct_ok(&self) -> Direct {
         // SAFETY: fields of a live request, its connection and write event.
         unsafe {
             let r = self.0;
             let c = (*r).connection;
             let w = (*c).write;
-            out.busy.is_null()
+            let never = (*r).main != r
+                || (*r).http_version >= nginx_sys::NGX_HTTP_VERSION_20 as usize
+                || (*r).header_only() != 0
+                || (*r).filter_need_in_memory() != 0
+                || (*r).main_filter_need_in_memory() != 0
+                || (*r).filter_need_temporary() != 0
+                || (*r).preserve_body() != 0
+                || !(*r).headers_out.content_encoding.is_null()
+                || !(*c).ssl.is_null()
+                || (*c).send_chain.map(|f| f as usize)
+                    != nginx_sys::ngx_io.send_chain.map(|f| f as usize)
+                || ((*r).limit_rate_set() != 0 && (*r).limit_rate != 0);
+            if never {
+                return Direct::Never;
+            }
+            let clean = (*r).header_sent() != 0
+                && (*r).limit_rate_set() != 0
                 && (*r).out.is_null()
                 && (*r).postponed.is_null()
-                && (*r).main == r
                 && (*r).buffered() == 0
                 && (*c).buffered() == 0
                 && (*c).error() == 0
                 && (*w).ready() != 0
-                && (*w).delayed() == 0
-                && (*r).http_version < nginx_sys::NGX_HTTP_VERSION_20 as usize
-                && (*r).header_sent() != 0
-                && (*r).header_only() == 0
-                && (*r).limit_rate_set() != 0
-                && (*r).limit_rate == 0
-                && (*r).filter_need_in_memory() == 0
-                && (*r).main_filter_need_in_memory() == 0
-                && (*r).filter_need_temporary() == 0
-                && (*r).preserve_body() == 0
-                && (*r).headers_out.content_encoding.is_null()
-                && (*c).ssl.is_null()
-                && (*c).send_chain.map(|f| f as usize)
-                    == nginx_sys::ngx_io.send_chain.map(|f| f as usize)
+                && (*w).delayed() == 0;
+            if !clean {
+                return Direct::Unknown;
+            }
+            Direct::Yes {
+                c,
+                fd: (*c).fd,
+                chunked: (*r).chunked() != 0,
+            }
         }
     }
 
@@ -310,11 +370,15 @@ impl Req {
     fn send_direct(&self, out: &mut Out, parts: &[Rc<[u8]>]) -> Option<ngx_int_t> {
         const MAX_IOV: usize = 64;
         let size: usize = parts.iter().map(|p| p.len()).sum();
-        if size == 0 || parts.len() > MAX_IOV - 2 || !self.direct_ok(out) {
+        if size == 0 || parts.len() > MAX_IOV - 2 || out.blocked || !out.busy.is_null() {
             return None;
         }
-        // SAFETY: checked by direct_ok: a live plain HTTP/1.x connection with nothing queued.
-        let chunked = unsafe { (*self.0).chunked() } != 0;
+        if out.direct == Direct::Unknown {
+            out.direct = self.direct_ok();
+        }
+        let Direct::Yes { c, fd, chunked } = out.direct else {
+            return None;
+        };
         let head = chunked.then(|| wire::chunk_head(size));
         let mut iov = [libc::iovec {
             iov_base: ptr::null_mut(),
@@ -340,11 +404,10 @@ impl Req {
             push(wire::CHUNK_TAIL);
         }
         let total: usize = iov[..n].iter().map(|v| v.iov_len).sum();
-        // SAFETY: the iovecs point into `parts`, `head` and a static, all alive for the call;
-        // the fd is the request's own socket.
-        let c = unsafe { (*self.0).connection };
         let written = loop {
-            let rc = unsafe { libc::writev((*c).fd, iov.as_ptr(), n as libc::c_int) };
+            // SAFETY: the iovecs point into `parts`, `head` and a static, all alive for the
+            // call; the fd is the request's own socket (the connection outlives the request).
+            let rc = unsafe { libc::writev(fd, iov.as_ptr(), n as libc::c_int) };
             if rc >= 0 {
                 break rc as usize;
             }
@@ -358,11 +421,11 @@ impl Req {
                 }
             }
         };
-        // SAFETY: as above.
-        unsafe { (*c).sent += written as libc::off_t };
+        out.unsent += written as libc::off_t;
         if written == total {
             return Some(NGX_OK as ngx_int_t);
         }
+        out.settle();
         // The socket is full: nginx's write filter keeps the rest and writes it when the
         // socket is writable again (the write event handler flushes it).
         // SAFETY: as above.
@@ -394,6 +457,7 @@ impl Req {
         segs: impl Iterator<Item = (Rc<[u8]>, usize)>,
         filter: unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_chain_t) -> ngx_int_t,
     ) -> ngx_int_t {
+        out.settle();
         let r = self.0;
         let mut head: *mut ngx_chain_t = ptr::null_mut();
         let mut tail: *mut *mut ngx_chain_t = &mut head;
@@ -435,7 +499,7 @@ impl Req {
     }
 
     /// After a flush: drops the payloads nginx has written.
-    pub fn release(&self, out: &mut Out) {
+    fn release(&self, out: &mut Out) {
         // SAFETY: as in send_shared.
         unsafe {
             let mut none: *mut ngx_chain_t = ptr::null_mut();
@@ -528,10 +592,16 @@ impl Req {
         }
     }
 
-    /// Flushes output that was left pending (after NGX_AGAIN).
-    pub fn flush_pending(&self) -> ngx_int_t {
+    /// Flushes output that was left pending (after NGX_AGAIN), then drops the payloads nginx
+    /// has written (`out`: the subscriber's, when it still has one).
+    pub fn flush(&self, out: Option<&mut Out>) -> ngx_int_t {
         // SAFETY: a live request; a null chain only flushes.
         let rc = unsafe { ngx_http_output_filter(self.0, ptr::null_mut()) };
+        if let Some(out) = out {
+            out.settle();
+            self.release(out);
+            out.blocked = rc == NGX_AGAIN as ngx_int_t;
+        }
         self.watch_output(rc, true)
     }
 
@@ -741,9 +811,12 @@ impl Req {
         handler: unsafe extern "C" fn(*mut core::ffi::c_void),
         data: *mut core::ffi::c_void,
     ) -> bool {
+        // A request cleanup, not a pool cleanup: nginx runs these when it frees or terminates
+        // the request, before it writes the access log line (which reads what a subscriber's
+        // cleanup settles), and before the pool goes.
         // SAFETY: the cleanup record is allocated from and owned by the request pool.
         unsafe {
-            let cln = nginx_sys::ngx_pool_cleanup_add((*self.0).pool, 0);
+            let cln = nginx_sys::ngx_http_cleanup_add(self.0, 0);
             if cln.is_null() {
                 return false;
             }

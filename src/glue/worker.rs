@@ -1216,7 +1216,9 @@ unsafe extern "C" fn sub_cleanup(data: *mut core::ffi::c_void) {
             Some((sub, w.zone, w.limits, w.slot))
         })
         .flatten();
-        if let Some((sub, zone, limits, slot)) = gone {
+        if let Some((mut sub, zone, limits, slot)) = gone {
+            // Before nginx logs the request ($bytes_sent), which follows the cleanups.
+            sub.out.settle();
             for ev in [sub.ping_ev, sub.ttl_ev] {
                 // SAFETY: events from the request pool, still allocated during its cleanups.
                 unsafe {
@@ -1344,17 +1346,14 @@ unsafe extern "C" fn sub_write_handler(r: *mut ngx_http_request_t) {
             req.finalize(nginx_sys::NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t);
             return;
         }
-        let rc = req.flush_pending();
+        let key = r as usize;
+        let mut out = with(|w| w.subs.get_mut(&key).map(|s| std::mem::take(&mut s.out))).flatten();
+        let rc = req.flush(out.as_mut());
+        if let Some(out) = out {
+            with(|w| w.subs.get_mut(&key).map(|s| s.out = out));
+        }
         if rc == nginx_sys::NGX_ERROR as ngx_int_t {
             req.finalize(rc);
-            return;
-        }
-        let key = r as usize;
-        if let Some(mut out) =
-            with(|w| w.subs.get_mut(&key).map(|s| std::mem::take(&mut s.out))).flatten()
-        {
-            req.release(&mut out);
-            with(|w| w.subs.get_mut(&key).map(|s| s.out = out));
         }
     })
 }
