@@ -22,6 +22,10 @@ for p in sorted(glob.glob(os.path.join(res_dir, "*.json"))):
     R.setdefault(name, {})[kind] = json.load(open(p))
     ep = p[:-5] + ".errors"
     R[name][kind]["_log_errors"] = int(open(ep).read().strip() or 0) if os.path.exists(ep) else None
+    bp = p[:-5] + ".broker"
+    if os.path.exists(bp):
+        u0, s0, u1, s1 = (float(x) for x in open(bp).read().split())
+        R[name][kind]["_broker_cpu"] = (u1 - u0, s1 - s0)
 
 
 def num(x, fmt="{:,.0f}"):
@@ -259,6 +263,11 @@ if rs and "ours-amqp" in rs and rs["ours-amqp"]["steps"]:
              "(default exchange, `channel` header, publisher confirms, as an application would) → every "
              "nginx worker consumes the stream → its subscribers. Latency is from just before the AMQP "
              "publish to the subscriber's read: it includes RabbitMQ's own stream latency.", ""]
+    bc = rs["ours-amqp"].get("_broker_cpu")
+    if bc:
+        body += [f"RabbitMQ (beam.smp) CPU over the whole run, connecting included, on the same cores: "
+                 f"user {bc[0]:.2f} s, kernel {bc[1]:.2f} s (nginx during the publishing window: user "
+                 f"{st['nginx_cpu_user_s']:.2f} s, kernel {st['nginx_cpu_sys_s']:.2f} s).", ""]
     targets.append(("6", "AMQP → subscriber p99 ≤ 5 ms, 0 lost", f"p99 {ms(st['latency']['p99_ms'])} ms, lost {st['lost']}", "(no AMQP)",
                     verdict(st["latency"]["p99_ms"] <= 5 and st["lost"] == 0)))
 
