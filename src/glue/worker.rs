@@ -503,7 +503,9 @@ pub fn process_log() {
         });
         with(|w| w.cursor = batch.cursor);
         zone::with_store(zone, |s| s.ack(slot, pid, batch.cursor));
-        if done {
+        // A batch wider than one turn continues on the next turn (the gathering posted it);
+        // the records after it wait in the log until it is written, as above.
+        if done || LEFTOVER.with(|l| !l.borrow().is_empty()) {
             return;
         }
     }
