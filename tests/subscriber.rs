@@ -1030,3 +1030,153 @@ fn a_paused_reader_gets_every_message_framed_and_in_order_after_its_socket_fille
     assert!(n.error_log().contains("client timed out (send_timeout)"));
     n.stop();
 }
+
+/// A subscriber run by curl (TLS and HTTP/2 clients): its whole output once the response
+/// ends. `args` come before the URL.
+fn curl_subscriber(args: &[&str], url: &str) -> std::process::Child {
+    std::process::Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "20"])
+        .args(args)
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl (ci/test installs it)")
+}
+
+#[test]
+fn tls_and_http2_subscribers_get_every_message_through_nginxs_own_writer() {
+    // Subscribers the module does not write to directly: TLS (HTTP/1.1 and HTTP/2 by ALPN)
+    // and cleartext HTTP/2. Each client reads slowly (curl --limit-rate), so output waits in
+    // nginx (a 32 KiB send buffer; the TLS buffer, HTTP/2 flow control) and has to be
+    // written on the write event.
+    let certs = temp_prefix("tls");
+    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (ci/test installs it)");
+    assert!(made.status.success(), "{made:?}");
+    let (tls_port, h2c_port) = (free_port(), free_port());
+    let n = Nginx::start_with(
+        &format!(
+            r#"
+    push_stream_shared_memory_size 32m;
+    server {{
+        listen 127.0.0.1:{{PORT}} reuseport;
+        listen 127.0.0.1:{tls_port} ssl http2 sndbuf=32k;
+        listen 127.0.0.1:{h2c_port} http2 sndbuf=32k;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location /pub {{ push_stream_publisher admin; push_stream_channels_path $arg_id; }}
+        location ~ /sub/(.*) {{
+            push_stream_subscriber;
+            push_stream_channels_path $1;
+            push_stream_message_template "~text~\n";
+        }}
+    }}"#,
+            cert = cert.display(),
+            key = key.display(),
+        ),
+        Options {
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    let p = n.port;
+    let clients = [
+        (
+            "tls11",
+            vec!["-k", "--http1.1", "--limit-rate", "200k"],
+            format!("https://127.0.0.1:{tls_port}"),
+        ),
+        (
+            "tlsh2",
+            vec!["-k", "--http2", "--limit-rate", "200k"],
+            format!("https://127.0.0.1:{tls_port}"),
+        ),
+        (
+            "h2c",
+            vec!["--http2-prior-knowledge", "--limit-rate", "200k"],
+            format!("http://127.0.0.1:{h2c_port}"),
+        ),
+    ];
+    let mut running = vec![];
+    for (ch, args, base) in &clients {
+        running.push((ch, curl_subscriber(args, &format!("{base}/sub/{ch}"))));
+    }
+    let subscribers = |ch: &str| {
+        let r = request(p, "GET", &format!("/pub?id={ch}"), &[], b"");
+        serde_json::from_slice::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|v| v["subscribers"].as_u64())
+    };
+    let t = Instant::now();
+    while clients.iter().any(|(ch, _, _)| subscribers(ch) != Some(1)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the curl subscribers did not connect"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ~300 KB each, far more than the socket and TLS buffers hold at once.
+    let text = |i: usize| format!("{i:03}-{}", "t".repeat(30_000));
+    for (ch, _, _) in &clients {
+        for i in 0..10 {
+            publish(&n, ch, &text(i));
+        }
+    }
+    // Everything arrives while the response is still open (nothing waits for its end to be
+    // flushed), within a deadline far above the ~1.5 s the rate limit takes.
+    let want: Vec<u8> = (0..10)
+        .map(|i| text(i) + "\n")
+        .collect::<String>()
+        .into_bytes();
+    let readers: Vec<_> = running
+        .into_iter()
+        .map(|(ch, mut child)| {
+            let mut out = child.stdout.take().unwrap();
+            let want = want.len();
+            let reader = std::thread::spawn(move || {
+                let mut got = vec![];
+                let mut buf = [0u8; 65536];
+                while got.len() < want {
+                    match std::io::Read::read(&mut out, &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => got.extend_from_slice(&buf[..k]),
+                    }
+                }
+                got
+            });
+            (ch, child, reader)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (ch, mut child, reader) in readers {
+        while !reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Our own child: ends its read (and the subscriber) either way.
+        let _ = child.kill();
+        let _ = child.wait();
+        let got = reader.join().unwrap();
+        assert!(
+            got == want,
+            "{ch}: got {} of {} bytes by the deadline",
+            got.len(),
+            want.len()
+        );
+    }
+    n.stop();
+}
