@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
 
 const WORKERS: usize = 4;
 
@@ -45,54 +44,13 @@ fn start(main: &str) -> Nginx {
     )
 }
 
-fn post(port: u16, path: &str, body: &[u8]) -> Response {
-    request(port, "POST", path, &[], body)
-}
-
-fn json(r: &Response) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.text()))
-}
-
-fn explain(r: &Response) -> Option<&str> {
-    r.header("X-Nginx-PushStream-Explain")
-}
-
-/// Opens subscribers until every worker serves at least one; returns one per worker.
-fn subscriber_per_worker(n: &Nginx, path: &str) -> Vec<(u32, Stream)> {
-    let mut by_pid: HashMap<u32, Stream> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while by_pid.len() < n.workers {
-        assert!(Instant::now() < deadline, "could not reach every worker");
-        let mut s = Stream::open(n.port, path, &[]);
-        assert_eq!(s.status, 200);
-        let pid: u32 = s.header("X-Worker-Pid").unwrap().parse().unwrap();
+/// One streaming subscriber per worker, each past the location's header template.
+fn subscriber_per_worker_after_head(n: &Nginx, path: &str) -> Vec<(u32, Stream)> {
+    let mut subs = subscriber_per_worker(n, path);
+    for (_, s) in &mut subs {
         assert_eq!(s.next_chunk().unwrap(), b"HEAD\n".to_vec());
-        by_pid.entry(pid).or_insert(s);
     }
-    by_pid.into_iter().collect()
-}
-
-/// Reads lines from a streaming subscriber until `count` message lines arrived.
-fn read_lines(s: &mut Stream, count: usize) -> Vec<String> {
-    let mut out = vec![];
-    let mut buf = String::new();
-    while out.len() < count {
-        let chunk = s.next_chunk().expect("stream ended early");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(i) = buf.find('\n') {
-            out.push(buf[..i].to_string());
-            buf.drain(..=i);
-        }
-    }
-    out
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    subs
 }
 
 #[test]
@@ -225,7 +183,7 @@ fn bodies_are_delivered_byte_for_byte_even_from_temp_files() {
 #[test]
 fn a_message_published_on_one_worker_reaches_subscribers_on_every_worker() {
     let n = start("");
-    let mut subs = subscriber_per_worker(&n, "/sub/fan");
+    let mut subs = subscriber_per_worker_after_head(&n, "/sub/fan");
     assert_eq!(subs.len(), WORKERS);
     for i in 1..=20 {
         assert_eq!(
@@ -302,7 +260,7 @@ fn channel_ids_are_escaped_in_json() {
 fn delete_tells_subscribers_on_every_worker_and_frees_the_id() {
     let n = start("");
     post(n.port, "/pub?id=gone", b"first");
-    let mut subs = subscriber_per_worker(&n, "/sub/gone");
+    let mut subs = subscriber_per_worker_after_head(&n, "/sub/gone");
     let r = request(n.port, "DELETE", "/pub?id=gone", &[], b"");
     assert_eq!((r.status, explain(&r)), (200, Some("Channel deleted.")));
     for (pid, s) in subs.iter_mut() {
@@ -491,7 +449,7 @@ fn channels_and_stored_messages_survive_three_reloads() {
 #[test]
 fn subscribers_get_their_footer_on_reload_and_counts_return_to_zero() {
     let mut n = start("");
-    let mut subs = subscriber_per_worker(&n, "/sub/r");
+    let mut subs = subscriber_per_worker_after_head(&n, "/sub/r");
     let old = n.reload();
     for (_, s) in subs.iter_mut() {
         assert_eq!(s.rest(), b"FOOT\n".to_vec());
@@ -509,7 +467,7 @@ fn a_killed_worker_leaves_no_lock_and_no_stale_subscriber_counts() {
     n.allowed.push("exited on signal 9".into());
     // nginx's master releases the zone's mutex if the victim held it, and says so.
     n.allowed.push("was locked by".into());
-    let mut subs = subscriber_per_worker(&n, "/sub/kc");
+    let mut subs = subscriber_per_worker_after_head(&n, "/sub/kc");
     assert_eq!(
         json(&get(n.port, "/pub?id=kc"))["subscribers"],
         WORKERS as u64

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,37 +66,8 @@ fn start(workers: usize, http_extra: &str) -> Nginx {
 
 // ---- local helpers -------------------------------------------------------------------------
 
-fn post(port: u16, path: &str, body: &[u8]) -> Response {
-    request(port, "POST", path, &[], body)
-}
-
-fn json(r: &Response) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.text()))
-}
-
-fn explain(r: &Response) -> Option<&str> {
-    r.header("X-Nginx-PushStream-Explain")
-}
-
-/// Subscribers of a channel (0 when it does not exist).
-fn subscribers(port: u16, ch: &str) -> u64 {
-    let r = get(port, &format!("/pub?id={ch}"));
-    match r.status {
-        404 => 0,
-        _ => json(&r)["subscribers"].as_u64().unwrap(),
-    }
-}
-
 fn stats(port: u16) -> Value {
     json(&get(port, "/stats"))
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Sends raw bytes (a whole request, possibly malformed) and reads the answer; None when the
@@ -159,21 +129,6 @@ fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-/// Reads lines from a streaming subscriber until `count` lines arrived.
-fn read_lines(s: &mut Stream, count: usize) -> Vec<String> {
-    let mut out = vec![];
-    let mut buf = String::new();
-    while out.len() < count {
-        let chunk = s.next_chunk().expect("stream ended early");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(i) = buf.find('\n') {
-            out.push(buf[..i].to_string());
-            buf.drain(..=i);
-        }
-    }
-    out
 }
 
 /// The worst publish-to-delivery latency of `rounds` messages through a fresh streaming
@@ -705,19 +660,6 @@ fn slowloris_clients_are_dropped_at_the_timeouts_and_do_not_delay_others() {
 }
 
 /// One subscriber per worker (new connections until every worker serves one).
-fn subscriber_per_worker(n: &Nginx, path: &str) -> Vec<(u32, Stream)> {
-    let mut by_pid: HashMap<u32, Stream> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while by_pid.len() < n.workers {
-        assert!(Instant::now() < deadline, "could not reach every worker");
-        let s = Stream::open(n.port, path, &[]);
-        assert_eq!(s.status, 200);
-        let pid: u32 = s.header("X-Worker-Pid").unwrap().parse().unwrap();
-        by_pid.entry(pid).or_insert(s);
-    }
-    by_pid.into_iter().collect()
-}
-
 /// Reads `id|channel|text` lines from a streaming subscriber until the response ends, the
 /// connection fails, or nothing comes for 2 s; returns the ids in order.
 fn collect_ids(mut s: Stream) -> Vec<u64> {

@@ -1005,16 +1005,12 @@ fn a_paused_reader_gets_every_message_framed_and_in_order_after_its_socket_fille
     send_request(&mut c, "GET", "/st/stuck", &[], b"", false);
     let mut reader = std::io::BufReader::new(c);
     assert_eq!(read_head(&mut reader).0, 200);
-    let subscribers = || {
-        let r = request(p, "GET", "/pub?id=stuck", &[], b"");
-        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["subscribers"].as_u64()
-    };
-    assert_eq!(subscribers(), Some(1));
+    assert_eq!(subscribers(p, "stuck"), 1);
     let t = Instant::now();
     for i in 0..20 {
         publish(&n, "stuck", &text(i));
     }
-    while subscribers() != Some(0) {
+    while subscribers(p, "stuck") != 0 {
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "not closed at send_timeout"
@@ -1116,14 +1112,8 @@ fn tls_and_http2_subscribers_get_every_message_through_nginxs_own_writer() {
     for (ch, args, base) in &clients {
         running.push((ch, curl_subscriber(args, &format!("{base}/sub/{ch}"))));
     }
-    let subscribers = |ch: &str| {
-        let r = request(p, "GET", &format!("/pub?id={ch}"), &[], b"");
-        serde_json::from_slice::<serde_json::Value>(&r.body)
-            .ok()
-            .and_then(|v| v["subscribers"].as_u64())
-    };
     let t = Instant::now();
-    while clients.iter().any(|(ch, _, _)| subscribers(ch) != Some(1)) {
+    while clients.iter().any(|(ch, _, _)| subscribers(p, ch) != 1) {
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "the curl subscribers did not connect"

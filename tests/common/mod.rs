@@ -945,3 +945,64 @@ pub fn set_linger_zero(s: &TcpStream) {
     };
     set_socket_option(s.as_raw_fd(), libc::SO_LINGER, &l);
 }
+
+// ---- helpers shared by the publisher, subscriber and reliability tests --------------------
+
+pub fn post(port: u16, path: &str, body: &[u8]) -> Response {
+    request(port, "POST", path, &[], body)
+}
+
+pub fn json(r: &Response) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.text()))
+}
+
+pub fn explain(r: &Response) -> Option<&str> {
+    r.header("X-Nginx-PushStream-Explain")
+}
+
+/// Subscribers of a channel, from a publisher location at `/pub` (0 when it does not exist).
+pub fn subscribers(port: u16, ch: &str) -> u64 {
+    let r = get(port, &format!("/pub?id={ch}"));
+    match r.status {
+        404 => 0,
+        _ => json(&r)["subscribers"].as_u64().unwrap(),
+    }
+}
+
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Opens streaming subscribers until every worker serves at least one (the location sends
+/// `X-Worker-Pid`); returns one per worker.
+pub fn subscriber_per_worker(n: &Nginx, path: &str) -> Vec<(u32, Stream)> {
+    let mut by_pid: std::collections::HashMap<u32, Stream> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while by_pid.len() < n.workers {
+        assert!(Instant::now() < deadline, "could not reach every worker");
+        let s = Stream::open(n.port, path, &[]);
+        assert_eq!(s.status, 200);
+        let pid: u32 = s.header("X-Worker-Pid").unwrap().parse().unwrap();
+        by_pid.entry(pid).or_insert(s);
+    }
+    by_pid.into_iter().collect()
+}
+
+/// Reads lines from a streaming subscriber until `count` lines arrived.
+pub fn read_lines(s: &mut Stream, count: usize) -> Vec<String> {
+    let mut out = vec![];
+    let mut buf = String::new();
+    while out.len() < count {
+        let chunk = s.next_chunk().expect("stream ended early");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(i) = buf.find('\n') {
+            out.push(buf[..i].to_string());
+            buf.drain(..=i);
+        }
+    }
+    out
+}
