@@ -397,14 +397,7 @@ fn summary(req: Req, mcf: &MainConf) -> ngx_int_t {
     let s = Summary {
         hostname: hostname(),
         time: format::stats_time(now),
-        channels: c.channels,
-        wildcard_channels: c.wildcard_channels,
-        published_messages: c.published_messages,
-        stored_messages: c.stored_messages,
-        messages_in_trash: c.messages_in_trash,
-        channels_in_delete: c.channels_in_delete,
-        channels_in_trash: c.channels_in_trash,
-        subscribers: c.subscribers,
+        counters: c,
         uptime: (now - c.created).max(0) as u64,
         extra: [
             ("shared_memory_used".to_string(), used),
@@ -451,14 +444,7 @@ fn metrics(req: Req, mcf: &MainConf) -> ngx_int_t {
     let (used, size) = zone::memory(mcf.shm_zone);
     let now = worker::now();
     let host = Host {
-        channels: c.channels,
-        wildcard_channels: c.wildcard_channels,
-        published_messages: c.published_messages,
-        stored_messages: c.stored_messages,
-        messages_in_trash: c.messages_in_trash,
-        channels_in_delete: c.channels_in_delete,
-        channels_in_trash: c.channels_in_trash,
-        subscribers: c.subscribers,
+        counters: c,
         shared_memory_used: used,
         shared_memory_limit: size,
         uptime: (now - c.created).max(0) as u64,

@@ -89,22 +89,8 @@ pub struct Summary {
     pub hostname: String,
     /// [`stats_time`] of now.
     pub time: String,
-    /// Live non-wildcard channels, including the events channel.
-    pub channels: u64,
-    /// Live wildcard channels.
-    pub wildcard_channels: u64,
-    /// Messages published since the zone was created (per channel).
-    pub published_messages: u64,
-    /// Messages currently stored.
-    pub stored_messages: u64,
-    /// Removed messages waiting to be freed.
-    pub messages_in_trash: u64,
-    /// Deleted channels whose subscribers are still being told.
-    pub channels_in_delete: u64,
-    /// Removed channels waiting to be freed.
-    pub channels_in_trash: u64,
-    /// Subscriber connections.
-    pub subscribers: u64,
+    /// The host's counters (its `created` is not shown: `uptime` is).
+    pub counters: crate::store::Counters,
     /// Seconds since the zone was created.
     pub uptime: u64,
     /// Additional numeric fields of ours (for example shared memory used / limit), printed after
@@ -332,14 +318,14 @@ pub fn render_group(fmt: Format, head: &GroupHead, channels: &[ChannelInfo]) -> 
 pub fn render_summary(fmt: Format, s: &Summary) -> Vec<u8> {
     let mut out = Vec::with_capacity(600 + s.by_worker.len() * 80);
     let numbers: [(&str, u64); 9] = [
-        ("channels", s.channels),
-        ("wildcard_channels", s.wildcard_channels),
-        ("published_messages", s.published_messages),
-        ("stored_messages", s.stored_messages),
-        ("messages_in_trash", s.messages_in_trash),
-        ("channels_in_delete", s.channels_in_delete),
-        ("channels_in_trash", s.channels_in_trash),
-        ("subscribers", s.subscribers),
+        ("channels", s.counters.channels),
+        ("wildcard_channels", s.counters.wildcard_channels),
+        ("published_messages", s.counters.published_messages),
+        ("stored_messages", s.counters.stored_messages),
+        ("messages_in_trash", s.counters.messages_in_trash),
+        ("channels_in_delete", s.counters.channels_in_delete),
+        ("channels_in_trash", s.counters.channels_in_trash),
+        ("subscribers", s.counters.subscribers),
         ("uptime", s.uptime),
     ];
     let numbers: Vec<(Vec<u8>, u64)> = numbers
@@ -745,14 +731,17 @@ mod tests {
         Summary {
             hostname: "h".into(),
             time: "T".into(),
-            channels: 1,
-            wildcard_channels: 2,
-            published_messages: 3,
-            stored_messages: 4,
-            messages_in_trash: 5,
-            channels_in_delete: 6,
-            channels_in_trash: 7,
-            subscribers: 8,
+            counters: crate::store::Counters {
+                channels: 1,
+                wildcard_channels: 2,
+                published_messages: 3,
+                stored_messages: 4,
+                messages_in_trash: 5,
+                channels_in_delete: 6,
+                channels_in_trash: 7,
+                subscribers: 8,
+                created: 0,
+            },
             uptime: 9,
             extra,
             by_worker: (0..workers)

@@ -8,14 +8,8 @@ type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
 /// Host-wide figures (from the shared zone).
 #[derive(Clone, Debug, Default)]
 pub struct Host {
-    pub channels: u64,
-    pub wildcard_channels: u64,
-    pub published_messages: u64,
-    pub stored_messages: u64,
-    pub messages_in_trash: u64,
-    pub channels_in_delete: u64,
-    pub channels_in_trash: u64,
-    pub subscribers: u64,
+    /// The host's counters (its `created` is not shown: `uptime` is).
+    pub counters: crate::store::Counters,
     pub shared_memory_used: u64,
     pub shared_memory_limit: u64,
     pub uptime: u64,
@@ -78,48 +72,52 @@ pub fn render(h: &Host, workers: &[Worker]) -> String {
         "gauge",
         "Live channels (the events channel included), by kind.",
     );
-    let _ = writeln!(o, "push_stream_channels{{kind=\"normal\"}} {}", h.channels);
+    let _ = writeln!(
+        o,
+        "push_stream_channels{{kind=\"normal\"}} {}",
+        h.counters.channels
+    );
     let _ = writeln!(
         o,
         "push_stream_channels{{kind=\"wildcard\"}} {}",
-        h.wildcard_channels
+        h.counters.wildcard_channels
     );
     let host: [(&str, &str, &str, u64); 9] = [
         (
             "push_stream_messages_published_total",
             "counter",
             "Messages published since the zone was created (one per channel).",
-            h.published_messages,
+            h.counters.published_messages,
         ),
         (
             "push_stream_messages_stored",
             "gauge",
             "Messages currently stored.",
-            h.stored_messages,
+            h.counters.stored_messages,
         ),
         (
             "push_stream_messages_in_trash",
             "gauge",
             "Removed messages not yet freed.",
-            h.messages_in_trash,
+            h.counters.messages_in_trash,
         ),
         (
             "push_stream_channels_in_delete",
             "gauge",
             "Deleted channels whose subscribers are still being told.",
-            h.channels_in_delete,
+            h.counters.channels_in_delete,
         ),
         (
             "push_stream_channels_in_trash",
             "gauge",
             "Removed channels not yet freed.",
-            h.channels_in_trash,
+            h.counters.channels_in_trash,
         ),
         (
             "push_stream_subscribers",
             "gauge",
             "Subscriber connections on every worker.",
-            h.subscribers,
+            h.counters.subscribers,
         ),
         (
             "push_stream_shared_memory_used_bytes",
@@ -277,7 +275,10 @@ mod tests {
         };
         let text = render(
             &Host {
-                channels: 3,
+                counters: crate::store::Counters {
+                    channels: 3,
+                    ..Default::default()
+                },
                 shared_memory_limit: 1024,
                 ..Default::default()
             },

@@ -68,7 +68,8 @@ pub struct ChannelInfo {
     pub last_tag: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The host's counters as the statistics and metrics show them (one list, read by both).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub channels: u64,
     pub wildcard_channels: u64,
