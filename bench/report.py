@@ -173,7 +173,8 @@ md += [
     "```",
     "",
     "How it measures: subscribers connect from source addresses spread over 127.0.0.0/8 (bind "
-    "before connect), split over several client processes (the open-files limit is 20 000 per "
+    "before connect), split over several single-threaded client processes (at least 4, the same "
+    "for both modules; the open-files limit is 20 000 per "
     "process); once all are connected, the publisher POSTs `R` msg/s over keep-alive HTTP "
     "connections (`/pub?id=CH`, paced, round-robin over the channels) for `T` s, then waits a "
     "drain time. Each body carries `PSB<channel>.<seq>.<unix-ns>;`: latency is receive time minus "
