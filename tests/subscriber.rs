@@ -875,11 +875,7 @@ fn direct_writes_keep_chunking_byte_counts_and_the_filters_and_limits_that_need_
     let mut body = vec![];
     let mut rest = &got[head_len..];
     while !rest.is_empty() {
-        let eol = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap(), 16).unwrap();
-        body.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
-        assert_eq!(&rest[eol + 2 + size..eol + 4 + size], b"\r\n");
-        rest = &rest[eol + 4 + size..];
+        body.extend(read_chunk(&mut rest).expect("a data chunk, not the last one"));
     }
     assert_eq!(body, b"three\nfour\n".to_vec());
     let mut lines = vec![];

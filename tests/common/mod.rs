@@ -590,6 +590,7 @@ pub fn read_chunk<R: BufRead>(r: &mut R) -> Option<Vec<u8>> {
     r.read_exact(&mut data).unwrap();
     let mut crlf = [0u8; 2];
     r.read_exact(&mut crlf).unwrap();
+    assert_eq!(&crlf, b"\r\n", "chunk of {size} bytes not followed by CRLF");
     if size == 0 {
         None
     } else {
