@@ -18,6 +18,8 @@ for line in open(os.path.join(res_dir, "machine.env")):
 
 R = {}
 for p in sorted(glob.glob(os.path.join(res_dir, "*.json"))):
+    if p.endswith(".watch.json"):
+        continue  # read below, with its run
     name, kind = os.path.basename(p)[:-5].split("--")
     R.setdefault(name, {})[kind] = json.load(open(p))
     ep = p[:-5] + ".errors"
@@ -26,6 +28,9 @@ for p in sorted(glob.glob(os.path.join(res_dir, "*.json"))):
     if os.path.exists(bp):
         u0, s0, u1, s1 = (float(x) for x in open(bp).read().split())
         R[name][kind]["_broker_cpu"] = (u1 - u0, s1 - s0)
+    wp = p[:-5] + ".watch.json"
+    if os.path.exists(wp):
+        R[name][kind]["_watch"] = json.load(open(wp))
 
 
 def num(x, fmt="{:,.0f}"):
@@ -269,6 +274,16 @@ if rs and "ours-amqp" in rs and rs["ours-amqp"]["steps"]:
         body += [f"RabbitMQ (beam.smp) CPU over the whole run, connecting included, on the same cores: "
                  f"user {bc[0]:.2f} s, kernel {bc[1]:.2f} s (nginx during the publishing window: user "
                  f"{st['nginx_cpu_user_s']:.2f} s, kernel {st['nginx_cpu_sys_s']:.2f} s).", ""]
+    w = rs["ours-amqp"].get("_watch")
+    if w:
+        wl = w["latency"]
+        body += [f"RabbitMQ alone in the same run: a plain consumer of the same stream in the load tool "
+                 f"(`pushbench amqp-watch`, offset `next`, prefetch 1 000, acknowledgements in batches of "
+                 f"250, no nginx in its path) received {num(w['messages'])} messages "
+                 f"({num(w['duplicates'])} duplicates) with AMQP publish → consumer latency p50 "
+                 f"{ms(wl['p50_ms'])} ms, p90 {ms(wl['p90_ms'])} ms, p99 {ms(wl['p99_ms'])} ms, "
+                 f"p99.9 {ms(wl['p999_ms'])} ms, max {ms(wl['max_ms'])} ms. The difference to the "
+                 f"subscribers' figures is what nginx and the module add.", ""]
     targets.append(("6", "AMQP → subscriber p99 ≤ 5 ms, 0 lost", f"p99 {ms(st['latency']['p99_ms'])} ms, lost {st['lost']}", "(no AMQP)",
                     verdict(st["latency"]["p99_ms"] <= 5 and st["lost"] == 0)))
 

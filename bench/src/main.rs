@@ -73,6 +73,11 @@ const USAGE: &str = "usage:
       [--amqp-url amqp://guest:guest@127.0.0.1:5672/%2f --amqp-stream NAME]
         (publish to the stream with a channel header instead of POSTing; latency is then
          AMQP publish -> subscriber)
+  pushbench amqp-watch --amqp-url URL --amqp-stream NAME [--idle-secs 2] [--max-secs 300]
+      [--json-out FILE] [--ready-file FILE]
+        (a plain consumer of the stream, from its next message on, with no nginx in the path:
+         AMQP publish -> consumer latency of whatever the run publishes; it ends once messages
+         stop for --idle-secs after the first)
   (pushbench sub ... is the subscriber process the orchestrator spawns)";
 
 fn main() {
@@ -87,6 +92,7 @@ fn main() {
     let r = match argv[1].as_str() {
         "run" => local.block_on(&rt, orchestrate(args)),
         "sub" => local.block_on(&rt, sub_process(args)),
+        "amqp-watch" => local.block_on(&rt, amqp_watch(args)),
         _ => Err(USAGE.to_string()),
     };
     if let Err(e) = r {
@@ -728,6 +734,93 @@ async fn amqp_publish(ch: &lapin::Channel, stream: &str, channel: &str, body: &[
     } else {
         Err("amqp nack".into())
     }
+}
+
+/// `amqp-watch`: the broker's own share of scenario 6's latency. Consumes the stream the way
+/// the module does (stream offset "next", prefetch, acknowledgements in batches) and measures
+/// the `PSB` timestamps of what arrives, so the report can put "RabbitMQ alone" beside
+/// "AMQP publish -> subscriber" from the same run.
+async fn amqp_watch(a: Args) -> Res<()> {
+    use futures_lite::StreamExt;
+    let url = a.s("amqp-url", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    let stream = a.s("amqp-stream", "");
+    if stream.is_empty() {
+        return Err("amqp-watch needs --amqp-stream".into());
+    }
+    let idle = Duration::from_secs_f64(a.f("idle-secs", 2.0));
+    let max = Duration::from_secs_f64(a.f("max-secs", 300.0));
+    let conn = lapin::Connection::connect_with_runtime(
+        &url,
+        lapin::ConnectionProperties::default(),
+        async_rs::Runtime::tokio_current(),
+    )
+    .await
+    .map_err(|e| format!("amqp connect: {e}"))?;
+    let ch = conn.create_channel().await.map_err(|e| format!("amqp channel: {e}"))?;
+    let prefetch: u16 = 1000;
+    ch.basic_qos(prefetch, lapin::options::BasicQosOptions::default())
+        .await
+        .map_err(|e| format!("amqp basic.qos: {e}"))?;
+    let mut args = lapin::types::FieldTable::default();
+    args.insert("x-stream-offset".into(), lapin::types::AMQPValue::LongString("next".into()));
+    let mut consumer = ch
+        .basic_consume(
+            stream.as_str().into(),
+            "pushbench-watch".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            args,
+        )
+        .await
+        .map_err(|e| format!("amqp consume {stream}: {e}"))?;
+    if let Some(f) = a.kv.get("ready-file") {
+        std::fs::write(f, b"consuming\n").map_err(|e| format!("{f}: {e}"))?;
+    }
+    let mut hist = new_hist();
+    let mut seen = std::collections::HashSet::new();
+    let (mut dups, mut unmarked) = (0u64, 0u64);
+    let started = Instant::now();
+    let mut first: Option<Instant> = None;
+    let mut unacked = 0u64;
+    loop {
+        let wait = if first.is_some() { idle } else { max.saturating_sub(started.elapsed()) };
+        let d = match tokio::time::timeout(wait, consumer.next()).await {
+            Err(_) => break,
+            Ok(None) => return Err("the broker cancelled the consumer".into()),
+            Ok(Some(Err(e))) => return Err(format!("amqp consumer: {e}")),
+            Ok(Some(Ok(d))) => d,
+        };
+        let now = now_ns();
+        first.get_or_insert_with(Instant::now);
+        // The body starts with PSB<channel>.<seq>.<unix-ns>;
+        let marker = d.data.strip_prefix(b"PSB").and_then(|b| {
+            let end = b.iter().position(|&c| c == b';')?;
+            let f: Vec<u64> = std::str::from_utf8(&b[..end]).ok()?.split('.').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+            (f.len() == 3).then(|| (f[0], f[1], f[2]))
+        });
+        match marker {
+            Some((chan, seq, ns)) if seen.insert((chan, seq)) => {
+                hist.saturating_record((now.saturating_sub(ns) / 1000).max(1));
+            }
+            Some(_) => dups += 1,
+            None => unmarked += 1,
+        }
+        unacked += 1;
+        if unacked >= (prefetch / 4) as u64 {
+            ch.basic_ack(d.delivery_tag, lapin::options::BasicAckOptions { multiple: true })
+                .await
+                .map_err(|e| format!("amqp ack: {e}"))?;
+            unacked = 0;
+        }
+        if started.elapsed() > max {
+            break;
+        }
+    }
+    let out = json!({"messages": hist.len(), "duplicates": dups, "unmarked": unmarked, "latency": lat_json(&hist)});
+    if let Some(f) = a.kv.get("json-out") {
+        std::fs::write(f, serde_json::to_vec_pretty(&out).unwrap()).map_err(|e| format!("{f}: {e}"))?;
+    }
+    println!("{out}");
+    Ok(())
 }
 
 async fn publisher_conn(
