@@ -45,6 +45,10 @@ pub struct Settings {
     pub prefetch: u16,
     /// How long a publish waits for the broker's confirm.
     pub confirm_timeout: Duration,
+    /// This worker consumes the source. False on the workers that leave the stream to the one
+    /// consuming it for the host (`push_stream_amqp_consumer host`): they declare it and
+    /// publish to it only.
+    pub consume: bool,
 }
 
 /// Where a consumed message sits: a stream offset, or (exchange source) the key the host's
@@ -235,13 +239,13 @@ fn offset_of(h: Option<&FieldTable>) -> Option<u64> {
     }
 }
 
-/// Declares what the source needs and starts consuming; returns the consumer and a line
-/// for the log.
+/// Declares what the source needs and starts consuming (unless `s.consume` is off); returns
+/// the consumer and a line for the log.
 async fn subscribe(
     conn: &Connection,
     s: &Settings,
     next_offset: &Option<u64>,
-) -> Result<(lapin::Channel, lapin::Consumer, String), String> {
+) -> Result<(lapin::Channel, Option<lapin::Consumer>, String), String> {
     let ch = conn
         .create_channel()
         .await
@@ -271,6 +275,13 @@ async fn subscribe(
             ch.queue_declare(name.as_str().into(), opts, args)
                 .await
                 .map_err(|e| format!("cannot declare the stream \"{name}\": {e}"))?;
+            if !s.consume {
+                return Ok((
+                    ch,
+                    None,
+                    format!("publishing to stream \"{name}\"; worker 0 consumes it for the host"),
+                ));
+            }
             ch.basic_qos(s.prefetch, BasicQosOptions::default())
                 .await
                 .map_err(|e| format!("basic.qos failed: {e}"))?;
@@ -293,7 +304,7 @@ async fn subscribe(
                 .unwrap_or_else(|| "next".into());
             Ok((
                 ch,
-                consumer,
+                Some(consumer),
                 format!("consuming stream \"{name}\" from offset {from}"),
             ))
         }
@@ -362,7 +373,7 @@ async fn subscribe(
                 .map_err(|e| format!("cannot consume queue \"{qname}\": {e}"))?;
             Ok((
                 ch,
-                consumer,
+                Some(consumer),
                 format!(
                     "consuming exchange \"{}\" ({}) through queue \"{qname}\" bound with {:?}",
                     x.name,
@@ -371,6 +382,16 @@ async fn subscribe(
                 ),
             ))
         }
+    }
+}
+
+/// The consumer's next delivery; never, on a worker that does not consume.
+async fn next_delivery(
+    c: &mut Option<lapin::Consumer>,
+) -> Option<Result<lapin::message::Delivery, lapin::Error>> {
+    match c {
+        Some(c) => c.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -469,7 +490,7 @@ async fn session(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
-            d = consumer.next() => {
+            d = next_delivery(&mut consumer) => {
                 let delivery = match d {
                     Some(Ok(d)) => d,
                     Some(Err(e)) => return Err(format!("consumer failed: {e}")),

@@ -52,6 +52,10 @@ struct State {
     /// Exchange source: how often this worker saw each dedupe key lately.
     seen: Option<Occurrences>,
     main: &'static MainConf,
+    /// One worker consumes for the host: consumed messages go through the zone's log.
+    host: bool,
+    /// This worker consumes the source (always, unless another worker does it for the host).
+    consumer: bool,
 }
 
 thread_local! {
@@ -63,8 +67,14 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
 }
 
 /// Starts this worker's bridge (from init_process) when the configuration has an AMQP source.
-pub fn start(mcf: &'static MainConf, settings: Settings) -> Result<(), String> {
+pub fn start(mcf: &'static MainConf, mut settings: Settings) -> Result<(), String> {
     let exchange = matches!(settings.source, Source::Exchange(_));
+    // `push_stream_amqp_consumer host`: nginx's worker number 0 (the same number again when
+    // the master respawns it) consumes the stream for the host, resuming after the highest
+    // offset in the zone; the other workers deliver what it stores from the zone's log.
+    let host = mcf.amqp_consumer_host() && !exchange;
+    // SAFETY: nginx sets ngx_worker before it calls the modules' init_process.
+    settings.consume = !host || unsafe { nginx_sys::ngx_worker } == 0;
     let start = if exchange {
         None
     } else {
@@ -72,6 +82,7 @@ pub fn start(mcf: &'static MainConf, settings: Settings) -> Result<(), String> {
             .flatten()
             .map(|o| o + 1)
     };
+    let consumer = settings.consume;
     let (tx, rx) = mpsc::channel(crate::amqp::OUTBOX_CAPACITY);
     let status = Arc::new(Status::default());
     worker::start_bridge(crate::amqp::run(settings, start, rx, status.clone()))?;
@@ -85,6 +96,8 @@ pub fn start(mcf: &'static MainConf, settings: Settings) -> Result<(), String> {
             last_offset: start.map(|o| o.saturating_sub(1)),
             seen: exchange.then(Occurrences::default),
             main: mcf,
+            host,
+            consumer,
         })
     });
     Ok(())
@@ -100,6 +113,7 @@ pub fn stats() -> Vec<(String, u64)> {
         let st = &s.status;
         vec![
             ("amqp_connected".into(), s.connected as u64),
+            ("amqp_consumer".into(), s.consumer as u64),
             (
                 "amqp_messages_consumed_up_to_offset".into(),
                 st.last_offset.load(Ordering::Relaxed).max(0) as u64,
@@ -152,7 +166,7 @@ pub fn state(connected: bool, detail: &str) {
 /// A message consumed from the broker: into the store (first worker of the host wins), then
 /// to this worker's subscribers that have not seen it. A delete is applied once per host.
 pub fn consumed(m: BrokerMessage) {
-    let Some((mcf, last)) = with(|s| (s.main, s.last_offset)) else {
+    let Some((mcf, last, host)) = with(|s| (s.main, s.last_offset, s.host)) else {
         return;
     };
     let now = worker::now();
@@ -179,7 +193,9 @@ pub fn consumed(m: BrokerMessage) {
     }
     let time = m.time.unwrap_or(now);
     let store = mcf.amqp_store_messages();
+    let now_ms = worker::now_ms();
     let placed = zone::with_store(mcf.shm_zone, |s| {
+        s.set_clock_ms(now_ms);
         let offset = match place {
             Place::Offset(o) => o,
             Place::Key(k, n) => s.exchange_offset(k, n, now, EXCHANGE_WINDOW).0,
@@ -195,30 +211,50 @@ pub fn consumed(m: BrokerMessage) {
                 &m.event_type,
                 time,
                 store,
+                host,
                 now,
                 &mcf.limits,
             ) {
-                Ok((t, tag)) => out.push((ch.clone(), t, tag)),
+                Ok((t, tag)) => out.push((ch.clone(), t, tag, true)),
                 Err(e) => {
-                    // Not stored (zone full, channel limit): still delivered live here.
+                    // Not stored (zone full, channel limit): still delivered live here. When
+                    // this worker consumes for the host, the others cannot get it: say so.
                     log::error(
                         std::ptr::null_mut(),
                         &format!(
-                            "push_stream: amqp: message {} for channel \"{}\" not stored: {e:?}",
+                            "push_stream: amqp: message {} for channel \"{}\" not stored{}: {e:?}",
                             offset + 1,
-                            String::from_utf8_lossy(ch)
+                            String::from_utf8_lossy(ch),
+                            if host {
+                                " (delivered on this worker only: the others get consumed messages through the zone)"
+                            } else {
+                                ""
+                            }
                         ),
                     );
-                    out.push((ch.clone(), time, offset + 1));
+                    out.push((ch.clone(), time, offset + 1, false));
                 }
             }
         }
-        (offset, event_id, out)
+        let pids: Vec<u32> = if host {
+            s.workers().iter().map(|w| w.pid).collect()
+        } else {
+            Vec::new()
+        };
+        (offset, event_id, out, pids)
     });
-    let Some((offset, event_id, inserted)) = placed else {
+    let Some((offset, event_id, inserted, pids)) = placed else {
         return;
     };
-    for (ch, t, tag) in &inserted {
+    if host {
+        // In the log now, as an HTTP publish would be: every worker (this one on its next
+        // turn) delivers it from there.
+        worker::schedule_delivery();
+        worker::wake_others(&pids);
+    }
+    // What is not in the log (every worker consumes; or, consuming for the host, what the
+    // zone refused) goes to this worker's subscribers now.
+    for (ch, t, tag, _) in inserted.iter().filter(|i| !host || !i.3) {
         let msg = Message {
             text: &m.text,
             id: offset as i64 + 1,

@@ -193,9 +193,9 @@ const ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 const ANY_IF: u32 = ANY | NGX_HTTP_LIF_CONF;
 
 #[cfg(not(feature = "test-hooks"))]
-const N_COMMANDS: usize = 47;
+const N_COMMANDS: usize = 48;
 #[cfg(feature = "test-hooks")]
-const N_COMMANDS: usize = 49;
+const N_COMMANDS: usize = 50;
 
 #[rustfmt::skip]
 static mut COMMANDS: [ngx_command_t; N_COMMANDS] = [
@@ -221,6 +221,7 @@ static mut COMMANDS: [ngx_command_t; N_COMMANDS] = [
     command(c"push_stream_amqp_store_messages", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpStoreMessages as usize),
     command(c"push_stream_amqp_confirm_timeout", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpConfirmTimeout as usize),
     command(c"push_stream_amqp_exchange", NGX_HTTP_MAIN_CONF | NGX_CONF_2MORE, set_main, MAIN, Field::AmqpExchange as usize),
+    command(c"push_stream_amqp_consumer", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_main, MAIN, Field::AmqpConsumer as usize),
     command(c"push_stream_metrics", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_role, LOC, 0),
     command(c"push_stream_channels_statistics", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_role, LOC, 0),
     command(c"push_stream_publisher", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_role, LOC, 0),

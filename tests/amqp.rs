@@ -854,3 +854,90 @@ fn a_real_broker_restart_during_a_run_loses_and_duplicates_nothing() {
     assert_eq!(r.status, 200, "{r:?}");
     n.stop();
 }
+
+/// How many consumers RabbitMQ counts on the queue (stream) `name`.
+fn queue_consumers(name: &str) -> usize {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name", "consumers"])
+        .output()
+        .expect("rabbitmqctl");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, c)| c.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no queue {name} in:\n{text}"))
+}
+
+/// The pids of the workers whose log says they consume the stream.
+fn consuming_pids(n: &Nginx) -> Vec<u32> {
+    n.error_log()
+        .lines()
+        .filter(|l| l.contains("push_stream: amqp: connected, consuming stream"))
+        .filter_map(|l| l.split("] ").nth(1)?.split('#').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn one_worker_consumes_for_the_host_through_a_kill_and_a_reload_without_loss() {
+    let _broker = shared_broker();
+    let stream = unique_stream();
+    let out = Outside::new(&stream);
+    let conf = conf_with(
+        URL,
+        &format!("push_stream_amqp_stream {stream}; push_stream_amqp_consumer host;"),
+    );
+    let mut n = start_conf(&conf, 4);
+    n.allowed.push("exited on signal 9".into());
+    // A worker killed while holding the zone's mutex: nginx's master releases it and says so.
+    n.allowed.push("was locked by".into());
+    wait_connected(&n, 4);
+    // Four workers, one consumer on the broker; the other three only publish.
+    assert_eq!(queue_consumers(&stream), 1);
+    let consumers = consuming_pids(&n);
+    assert_eq!(consumers.len(), 1, "{}", n.error_log());
+    assert_eq!(
+        n.error_log()
+            .matches("worker 0 consumes it for the host")
+            .count(),
+        3
+    );
+    let mut subs = es_per_worker(&n, "/ev/h");
+    assert!(subs.iter().any(|s| s.pid == consumers[0]));
+    const TOTAL: usize = 300;
+    let publisher = publish_run(out, "h", "h", TOTAL);
+    std::thread::sleep(Duration::from_millis(500));
+    // Kill the consuming worker mid-run: the master respawns worker 0, which resumes after
+    // the highest offset in the zone; its own clients come back with Last-Event-Id.
+    // SAFETY: a worker of the nginx this test started.
+    unsafe { libc::kill(consumers[0] as i32, libc::SIGKILL) };
+    publisher.join().unwrap();
+    assert_exact_sequence(&mut subs, "h", TOTAL);
+    let now = consuming_pids(&n);
+    assert_eq!(now.len(), 2, "the respawned worker 0 consumes: {now:?}");
+    assert_ne!(now[1], consumers[0]);
+    // An HTTP publish on any worker goes through RabbitMQ and back through worker 0.
+    let r = request(n.port, "POST", "/pub?id=h", &[], b"over http");
+    assert_eq!(r.status, 200, "{r:?}");
+    for s in subs.iter_mut() {
+        s.read_events(TOTAL + 1, Duration::from_secs(10));
+        assert_eq!(
+            texts(s)[TOTAL..],
+            ["over http".to_string()],
+            "worker {}",
+            s.pid
+        );
+    }
+    // A reload during a run: the old worker 0 consumes until it exits while the new one
+    // starts; an offset both present enters the log once.
+    let out = Outside::new(&stream);
+    let mut subs = es_per_worker(&n, "/ev/r");
+    let publisher = publish_run(out, "r", "r", TOTAL);
+    std::thread::sleep(Duration::from_millis(500));
+    let old = n.reload();
+    n.wait_gone(&old, Duration::from_secs(5));
+    publisher.join().unwrap();
+    assert_exact_sequence(&mut subs, "r", TOTAL);
+    n.stop();
+}

@@ -1048,6 +1048,7 @@ fn amqp_directives_are_checked_without_connecting() {
         ("push_stream_amqp_stream_max_age 7days; # marker", "push stream module: invalid value for push_stream_amqp_stream_max_age", "# marker"),
         ("push_stream_amqp_confirm_timeout 0; # marker", "push stream module: push_stream_amqp_confirm_timeout cannot be zero.", "# marker"),
         ("push_stream_amqp_publish maybe; # marker", "push_stream_amqp_publish", "# marker"),
+        ("push_stream_amqp_consumer all; # marker", "push stream module: invalid value for push_stream_amqp_consumer: \"all\" (worker: every worker consumes the stream; host: one worker consumes it for the host)", "# marker"),
         ("push_stream_amqp_exchange x; # marker", "invalid number of arguments in \"push_stream_amqp_exchange\"", "# marker"),
         ("push_stream_amqp_exchange x headers; # marker", "push stream module: invalid push_stream_amqp_exchange: headers exchanges are not supported", "# marker"),
         ("push_stream_amqp_exchange x match; # marker", "push stream module: invalid push_stream_amqp_exchange: unknown exchange type \"match\" (direct, fanout or topic)", "# marker"),
@@ -1065,6 +1066,8 @@ fn amqp_directives_are_checked_without_connecting() {
         ("push_stream_amqp_prefetch 10;", "push stream module: push_stream_amqp_* directives need push_stream_amqp_url and a source (push_stream_amqp_stream or push_stream_amqp_exchange)."),
         ("push_stream_amqp_url amqp://h/;\npush_stream_amqp_stream s;\npush_stream_amqp_exchange x topic;", "push stream module: push_stream_amqp_stream and push_stream_amqp_exchange cannot be used together: choose one source."),
         ("push_stream_amqp_url amqp://h/;\npush_stream_amqp_exchange x topic;\npush_stream_amqp_stream_max_age 7D;", "push stream module: push_stream_amqp_stream_max_age and push_stream_amqp_stream_max_bytes need push_stream_amqp_stream (they are a stream's retention)."),
+        ("push_stream_amqp_url amqp://h/;\npush_stream_amqp_exchange x topic;\npush_stream_amqp_consumer host;", "push stream module: push_stream_amqp_consumer host needs push_stream_amqp_stream: with push_stream_amqp_exchange every worker consumes its own queue."),
+        ("push_stream_amqp_consumer host;", "push stream module: push_stream_amqp_* directives need push_stream_amqp_url and a source (push_stream_amqp_stream or push_stream_amqp_exchange)."),
     ] {
         let prefix = temp_prefix("nginx-t");
         let (ok, stderr, _) = nginx_t(&full_config(&prefix, 1, "", &with(amqp), 1));
@@ -1082,7 +1085,7 @@ fn amqp_directives_are_checked_without_connecting() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
     // A valid configuration passes nginx -t without any broker (nothing connects at -t).
     let prefix = temp_prefix("nginx-t");
-    let (ok, stderr, _) = nginx_t(&full_config(&prefix, 1, "", &with("push_stream_amqp_url amqp://u:p@203.0.113.1:5672/%2f;\npush_stream_amqp_stream s;\npush_stream_amqp_stream_max_age 7D;\npush_stream_amqp_stream_max_bytes 1g;"), 1));
+    let (ok, stderr, _) = nginx_t(&full_config(&prefix, 1, "", &with("push_stream_amqp_url amqp://u:p@203.0.113.1:5672/%2f;\npush_stream_amqp_stream s;\npush_stream_amqp_stream_max_age 7D;\npush_stream_amqp_stream_max_bytes 1g;\npush_stream_amqp_consumer host;"), 1));
     assert!(ok, "{stderr}");
     let prefix = temp_prefix("nginx-t");
     let (ok, stderr, _) = nginx_t(&full_config(&prefix, 1, "", &with("push_stream_amqp_url amqp://u:p@203.0.113.1:5672/%2f;\npush_stream_amqp_exchange realtime topic news.* \"#\";\npush_stream_amqp_publish on;"), 1));

@@ -198,9 +198,11 @@ fn a_message_published_on_one_worker_reaches_subscribers_on_every_worker() {
     }
     // Subscribers are counted host-wide (the extra connections subscriber_per_worker
     // opened and dropped are released when their worker sees the close).
-    wait_for("one subscriber per worker counted", Duration::from_secs(5), || {
-        json(&get(n.port, "/pub?id=fan"))["subscribers"] == WORKERS as u64
-    });
+    wait_for(
+        "one subscriber per worker counted",
+        Duration::from_secs(5),
+        || json(&get(n.port, "/pub?id=fan"))["subscribers"] == WORKERS as u64,
+    );
     n.stop();
 }
 
@@ -472,9 +474,11 @@ fn a_killed_worker_leaves_no_lock_and_no_stale_subscriber_counts() {
     let mut subs = subscriber_per_worker_after_head(&n, "/sub/kc");
     // The extra connections subscriber_per_worker dropped are released when their worker
     // sees the close; wait for that before the kill so the count below is the kill's doing.
-    wait_for("one subscriber per worker counted", Duration::from_secs(5), || {
-        json(&get(n.port, "/pub?id=kc"))["subscribers"] == WORKERS as u64
-    });
+    wait_for(
+        "one subscriber per worker counted",
+        Duration::from_secs(5),
+        || json(&get(n.port, "/pub?id=kc"))["subscribers"] == WORKERS as u64,
+    );
     let (victim, _) = subs.remove(0);
     // SAFETY: a worker of the nginx this test started.
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };

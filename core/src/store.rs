@@ -433,8 +433,9 @@ struct Msg<A: Allocator> {
     time: i64,
     tag: u64,
     deleted_notice: bool,
-    /// Consumed from the broker: stored, but not part of the host delivery log (every worker
-    /// consumes the broker itself).
+    /// Consumed from the broker and not part of the host delivery log (every worker consumes
+    /// the broker itself). False for a broker message that one worker consumed for the host
+    /// (`push_stream_amqp_consumer host`): the others deliver it from the log.
     broker: bool,
     /// Publish time in milliseconds (see `Store::set_clock_ms`), for delivery latency.
     published_ms: i64,
@@ -1000,8 +1001,10 @@ impl<A: Allocator + Clone> Store<A> {
 
     /// Inserts a message consumed from the broker, idempotently by stream offset: the first
     /// worker to see an offset stores it (id and tag = offset + 1, since push-stream ids start
-    /// at 1; time = `time`); the others get the stored message's time and tag back. Broker messages are not part of the
-    /// host delivery log (`records_after` skips them). Returns the message's (time, tag).
+    /// at 1; time = `time`); the others get the stored message's time and tag back. With `to_log`
+    /// false (every worker consumes) the message is not part of the host delivery log
+    /// (`records_after` skips it); with `to_log` true (one worker consumes for the host) it is,
+    /// once, like an HTTP publish. Returns the message's (time, tag).
     #[allow(clippy::too_many_arguments)]
     pub fn insert_broker(
         &mut self,
@@ -1012,6 +1015,7 @@ impl<A: Allocator + Clone> Store<A> {
         event_type: &[u8],
         time: i64,
         store: bool,
+        to_log: bool,
         now: i64,
         limits: &Limits,
     ) -> Result<(i64, u64), StoreError> {
@@ -1045,8 +1049,8 @@ impl<A: Allocator + Clone> Store<A> {
             time,
             tag,
             deleted_notice: false,
-            broker: true,
-            published_ms: 0,
+            broker: !to_log,
+            published_ms: if to_log { self.clock_ms } else { 0 },
             chan_len: id.len(),
             eid_len: (!event_id.is_empty()).then_some(event_id.len()),
             etype_len: (!event_type.is_empty()).then_some(event_type.len()),
@@ -1629,23 +1633,23 @@ mod broker_tests {
         // Offset 0 (a new stream's first message) into a channel a subscriber just created.
         s.get_or_create(b"a", 100, &l).unwrap();
         assert_eq!(
-            s.insert_broker(b"a", 0, b"w", b"1", b"", 90, true, 100, &l)
+            s.insert_broker(b"a", 0, b"w", b"1", b"", 90, true, false, 100, &l)
                 .unwrap(),
             (90, 1)
         );
         assert_eq!(
-            s.insert_broker(b"a", 7, b"x", b"8", b"", 90, true, 100, &l)
+            s.insert_broker(b"a", 7, b"x", b"8", b"", 90, true, false, 100, &l)
                 .unwrap(),
             (90, 8)
         );
         // A second worker seeing offset 7 gets the first one's time and tag; nothing doubles.
         assert_eq!(
-            s.insert_broker(b"a", 7, b"x", b"8", b"", 95, true, 101, &l)
+            s.insert_broker(b"a", 7, b"x", b"8", b"", 95, true, false, 101, &l)
                 .unwrap(),
             (90, 8)
         );
         assert_eq!(
-            s.insert_broker(b"a", 9, b"y", b"e9", b"t", 91, true, 101, &l)
+            s.insert_broker(b"a", 9, b"y", b"e9", b"t", 91, true, false, 101, &l)
                 .unwrap(),
             (91, 10)
         );
@@ -1682,6 +1686,7 @@ mod broker_tests {
                 b"",
                 1,
                 false,
+                false,
                 1,
                 &Limits {
                     events_channel_id: Some(b"x".to_vec()),
@@ -1690,6 +1695,81 @@ mod broker_tests {
             ),
             Err(StoreError::EventsChannel)
         );
+    }
+
+    #[test]
+    fn a_broker_message_consumed_for_the_host_goes_into_the_log_once() {
+        let l = limits();
+        let mut s = Store::new_in(Global, 100, &l).unwrap();
+        s.register_worker(0, 1, 100, &l).unwrap();
+        s.set_clock_ms(100_000);
+        assert_eq!(
+            s.insert_broker(b"h", 4, b"one", b"", b"ev", 90, true, true, 100, &l)
+                .unwrap(),
+            (90, 5)
+        );
+        // The same offset again (an old-generation worker still consuming during a reload,
+        // or a redelivery after a reconnect): nothing new in the log.
+        assert_eq!(
+            s.insert_broker(b"h", 4, b"one", b"", b"ev", 95, true, true, 101, &l)
+                .unwrap(),
+            (90, 5)
+        );
+        // Not stored (push_stream_amqp_store_messages off): still in the log.
+        s.insert_broker(b"h", 5, b"two", b"x", b"", 91, false, true, 101, &l)
+            .unwrap();
+        let b = s.records_after(0, 100);
+        assert_eq!(b.lost, 0);
+        let got: Vec<_> = b
+            .records
+            .iter()
+            .map(|r| match r {
+                Record::Message {
+                    channel,
+                    id,
+                    tag,
+                    event_id,
+                    event_type,
+                    text,
+                    published_ms,
+                    ..
+                } => (
+                    channel.clone(),
+                    *id,
+                    *tag,
+                    event_id.clone(),
+                    event_type.clone(),
+                    text.clone(),
+                    *published_ms,
+                ),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    b"h".to_vec(),
+                    5,
+                    5,
+                    b"".to_vec(),
+                    b"ev".to_vec(),
+                    b"one".to_vec(),
+                    100_000
+                ),
+                (
+                    b"h".to_vec(),
+                    6,
+                    6,
+                    b"x".to_vec(),
+                    b"".to_vec(),
+                    b"two".to_vec(),
+                    100_000
+                ),
+            ]
+        );
+        assert_eq!(s.channel(b"h").unwrap().stored_messages, 1);
+        assert_eq!(s.broker_offset(), Some(5));
     }
 
     #[test]
@@ -1707,12 +1787,12 @@ mod broker_tests {
         assert_eq!(s.exchange_keys(), 3);
         // The numbers work as offsets: the first worker stores, the others find it.
         assert_eq!(
-            s.insert_broker(b"c", 2, b"m", b"3", b"", 101, true, 101, &l)
+            s.insert_broker(b"c", 2, b"m", b"3", b"", 101, true, false, 101, &l)
                 .unwrap(),
             (101, 3)
         );
         assert_eq!(
-            s.insert_broker(b"c", 2, b"m", b"3", b"", 105, true, 105, &l)
+            s.insert_broker(b"c", 2, b"m", b"3", b"", 105, true, false, 105, &l)
                 .unwrap(),
             (101, 3)
         );
@@ -1723,7 +1803,7 @@ mod broker_tests {
         s.gc(131, &l, &|_| true);
         assert_eq!(s.exchange_keys(), 0);
         assert_eq!(s.exchange_offset(7, 1, 140, 30), (3, true));
-        s.insert_broker(b"c", 50, b"n", b"", b"", 140, true, 140, &l)
+        s.insert_broker(b"c", 50, b"n", b"", b"", 140, true, false, 140, &l)
             .unwrap();
         assert_eq!(s.exchange_offset(1, 1, 140, 30), (51, true));
     }

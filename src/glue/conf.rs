@@ -75,6 +75,9 @@ pub struct MainConf {
     pub amqp_confirm_timeout: Option<u64>,
     /// `push_stream_amqp_exchange name type [binding_key...]`.
     pub amqp_exchange: Option<crate::amqp::ExchangeSource>,
+    /// `push_stream_amqp_consumer worker|host`: true for `host` (one worker consumes the
+    /// stream for the host; the others deliver from the shared zone's log).
+    pub amqp_consumer_host: Option<bool>,
     /// The largest header/message minimum of every padding rule (the padding cap, as in C).
     pub max_padding: usize,
     /// Built in init_main_conf from the fields above.
@@ -113,6 +116,7 @@ impl Default for MainConf {
             amqp_store_messages: None,
             amqp_confirm_timeout: None,
             amqp_exchange: None,
+            amqp_consumer_host: None,
             limits: Limits::default(),
             test_ticks_ms: 0,
         }
@@ -142,6 +146,7 @@ impl MainConf {
             confirm_timeout: std::time::Duration::from_millis(
                 self.amqp_confirm_timeout.unwrap_or(5000),
             ),
+            consume: true,
         })
     }
 
@@ -153,6 +158,11 @@ impl MainConf {
 
     pub fn amqp_store_messages(&self) -> bool {
         self.amqp_store_messages.unwrap_or(true)
+    }
+
+    /// One worker consumes the stream for the host (`push_stream_amqp_consumer host`).
+    pub fn amqp_consumer_host(&self) -> bool {
+        self.amqp_consumer_host.unwrap_or(false)
     }
 
     /// Checks the `push_stream_amqp_*` directives together (init_main_conf).
@@ -167,6 +177,9 @@ impl MainConf {
         {
             return Err(format!("{PREFIX} push_stream_amqp_stream_max_age and push_stream_amqp_stream_max_bytes need push_stream_amqp_stream (they are a stream's retention)."));
         }
+        if self.amqp_exchange.is_some() && self.amqp_consumer_host == Some(true) {
+            return Err(format!("{PREFIX} push_stream_amqp_consumer host needs push_stream_amqp_stream: with push_stream_amqp_exchange every worker consumes its own queue."));
+        }
         match (&self.amqp_url, source) {
             (None, false) => {
                 let set = self.amqp_stream_max_age.is_some()
@@ -174,7 +187,8 @@ impl MainConf {
                     || self.amqp_prefetch.is_some()
                     || self.amqp_publish.is_some()
                     || self.amqp_store_messages.is_some()
-                    || self.amqp_confirm_timeout.is_some();
+                    || self.amqp_confirm_timeout.is_some()
+                    || self.amqp_consumer_host.is_some();
                 if set {
                     return Err(format!("{PREFIX} push_stream_amqp_* directives need push_stream_amqp_url and a source (push_stream_amqp_stream or push_stream_amqp_exchange)."));
                 }
@@ -406,6 +420,7 @@ pub enum Field {
     AmqpStoreMessages,
     AmqpConfirmTimeout,
     AmqpExchange,
+    AmqpConsumer,
     ChannelsPath,
     StoreMessages,
     ChannelInfoOnPublish,
@@ -428,7 +443,7 @@ pub enum Field {
     PaddingByUserAgent,
 }
 
-const MAIN_FIELDS: [Field; 21] = [
+const MAIN_FIELDS: [Field; 22] = [
     Field::ChannelDeletedMessageText,
     Field::ChannelInactivityTime,
     Field::MessageTtl,
@@ -450,6 +465,7 @@ const MAIN_FIELDS: [Field; 21] = [
     Field::AmqpStoreMessages,
     Field::AmqpConfirmTimeout,
     Field::AmqpExchange,
+    Field::AmqpConsumer,
 ];
 
 const LOC_FIELDS: [Field; 20] = [
@@ -651,6 +667,18 @@ pub unsafe extern "C" fn set_main(
                 let x = crate::amqp::ExchangeSource::parse(&words)
                     .map_err(|e| format!("push stream module: invalid {name}: {e}"))?;
                 set_once(&mut m.amqp_exchange, x, &name)
+            }
+            Field::AmqpConsumer => {
+                let host = match a.as_str() {
+                    "worker" => false,
+                    "host" => true,
+                    _ => {
+                        return Err(format!(
+                            "push stream module: invalid value for {name}: \"{a}\" (worker: every worker consumes the stream; host: one worker consumes it for the host)"
+                        ))
+                    }
+                };
+                set_once(&mut m.amqp_consumer_host, host, &name)
             }
             Field::TimeoutWithBody => set_once(
                 &mut m.timeout_with_body,
