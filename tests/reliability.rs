@@ -169,7 +169,7 @@ fn assert_closed(ws: &mut Ws) {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let mut b = [0u8; 64];
-    match ws.stream.read(&mut b) {
+    match read_some(&mut ws.stream, &mut b) {
         Ok(0) | Err(_) => {}
         Ok(n) => panic!("data after the close frame: {:?}", &b[..n]),
     }
@@ -837,7 +837,7 @@ fn a_publish_flood_with_subscribers_that_read_slowly_or_never() {
         let mut got = Vec::new();
         let mut buf = [0u8; 16 * 1024];
         while !slow_stop.load(Ordering::Relaxed) {
-            match slow.reader.read(&mut buf) {
+            match read_some(&mut slow.reader, &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(k) => got.extend_from_slice(&buf[..k]),
             }
@@ -1042,13 +1042,13 @@ fn three_thousand_subscribers_opening_and_closing_leak_nothing() {
                 // Gone after the first bytes of the answer.
                 1 => {
                     let mut b = [0u8; 16];
-                    let _ = s.read(&mut b);
+                    let _ = read_some(&mut s, &mut b);
                     drop(s);
                 }
                 // Reset (SO_LINGER 0) after the answer began.
                 _ => {
                     let mut b = [0u8; 16];
-                    let _ = s.read(&mut b);
+                    let _ = read_some(&mut s, &mut b);
                     set_linger_zero(&s);
                     drop(s);
                 }

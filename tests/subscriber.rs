@@ -775,13 +775,13 @@ fn raw_until_close(port: u16, request: &str, during: impl FnOnce()) -> Vec<u8> {
     let mut buf = [0u8; 4096];
     // The head first, so that `during` publishes to a subscriber that is in place.
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let k = std::io::Read::read(&mut c, &mut buf).expect("response head");
+        let k = read_some(&mut c, &mut buf).expect("response head");
         assert!(k > 0, "closed before the head: {got:?}");
         got.extend_from_slice(&buf[..k]);
     }
     during();
     loop {
-        match std::io::Read::read(&mut c, &mut buf) {
+        match read_some(&mut c, &mut buf) {
             Ok(0) => return got,
             Ok(k) => got.extend_from_slice(&buf[..k]),
             Err(e) => panic!("reading until close: {e}; got {} bytes", got.len()),
@@ -859,7 +859,7 @@ fn direct_writes_keep_chunking_byte_counts_and_the_filters_and_limits_that_need_
     let mut buf = [0u8; 4096];
     let mut read_until = |got: &mut Vec<u8>, done: &dyn Fn(&[u8]) -> bool| {
         while !done(got) {
-            let k = std::io::Read::read(&mut c, &mut buf).expect("subscriber read");
+            let k = read_some(&mut c, &mut buf).expect("subscriber read");
             assert!(k > 0, "closed early: {:?}", String::from_utf8_lossy(got));
             got.extend_from_slice(&buf[..k]);
         }
@@ -1183,7 +1183,7 @@ fn tls_and_http2_subscribers_get_every_message_through_nginxs_own_writer() {
                 let mut got = vec![];
                 let mut buf = [0u8; 65536];
                 while got.len() < want {
-                    match std::io::Read::read(&mut out, &mut buf) {
+                    match read_some(&mut out, &mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(k) => got.extend_from_slice(&buf[..k]),
                     }

@@ -17,6 +17,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// `Read::read`, retried when a signal interrupts it. With a receive timeout set on the socket,
+/// Linux does not restart an interrupted read but fails it with EINTR (seen in CI, e.g. when
+/// the test process is stopped and continued); that is no answer from nginx.
+pub fn read_some(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -683,7 +695,7 @@ impl Ws {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
-            let n = stream.read(&mut chunk).unwrap();
+            let n = read_some(&mut stream, &mut chunk).unwrap();
             assert!(
                 n > 0,
                 "connection closed during the handshake: {:?}",
@@ -743,7 +755,7 @@ impl Ws {
                 return Some(frame);
             }
             let mut chunk = [0u8; 65536];
-            let n = self.stream.read(&mut chunk).ok()?;
+            let n = read_some(&mut self.stream, &mut chunk).ok()?;
             if n == 0 {
                 return None;
             }
