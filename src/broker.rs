@@ -73,8 +73,7 @@ pub fn start(mcf: &'static MainConf, mut settings: Settings) -> Result<(), Strin
     // the master respawns it) consumes the stream for the host, resuming after the highest
     // offset in the zone; the other workers deliver what it stores from the zone's log.
     let host = mcf.amqp_consumer_host() && !exchange;
-    // SAFETY: nginx sets ngx_worker before it calls the modules' init_process.
-    settings.consume = !host || unsafe { nginx_sys::ngx_worker } == 0;
+    settings.consume = !host || worker::number() == 0;
     let start = if exchange {
         None
     } else {
@@ -254,7 +253,7 @@ pub fn consumed(m: BrokerMessage) {
     }
     // What is not in the log (every worker consumes; or, consuming for the host, what the
     // zone refused) goes to this worker's subscribers now.
-    for (ch, t, tag, _) in inserted.iter().filter(|i| !host || !i.3) {
+    for (ch, t, tag, _) in inserted.iter().filter(|(.., in_log)| !host || !in_log) {
         let msg = Message {
             text: &m.text,
             id: offset as i64 + 1,

@@ -1326,6 +1326,13 @@ pub fn publish_slot_stats() {
     }
 }
 
+/// This worker's number (0 to worker_processes - 1; a respawned worker gets its predecessor's).
+pub fn number() -> usize {
+    // SAFETY: nginx sets ngx_worker before it calls the modules' init_process; read on the
+    // worker's own thread.
+    unsafe { nginx_sys::ngx_worker }
+}
+
 /// This worker's nginx process slot (its key in the store's per-worker counts).
 pub fn slot() -> usize {
     with(|w| w.slot).unwrap_or(0)
