@@ -893,7 +893,12 @@ fn one_worker_consumes_for_the_host_through_a_kill_and_a_reload_without_loss() {
     // A worker killed while holding the zone's mutex: nginx's master releases it and says so.
     n.allowed.push("was locked by".into());
     wait_connected(&n, 4);
-    // Four workers, one consumer on the broker; the other three only publish.
+    // Four workers, one consumer on the broker; the other three only publish. (The broker's
+    // count may trail the consume-ok a worker logged: wait for it, then check it stays at one.)
+    wait_for("a consumer on the stream", Duration::from_secs(10), || {
+        queue_consumers(&stream) >= 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(queue_consumers(&stream), 1);
     let consumers = consuming_pids(&n);
     assert_eq!(consumers.len(), 1, "{}", n.error_log());
