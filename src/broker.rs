@@ -74,7 +74,8 @@ pub fn start(mcf: &'static MainConf, mut settings: Settings) -> Result<(), Strin
     // offset in the zone; the other workers deliver what it stores from the zone's log.
     let host = mcf.amqp_consumer_host() && !exchange;
     settings.consume = !host || worker::number() == 0;
-    let start = if exchange {
+    // A worker that does not consume has no offset to resume from (its statistics say 0).
+    let start = if exchange || !settings.consume {
         None
     } else {
         zone::with_store(mcf.shm_zone, |s| s.broker_offset())
