@@ -52,12 +52,38 @@ pub fn module_path() -> PathBuf {
 }
 
 /// A loopback port nobody listens on right now.
+/// A port on 127.0.0.1 that nothing listens on, for a server a test starts.
+///
+/// Taken below the kernel's ephemeral range: a port the kernel handed out (`bind` to port 0)
+/// may be given again, between this probe and the server's own `bind`, as the local port of
+/// one of the many client connections the tests make in parallel (nginx then logged `bind()
+/// ... failed (98: Address already in use)`). Ports below the range are never handed out
+/// that way; each test process walks its own sequence of them from a pid-dependent start, and
+/// a probe `bind` skips any that something holds.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or(32768);
+    const FIRST: usize = 10_000;
+    if low <= FIRST + 1000 {
+        // No room below the range: the kernel's choice.
+        return TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    let span = low - FIRST;
+    let start = std::process::id() as usize * 7919;
+    for _ in 0..span {
+        let port = FIRST + (start + NEXT.fetch_add(1, Ordering::SeqCst)) % span;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free port in {FIRST}..{low}");
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
