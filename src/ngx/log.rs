@@ -36,3 +36,12 @@ log_at!(error, NGX_LOG_ERR);
 log_at!(warn, NGX_LOG_WARN);
 log_at!(notice, NGX_LOG_NOTICE);
 log_at!(info, NGX_LOG_INFO);
+
+/// Format-style logging: `ngx_log!(warn, log_ptr, "push_stream: {} …", x)` writes at that
+/// level to `log_ptr` (null: the cycle's log). Levels: alert, error, warn, notice, info.
+#[macro_export]
+macro_rules! ngx_log {
+    ($level:ident, $log:expr, $($arg:tt)+) => {
+        $crate::ngx::log::$level($log, &format!($($arg)+))
+    };
+}

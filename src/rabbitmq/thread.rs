@@ -1,4 +1,4 @@
-//! The worker's background thread ("bridge"). It runs the RabbitMQ client (`crate::amqp`),
+//! The worker's background thread ("bridge"). It runs the RabbitMQ client (`client`),
 //! and, in test builds, a ticker. It talks to the event loop only through the bounded inbox
 //! and the eventfd waker; it never touches nginx memory.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 
-use crate::glue::thread::{spawn_blocking_signals, Waker};
+use crate::ngx::thread::{spawn_blocking_signals, Waker};
 
 /// What the thread hands to the event loop.
 #[derive(Debug)]
@@ -22,11 +22,11 @@ pub enum InboxItem {
     /// The broker connection came up or went away.
     AmqpState { connected: bool, detail: String },
     /// A message consumed from the broker.
-    Broker(Box<crate::amqp::BrokerMessage>),
+    Broker(Box<super::client::BrokerMessage>),
     /// The broker confirmed (or not) an HTTP publish.
     PublishDone {
         token: u64,
-        result: Result<(), crate::amqp::PublishError>,
+        result: Result<(), super::client::PublishError>,
     },
 }
 
@@ -183,5 +183,63 @@ pub fn ticker(every: Duration) -> impl FnOnce(&BridgeCtx) + Send + 'static {
             n += 1;
             let _ = ctx.deliver(InboxItem::Tick(n));
         }
+    }
+}
+
+/// The event loop's side of the worker's background thread: the thread, and the inbox it
+/// fills. At most one per worker.
+struct Running {
+    bridge: Bridge,
+    inbox: Receiver<InboxItem>,
+}
+
+thread_local! {
+    static RUNNING: std::cell::RefCell<Option<Running>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Starts the worker's background thread with `body`, waking the event loop through `waker`.
+pub fn start<F>(waker: Waker, body: F) -> std::io::Result<()>
+where
+    F: FnOnce(&BridgeCtx) + Send + 'static,
+{
+    let (tx, rx) = bounded(INBOX_CAPACITY);
+    let bridge = Bridge::start(waker, tx, body)?;
+    RUNNING.with(|r| *r.borrow_mut() = Some(Running { bridge, inbox: rx }));
+    Ok(())
+}
+
+/// What the thread handed over since the last drain (at most a capacity's worth).
+pub fn drain() -> Vec<InboxItem> {
+    RUNNING.with(|r| {
+        r.borrow()
+            .as_ref()
+            .map(|r| r.inbox.try_iter().take(INBOX_CAPACITY).collect())
+            .unwrap_or_default()
+    })
+}
+
+/// Whether a background thread runs.
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+pub fn running() -> bool {
+    RUNNING.with(|r| r.borrow().is_some())
+}
+
+/// Items waiting in the inbox.
+pub fn inbox_depth() -> usize {
+    RUNNING.with(|r| r.borrow().as_ref().map_or(0, |r| r.bridge.inbox_depth()))
+}
+
+/// Items the inbox refused because it was full.
+#[cfg(feature = "test-hooks")]
+pub fn inbox_dropped() -> u64 {
+    RUNNING.with(|r| r.borrow().as_ref().map_or(0, |r| r.bridge.dropped()))
+}
+
+/// Stops and joins the thread within `timeout`; true when no thread is left running (so
+/// its eventfd may be closed).
+pub fn stop(timeout: Duration) -> bool {
+    match RUNNING.with(|r| r.borrow_mut().take()) {
+        Some(r) => r.bridge.stop(timeout),
+        None => true,
     }
 }

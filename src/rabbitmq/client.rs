@@ -20,7 +20,7 @@ pub use push_stream_core::amqp::ExchangeSource;
 use push_stream_core::amqp::{ExchangeKind as Kind, OP_HEADER};
 use tokio::sync::mpsc;
 
-use crate::bridge::{BridgeCtx, InboxItem};
+use super::thread::{BridgeCtx, InboxItem};
 
 /// Where messages come from (and HTTP publishes go).
 #[derive(Clone, Debug)]

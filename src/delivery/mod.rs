@@ -1,0 +1,319 @@
+//! The per-worker delivery engine: the worker's subscribers (`subscribers`), the fan-out of
+//! what the host-wide store's delivery log holds (`fanout`), and the gathered writes with
+//! their per-turn budget (`gather`). [`commit`] is the one way code changes the store and
+//! wakes the host's other workers.
+//!
+//! Everything here runs on the worker's single event-loop thread.
+
+mod fanout;
+mod gather;
+mod subscribers;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use push_stream_core::hash::PtrHash;
+use push_stream_core::store::Limits;
+
+use crate::ngx::event::{self, EventError, Internal, Source, Ticker};
+use crate::ngx::thread::{eventfd, Waker};
+use crate::ngx::zone::{Zone, ZoneStore, LATENCY_SLOTS, SUBSCRIBER_KINDS};
+use crate::ngx::App;
+use crate::ngx_log;
+
+pub use fanout::{deliver_message, process_log, schedule_delivery, Since};
+pub use gather::{gathered, leftover_first};
+pub use subscribers::{
+    end, forget, hold, is_subscriber, on_timer, on_write, reply_batch, send_bytes, shutdown,
+    ws_context, ws_feed, ws_in_message, Fed, Mode, Sub, WsState, WS_PARTIAL_BUDGET,
+};
+
+/// The periodic timer: log catch-up, GC, subscriber census, registration retry.
+const TICK_MS: u64 = 1000;
+
+/// Per-worker delivery counters (copied to the zone for the metrics location).
+#[derive(Default, Clone, Copy)]
+pub struct Stats {
+    /// Publish-to-write latency histogram (see core::metrics::LATENCY_BUCKETS) and sum (ms).
+    pub latency: [u64; LATENCY_SLOTS],
+    pub latency_sum_ms: u64,
+    pub delivered: u64,
+    pub bytes: u64,
+    pub slow_closed: u64,
+    pub lost: u64,
+}
+
+/// Why the worker's delivery state could not be set up.
+#[derive(Debug)]
+pub enum InitError {
+    Event(EventError),
+    Eventfd(std::io::Error),
+}
+
+impl std::fmt::Display for InitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitError::Event(e) => write!(f, "{e}"),
+            InitError::Eventfd(e) => write!(f, "eventfd() failed: {e}"),
+        }
+    }
+}
+
+pub struct Worker {
+    /// The inbox eventfd (the background thread's wake-up, and the graceful-shutdown hook).
+    inbox: Internal,
+    /// The host wake-up socket (None without a zone).
+    wake: Option<Internal>,
+    ticker: Ticker,
+    pub zone: Option<Zone>,
+    pub limits: &'static Limits,
+    pub slot: usize,
+    pub pid: u32,
+    /// This worker's place in the store's registry: None until registration succeeded.
+    cursor: Option<u64>,
+    subs: HashMap<usize, Sub, PtrHash>,
+    /// Subscribers (keys) of each channel: a set, so a subscriber leaving a channel of
+    /// 100 000 is O(1), not a scan.
+    by_channel: HashMap<Vec<u8>, std::collections::HashSet<usize, PtrHash>>,
+    pub shutting_down: bool,
+    pub ticks: u64,
+    pub last_tick: u64,
+    pub stats: Stats,
+}
+
+thread_local! {
+    static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the worker state, if this process has one. `f` must not call anything that
+/// writes to or ends a request (their cleanups re-enter here).
+pub fn with<R>(f: impl FnOnce(&mut Worker) -> R) -> Option<R> {
+    WORKER.with(|w| w.borrow_mut().as_mut().map(f))
+}
+
+/// Whether this worker can take subscribers: its delivery state is set up, it is registered
+/// in the store, and no shutdown has begun. The reason when not.
+pub fn accepting() -> Result<(), Refusal> {
+    if event::exiting() {
+        return Err(Refusal::ShuttingDown);
+    }
+    match with(|w| (w.shutting_down, w.cursor.is_some() || w.zone.is_none())) {
+        None => Err(Refusal::NoState),
+        Some((true, _)) => Err(Refusal::ShuttingDown),
+        Some((false, false)) => Err(Refusal::NoState),
+        Some((false, true)) => Ok(()),
+    }
+}
+
+/// Why a worker refuses a subscriber (503).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Refusal {
+    ShuttingDown,
+    NoState,
+}
+
+impl Refusal {
+    pub fn explain(self) -> &'static str {
+        match self {
+            Refusal::ShuttingDown => "The server is shutting down.",
+            Refusal::NoState => "Subscriptions are unavailable on this worker.",
+        }
+    }
+}
+
+/// Sets the worker up. Called from `init_process` when the configuration uses the module.
+/// Starts no thread by itself.
+pub fn init<A: App>(zone: Option<Zone>, limits: &'static Limits) -> Result<(), InitError> {
+    let pid = std::process::id();
+    let slot = event::process_slot();
+    let efd = eventfd().map_err(InitError::Eventfd)?;
+    let inbox = Internal::open::<A>(efd, Source::Inbox).map_err(InitError::Event)?;
+    let wake = match zone {
+        None => None,
+        Some(z) => {
+            let (fd, token) = event::wake_socket().map_err(InitError::Event)?;
+            let c = Internal::open::<A>(fd, Source::Wake).map_err(InitError::Event)?;
+            z.set_wake_token(slot, token);
+            Some(c)
+        }
+    };
+    WORKER.with(|w| {
+        *w.borrow_mut() = Some(Worker {
+            inbox,
+            wake,
+            ticker: Ticker::new::<A>(),
+            zone,
+            limits,
+            slot,
+            pid,
+            cursor: None,
+            subs: HashMap::default(),
+            by_channel: HashMap::new(),
+            shutting_down: false,
+            ticks: 0,
+            last_tick: 0,
+            stats: Stats::default(),
+        })
+    });
+    register();
+    with(|w| w.ticker.arm(TICK_MS));
+    publish_slot_stats();
+    Ok(())
+}
+
+/// Registers this worker in the store (retried on every tick until it succeeds: a worker
+/// that starts while the zone is full would otherwise stay unregistered for life).
+fn register() {
+    let Some((zone, slot, pid, limits)) = with(|w| (w.zone, w.slot, w.pid, w.limits)) else {
+        return;
+    };
+    let Some(zone) = zone else { return };
+    match zone.with_store(|s| s.register_worker(slot, pid, event::now(), limits)) {
+        Some(Ok(cursor)) => {
+            with(|w| w.cursor = Some(cursor));
+        }
+        Some(Err(e)) => ngx_log!(
+            error,
+            std::ptr::null_mut(),
+            "push_stream: worker {pid} cannot register in the shared zone ({e:?}): it refuses subscribers until it can (retried every second)"
+        ),
+        None => {}
+    }
+}
+
+/// The wake-up of the worker's background thread (its eventfd).
+pub fn inbox_waker() -> Option<Waker> {
+    with(|w| Waker::new(w.inbox.fd()))
+}
+
+/// Asks for the inbox handler to run again on the next turn (work is left).
+pub fn inbox_next_turn() {
+    with(|w| w.inbox.post_next());
+}
+
+/// Runs `f` on the host-wide store, then makes every worker of the host (this one on its
+/// next turn, after the running handler answered) deliver what `f` added to the delivery
+/// log. The one way code changes the store. None when the zone is not set up.
+pub fn commit<R>(zone: Zone, f: impl FnOnce(&mut ZoneStore) -> R) -> Option<R> {
+    let (r, slots) = zone.with_store(|s| {
+        let r = f(s);
+        let slots: Vec<(usize, u32)> = s.workers().iter().map(|w| (w.slot, w.pid)).collect();
+        (r, slots)
+    })?;
+    schedule_delivery();
+    wake_others(zone, &slots);
+    Some(r)
+}
+
+/// Pokes every other registered worker (by the token its slot published).
+fn wake_others(zone: Zone, slots: &[(usize, u32)]) {
+    let me = std::process::id();
+    WORKER.with(|w| {
+        let w = w.borrow();
+        let Some(from) = w.as_ref().and_then(|w| w.wake.as_ref()) else {
+            return;
+        };
+        for &(slot, pid) in slots {
+            if pid == me {
+                continue;
+            }
+            let token = zone.wake_token(slot);
+            if token != 0 {
+                event::send_wake(from, token);
+            }
+        }
+    });
+}
+
+/// The periodic timer: catch up with the log, retry registration, census, GC.
+pub fn tick() {
+    if with(|w| w.cursor.is_none()).unwrap_or(false) {
+        register();
+    }
+    process_log();
+    let Some((zone, limits, slot, pid, n)) =
+        with(|w| (w.zone, w.limits, w.slot, w.pid, w.subs.len() as u64))
+    else {
+        return;
+    };
+    publish_slot_stats();
+    if let Some(zone) = zone {
+        let t = event::now();
+        zone.with_store(|s| s.set_worker_subscribers(slot, pid, n));
+        if zone.claim_gc(t) {
+            let report = zone.with_store(|s| s.gc(t, limits, &event::pid_alive));
+            if let Some(r) = report.filter(|r| !r.dead_workers.is_empty()) {
+                ngx_log!(
+                    warn,
+                    std::ptr::null_mut(),
+                    "push_stream: workers {:?} died without unregistering; their share of the store was released",
+                    r.dead_workers
+                );
+            }
+        }
+    }
+    if !event::exiting() {
+        with(|w| w.ticker.arm(TICK_MS));
+    }
+}
+
+/// This worker's nginx process slot (its key in the store's per-worker counts).
+pub fn slot() -> usize {
+    with(|w| w.slot).unwrap_or(0)
+}
+
+/// Copies this worker's delivery counters into its slot of the zone (read by the metrics
+/// location).
+pub fn publish_slot_stats() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some((zone, slot, pid, stats, modes)) = with(|w| {
+        let mut modes = [0u64; SUBSCRIBER_KINDS];
+        for s in w.subs.values() {
+            modes[s.metrics_kind()] += 1;
+        }
+        (w.zone, w.slot, w.pid, w.stats, modes)
+    }) else {
+        return;
+    };
+    let Some(st) = zone.and_then(|z| z.slot_stats(slot)) else {
+        return;
+    };
+    st.pid.store(pid as u64, Relaxed);
+    for (i, n) in modes.iter().enumerate() {
+        st.subscribers[i].store(*n, Relaxed);
+    }
+    st.delivered.store(stats.delivered, Relaxed);
+    st.bytes.store(stats.bytes, Relaxed);
+    st.slow_closed.store(stats.slow_closed, Relaxed);
+    st.lost.store(stats.lost, Relaxed);
+    for (i, n) in stats.latency.iter().enumerate() {
+        st.latency[i].store(*n, Relaxed);
+    }
+    st.latency_sum_ms.store(stats.latency_sum_ms, Relaxed);
+}
+
+/// `exit_process`, after `shutdown` and after the background thread was stopped (`joined`:
+/// it finished, so its eventfd can be closed): leave the store, close the connections.
+pub fn exit(joined: bool) {
+    crate::ngx::held::run_closes();
+    let Some(w) = WORKER.with(|w| w.borrow_mut().take()) else {
+        return;
+    };
+    if let (Some(zone), Some(_)) = (w.zone, w.cursor) {
+        zone.with_store(|s| s.unregister_worker(w.slot, w.pid, event::now(), w.limits));
+        zone.set_wake_token(w.slot, 0);
+    }
+    if let Some(c) = w.wake {
+        c.close();
+    }
+    if joined {
+        w.inbox.close();
+    } else {
+        ngx_log!(
+            alert,
+            std::ptr::null_mut(),
+            "push_stream: the background thread did not stop in time; leaving its eventfd open"
+        );
+        std::mem::forget(w.inbox);
+    }
+}

@@ -1,0 +1,117 @@
+//! Streaming and EventSource subscribers (`push_stream_subscriber` / `eventsource`), and
+//! the switch to polling or long-polling (the location's mode, or the
+//! `X-Nginx-PushStream-Mode` header).
+
+use push_stream_core::channel_path::ChannelError;
+use push_stream_core::conf_values::{self, SubscriberMode};
+use push_stream_core::template::Kind;
+
+use super::subscribe::{padding_for, prepare, release, render_old, Subscribe};
+use super::{cors, fail, fail_channel, no_cache, poll, zone_full, ERR500, GET, OPTIONS};
+use crate::conf::{LocConf, MainConf};
+use crate::delivery::{self, Mode, Sub};
+use crate::ngx::request::Request;
+use crate::ngx::Status;
+use crate::Module;
+
+pub fn handle(
+    req: Request<'_>,
+    mcf: &'static MainConf,
+    lcf: &'static LocConf,
+    mode: SubscriberMode,
+) -> Status {
+    cors(&req, lcf, b"GET");
+    if req.method() == OPTIONS {
+        return req.respond(200, None, &[], b"");
+    }
+    no_cache(&req);
+    if req.method() != GET {
+        return req.respond(405, None, &[("Allow", b"GET")], b"");
+    }
+    let Some(tpl) = lcf.templates.as_ref() else {
+        return ERR500;
+    };
+    // X-Nginx-PushStream-Mode turns a streaming or EventSource location into polling or
+    // long-polling (long-polling wins, as in the C module).
+    let header_mode = req
+        .header_in("X-Nginx-PushStream-Mode")
+        .map(|v| v.to_ascii_lowercase());
+    let long_polling = mode == SubscriberMode::LongPolling
+        || header_mode.as_deref() == Some(b"long-polling".as_slice());
+    let polling = !long_polling
+        && (mode == SubscriberMode::Polling
+            || header_mode.as_deref() == Some(b"polling".as_slice()));
+    if polling || long_polling {
+        return poll::handle(req, mcf, lcf, long_polling);
+    }
+    if let Err(why) = delivery::accepting() {
+        return fail(&req, 503, why.explain());
+    }
+    let p = match prepare(&req, mcf, lcf, Subscribe::Always) {
+        Ok(p) => p,
+        Err(ChannelError::OutOfMemory) => return zone_full(&req, mcf, "subscriber refused"),
+        Err(e) => return fail_channel(&req, e),
+    };
+    let eventsource = tpl.kind == Kind::EventSource;
+    req.set_status(200);
+    let ct: Option<&[u8]> = if eventsource {
+        Some(b"text/event-stream; charset=utf-8")
+    } else {
+        None
+    };
+    let sent = req.set_content_type(ct) && {
+        req.set_content_length(None);
+        !req.send_header().failed()
+    };
+    if !sent {
+        release(mcf, &p);
+        return Status::ERROR;
+    }
+    let padding = padding_for(&req, lcf);
+    let pad = |out: &mut Vec<u8>, min: usize, len: usize| {
+        if min > len {
+            let n = conf_values::padding_len((min - len) as i64, mcf.max_padding);
+            out.extend_from_slice(&conf_values::padding_bytes(n, eventsource));
+        }
+    };
+    let mut first = tpl.header.clone();
+    if let Some((h, _)) = padding {
+        if !tpl.header.is_empty() {
+            pad(&mut first, h, tpl.header.len());
+        }
+    }
+    for m in render_old(tpl, &p) {
+        first.extend_from_slice(&m);
+        if let Some((_, min)) = padding {
+            pad(&mut first, min, m.len());
+        }
+    }
+    // From here on the request is held; its cleanup releases the subscriptions on every
+    // path (the subscriptions are registered with the subscriber before anything is written).
+    let h = match req.hold::<Module>(false) {
+        Ok(h) => h,
+        Err(rc) => {
+            release(mcf, &p);
+            return rc;
+        }
+    };
+    let mut sub = Sub::new(
+        h,
+        p.channels.iter().map(|c| c.id.clone()).collect(),
+        Some(tpl),
+        tpl.footer.clone(),
+        p.since_seq,
+        Mode::Stream,
+    );
+    sub.since_offset = p.since_offset;
+    sub.ping = lcf
+        .ping_message_interval
+        .map(|ms| (tpl.ping(mcf.ping_text()), ms));
+    sub.ttl = lcf.subscriber_connection_ttl;
+    sub.padding = padding.map(|(_, m)| (m, mcf.max_padding, eventsource));
+    delivery::hold(sub);
+    if h.send_first(&first) == crate::ngx::held::Sent::Failed {
+        h.close(Status::ERROR);
+    }
+    Status::DONE
+}

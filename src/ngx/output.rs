@@ -1,0 +1,429 @@
+//! The output side of a held request: shared payloads written without a copy per
+//! subscriber, straight to the socket when no body filter needs them (framed as nginx's
+//! chunked filter would frame them), else through nginx's filters with buffer and chain
+//! structs reused through free and busy chains; and the `send_timeout` watch while output
+//! waits.
+
+use core::ptr;
+use std::rc::Rc;
+
+use nginx_sys::{ngx_buf_t, ngx_chain_t, ngx_http_output_filter, ngx_http_request_t, ngx_int_t};
+use push_stream_core::wire;
+
+use super::request::Request;
+use super::Status;
+
+const NGX_OK: ngx_int_t = nginx_sys::NGX_OK;
+const NGX_ERROR: ngx_int_t = nginx_sys::NGX_ERROR;
+const NGX_AGAIN: ngx_int_t = nginx_sys::NGX_AGAIN;
+
+/// The tag of the module's buffers in nginx's free/busy chains: any address unique to the
+/// module.
+static BUF_TAG: u8 = 0;
+
+fn module_tag() -> nginx_sys::ngx_buf_tag_t {
+    ptr::addr_of!(BUF_TAG) as nginx_sys::ngx_buf_tag_t
+}
+
+/// The output side of a held request: buffer and chain structs reused through nginx's free
+/// and busy chains (not taken from the request pool per message), and the shared payloads
+/// that nginx has not written yet. Their total is the subscriber's unsent backlog.
+///
+/// Also what the direct path needs, kept here so that a delivery touches none of nginx's
+/// per-request structures but the socket (they are cold in the cache with tens of thousands
+/// of subscribers: three such loads were most of the module's time per delivery).
+pub(super) struct Out {
+    free: *mut ngx_chain_t,
+    busy: *mut ngx_chain_t,
+    inflight: std::collections::VecDeque<std::rc::Rc<[u8]>>,
+    pub(super) pending: usize,
+    direct: Direct,
+    /// Bytes written directly and not yet added to the connection's count (`c->sent`, read
+    /// by nginx for the access log's `$bytes_sent` after the request's cleanups): added by
+    /// `settle`, before anything else of this request goes to nginx and at its cleanup, so
+    /// that a delivery does not touch the connection structure at all.
+    unsent: libc::off_t,
+    /// The last write or flush left output pending in nginx (NGX_AGAIN): later writes queue
+    /// behind it until the write handler's flush completes. Every write to a held request
+    /// after its set-up goes through `send_shared` or `flush` (with a flush buffer), so this
+    /// is exactly "nginx holds output for this request".
+    blocked: bool,
+}
+
+/// Whether a request's writes may go around the body filters (`Req::direct_ok`).
+#[derive(Clone, Copy, PartialEq)]
+enum Direct {
+    /// Not known yet (the header or the first bytes may still be queued in nginx).
+    Unknown,
+    /// Never: TLS, HTTP/2, a filter or limit that needs the body.
+    Never,
+    /// Yes: the connection (for its byte count), its socket and whether the body is chunked.
+    Yes {
+        c: *mut nginx_sys::ngx_connection_t,
+        fd: libc::c_int,
+        chunked: bool,
+    },
+}
+
+impl Default for Out {
+    fn default() -> Self {
+        Out {
+            free: ptr::null_mut(),
+            busy: ptr::null_mut(),
+            inflight: Default::default(),
+            pending: 0,
+            direct: Direct::Unknown,
+            unsent: 0,
+            blocked: false,
+        }
+    }
+}
+
+impl Out {
+    /// Adds the bytes written directly to the connection's count. Call while the request is
+    /// alive (in its cleanup at the latest).
+    pub(super) fn settle(&mut self) {
+        if let (Direct::Yes { c, .. }, n @ 1..) = (self.direct, self.unsent) {
+            // SAFETY: the connection of a live request (the caller's contract).
+            unsafe { (*c).sent += n };
+            self.unsent = 0;
+        }
+    }
+}
+
+
+impl Out {
+    /// The payloads nginx may still reference, for the request's pool cleanup to release.
+    pub(super) fn take_inflight(&mut self) -> std::collections::VecDeque<Rc<[u8]>> {
+        std::mem::take(&mut self.inflight)
+    }
+}
+
+impl Request<'_> {
+    /// Writes `bytes` copied into the request pool, flushed; output left pending is watched
+    /// as for `send_shared`.
+    pub(super) fn send_copy(&self, out: &mut Out, bytes: &[u8]) -> ngx_int_t {
+        out.settle();
+        let rc = self.send_bytes(bytes, true, false).0;
+        out.blocked = out.blocked || rc == NGX_AGAIN;
+        self.watch_output(rc, false)
+    }
+
+    /// Sends shared payloads without copying them. When the request has nothing queued and no
+    /// body filter needs to see its bytes (`direct_ok`), they go straight to the socket in one
+    /// `writev`, framed as nginx's chunked filter would frame them; what the socket does not
+    /// take, and everything on other requests, goes to nginx as buffers pointing into the
+    /// payloads, kept alive in `out` until nginx has written them.
+    pub(super) fn send_shared(&self, out: &mut Out, parts: &[Rc<[u8]>]) -> ngx_int_t {
+        let rc = match self.send_direct(out, parts) {
+            // All written: nothing was pending before (or it would not be direct), so no
+            // send_timeout timer is set either.
+            Some(rc) if rc == NGX_OK => return rc,
+            Some(rc) => rc,
+            None => {
+                let segs = parts.iter().map(|p| (p.clone(), 0));
+                // SAFETY: the whole chain goes through the output filters, as any module's body.
+                unsafe { self.queue(out, segs, ngx_http_output_filter) }
+            }
+        };
+        out.blocked = rc == NGX_AGAIN;
+        self.watch_output(rc, false)
+    }
+
+    /// After a write to a held request: when output is left pending (NGX_AGAIN), waits for
+    /// the socket to become writable, under `send_timeout`, as nginx's own writer does for a
+    /// response it finishes (nginx registers a connection's write event with epoll only on
+    /// demand: without this, a subscriber whose socket once filled was never written to
+    /// again). The timer starts when output is first left pending and restarts only after the
+    /// socket took some (`progress`, the write handler), so a client that takes nothing is
+    /// closed even while new messages keep coming. When nothing is pending, the timer goes.
+    /// Returns `rc`, or NGX_ERROR when the event could not be registered.
+    fn watch_output(&self, rc: ngx_int_t, progress: bool) -> ngx_int_t {
+        use ngx::http::HttpModuleLocationConf;
+        if rc == NGX_ERROR {
+            return rc;
+        }
+        // SAFETY: a live request, its connection, write event and core location conf.
+        unsafe {
+            let r = self.raw();
+            let wev = (*(*r).connection).write;
+            if rc != NGX_AGAIN {
+                if (*wev).timer_set() != 0 && (*wev).delayed() == 0 {
+                    nginx_sys::ngx_del_timer(wev);
+                }
+                return rc;
+            }
+            let Some(clcf) = ngx::http::NgxHttpCoreModule::location_conf(&*r) else {
+                return NGX_ERROR;
+            };
+            if (*wev).delayed() == 0 && (progress || (*wev).timer_set() == 0) {
+                nginx_sys::ngx_add_timer(wev, clcf.send_timeout);
+            }
+            if nginx_sys::ngx_handle_write_event(wev, clcf.send_lowat) != NGX_OK {
+                return NGX_ERROR;
+            }
+            rc
+        }
+    }
+
+    /// Whether the write event that woke a held request is its `send_timeout` expiring (a
+    /// client that took nothing for that long).
+    pub(super) fn write_timed_out(&self) -> bool {
+        // SAFETY: a live request's connection and write event.
+        unsafe {
+            let c = (*self.raw()).connection;
+            let wev = (*c).write;
+            if (*wev).timedout() == 0 {
+                return false;
+            }
+            (*c).set_timedout(1);
+            true
+        }
+    }
+
+    /// Whether writes may go around nginx's body filters: Never for a request that is not a
+    /// plain HTTP/1.x main request on the default send function (TLS, HTTP/2 or /3), or
+    /// whose body a filter has asked to see or transform (gzip, gunzip, SSI, sub_filter,
+    /// charset recoding, addition, xslt), or under a rate limit; Unknown while something of
+    /// it is still queued anywhere (the write filter, a filter, the connection) or nginx has
+    /// not yet written its first bytes (the rate limit is known from then on).
+    fn direct_ok(&self) -> Direct {
+        // SAFETY: fields of a live request, its connection and write event.
+        unsafe {
+            let r = self.raw();
+            let c = (*r).connection;
+            let w = (*c).write;
+            let never = (*r).main != r
+                || (*r).http_version >= nginx_sys::NGX_HTTP_VERSION_20 as usize
+                || (*r).header_only() != 0
+                || (*r).filter_need_in_memory() != 0
+                || (*r).main_filter_need_in_memory() != 0
+                || (*r).filter_need_temporary() != 0
+                || (*r).preserve_body() != 0
+                || !(*r).headers_out.content_encoding.is_null()
+                || !(*c).ssl.is_null()
+                || (*c).send_chain.map(|f| f as usize)
+                    != nginx_sys::ngx_io.send_chain.map(|f| f as usize)
+                || ((*r).limit_rate_set() != 0 && (*r).limit_rate != 0);
+            if never {
+                return Direct::Never;
+            }
+            let clean = (*r).header_sent() != 0
+                && (*r).limit_rate_set() != 0
+                && (*r).out.is_null()
+                && (*r).postponed.is_null()
+                && (*r).buffered() == 0
+                && (*c).buffered() == 0
+                && (*c).error() == 0
+                && (*w).ready() != 0
+                && (*w).delayed() == 0;
+            if !clean {
+                return Direct::Unknown;
+            }
+            Direct::Yes {
+                c,
+                fd: (*c).fd,
+                chunked: (*r).chunked() != 0,
+            }
+        }
+    }
+
+    /// The direct write of `send_shared`; None when it does not apply (nothing was written).
+    fn send_direct(&self, out: &mut Out, parts: &[Rc<[u8]>]) -> Option<ngx_int_t> {
+        const MAX_IOV: usize = 64;
+        let size: usize = parts.iter().map(|p| p.len()).sum();
+        if size == 0 || parts.len() > MAX_IOV - 2 || out.blocked || !out.busy.is_null() {
+            return None;
+        }
+        if out.direct == Direct::Unknown {
+            out.direct = self.direct_ok();
+        }
+        let Direct::Yes { c, fd, chunked } = out.direct else {
+            return None;
+        };
+        let head = chunked.then(|| wire::chunk_head(size));
+        let mut iov = [libc::iovec {
+            iov_base: ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_IOV];
+        let mut n = 0;
+        let mut push = |b: &[u8]| {
+            if !b.is_empty() {
+                iov[n] = libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                };
+                n += 1;
+            }
+        };
+        if let Some((h, len)) = &head {
+            push(&h[..*len]);
+        }
+        for p in parts {
+            push(p);
+        }
+        if chunked {
+            push(wire::CHUNK_TAIL);
+        }
+        let total: usize = iov[..n].iter().map(|v| v.iov_len).sum();
+        let written = loop {
+            // SAFETY: the iovecs point into `parts`, `head` and a static, all alive for the
+            // call; the fd is the request's own socket (the connection outlives the request).
+            let rc = unsafe { libc::writev(fd, iov.as_ptr(), n as libc::c_int) };
+            if rc >= 0 {
+                break rc as usize;
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => break 0,
+                _ => {
+                    // SAFETY: as above; nginx's own send functions mark the error the same way.
+                    unsafe { (*c).set_error(1) };
+                    return Some(NGX_ERROR);
+                }
+            }
+        };
+        out.unsent += written as libc::off_t;
+        if written == total {
+            return Some(NGX_OK);
+        }
+        out.settle();
+        // The socket is full: nginx's write filter keeps the rest and writes it when the
+        // socket is writable again (the write event handler flushes it).
+        // SAFETY: as above.
+        unsafe { (*(*c).write).set_ready(0) };
+        let mut segs: Vec<Rc<[u8]>> = Vec::with_capacity(parts.len() + 2);
+        if let Some((h, len)) = &head {
+            segs.push(Rc::from(&h[..*len]));
+        }
+        segs.extend(parts.iter().cloned());
+        if chunked {
+            segs.push(Rc::from(wire::CHUNK_TAIL));
+        }
+        let lens: Vec<usize> = segs.iter().map(|p| p.len()).collect();
+        let rest = wire::unsent(&lens, written).map(|(i, at)| (segs[i].clone(), at));
+        // SAFETY: the rest is already framed: it goes to the write filter only, behind
+        // nothing (direct_ok saw nothing queued).
+        Some(unsafe { self.queue(out, rest, nginx_sys::ngx_http_write_filter) })
+    }
+
+    /// Hands `segs` (payload, offset of its first unsent byte) to `filter` as buffers from the
+    /// request's free chain, keeping each payload in `out` until nginx reports it written.
+    ///
+    /// # Safety
+    /// `filter` must be nginx's output filter or its write filter, with what that implies
+    /// for framing.
+    unsafe fn queue(
+        &self,
+        out: &mut Out,
+        segs: impl Iterator<Item = (Rc<[u8]>, usize)>,
+        filter: unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_chain_t) -> ngx_int_t,
+    ) -> ngx_int_t {
+        out.settle();
+        let r = self.raw();
+        let mut head: *mut ngx_chain_t = ptr::null_mut();
+        let mut tail: *mut *mut ngx_chain_t = &mut head;
+        let mut last: *mut ngx_buf_t = ptr::null_mut();
+        for (p, at) in segs.filter(|(p, at)| *at < p.len()) {
+            let cl = nginx_sys::ngx_chain_get_free_buf((*r).pool, &mut out.free);
+            if cl.is_null() {
+                return NGX_ERROR;
+            }
+            let b = (*cl).buf;
+            ptr::write_bytes(b, 0, 1);
+            let data = p.as_ptr() as *mut u8;
+            (*b).start = data;
+            (*b).pos = data.add(at);
+            (*b).last = data.add(p.len());
+            (*b).end = (*b).last;
+            (*b).set_memory(1);
+            (*b).tag = module_tag();
+            (*cl).next = ptr::null_mut();
+            *tail = cl;
+            tail = &mut (*cl).next;
+            last = b;
+            out.inflight.push_back(p);
+        }
+        if head.is_null() {
+            return NGX_OK;
+        }
+        (*last).set_flush(1);
+        let rc = filter(r, head);
+        nginx_sys::ngx_chain_update_chains(
+            (*r).pool,
+            &mut out.free,
+            &mut out.busy,
+            &mut head,
+            module_tag(),
+        );
+        self.account(out);
+        rc
+    }
+
+    /// After a flush: drops the payloads nginx has written.
+    fn release(&self, out: &mut Out) {
+        // SAFETY: as in send_shared.
+        unsafe {
+            let mut none: *mut ngx_chain_t = ptr::null_mut();
+            nginx_sys::ngx_chain_update_chains(
+                (*self.raw()).pool,
+                &mut out.free,
+                &mut out.busy,
+                &mut none,
+                module_tag(),
+            );
+        }
+        self.account(out);
+    }
+
+    fn account(&self, out: &mut Out) {
+        let mut busy = 0usize;
+        let mut cl = out.busy;
+        // SAFETY: walking the busy chain nginx maintains for us.
+        unsafe {
+            while !cl.is_null() {
+                busy += 1;
+                cl = (*cl).next;
+            }
+        }
+        while out.inflight.len() > busy {
+            out.inflight.pop_front();
+        }
+        out.pending = out.inflight.iter().map(|p| p.len()).sum();
+    }
+
+    /// TCP_NODELAY on a held HTTP/1.x connection when the location's `tcp_nodelay` is on
+    /// (nginx's default), as nginx does for WebSocket proxying and keep-alive connections.
+    /// Pushed messages are small writes that must leave at once; with Nagle's algorithm a
+    /// message waits until the client acknowledges the previous one, which a client may delay
+    /// by up to 40 ms (Linux's delayed ACK). A failure is logged by nginx and changes nothing
+    /// else.
+    pub(super) fn nodelay(&self) {
+        use ngx::http::HttpModuleLocationConf;
+        // SAFETY: a live request, its connection and core location configuration.
+        unsafe {
+            let r = self.raw();
+            if (*r).http_version >= nginx_sys::NGX_HTTP_VERSION_20 as usize {
+                return;
+            }
+            if ngx::http::NgxHttpCoreModule::location_conf(&*r).is_some_and(|c| c.tcp_nodelay != 0)
+            {
+                nginx_sys::ngx_tcp_nodelay((*r).connection);
+            }
+        }
+    }
+
+    /// Flushes output that was left pending (after NGX_AGAIN), then drops the payloads nginx
+    /// has written (`out`: the subscriber's, when it still has one).
+    pub(super) fn flush(&self, out: Option<&mut Out>) -> ngx_int_t {
+        // SAFETY: a live request; a null chain only flushes.
+        let rc = unsafe { ngx_http_output_filter(self.raw(), ptr::null_mut()) };
+        if let Some(out) = out {
+            out.settle();
+            self.release(out);
+            out.blocked = rc == NGX_AGAIN;
+        }
+        self.watch_output(rc, true)
+    }
+
+}

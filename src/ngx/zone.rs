@@ -1,0 +1,421 @@
+//! The shared memory zone (`push_stream_shared_memory_size`) that holds the host-wide store.
+//!
+//! The zone is an nginx slab pool mapped at the same address in every worker. It holds a
+//! header and a `push_stream_core::store::Store` whose collections allocate from the slab
+//! (through [`ZoneAlloc`]). Every access goes through [`with_store`], which holds the slab's
+//! mutex for the duration of the closure and never while writing to a socket. nginx's master
+//! force-unlocks that mutex if a worker dies holding it.
+//!
+//! The zone survives `nginx -s reload` when its name and size are unchanged; a size change on
+//! reload is ignored with the C module's warning, so the data is kept.
+
+use core::alloc::Layout;
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+
+use allocator_api2::alloc::{AllocError, Allocator};
+use allocator_api2::boxed::Box as ZBox;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nginx_sys::{
+    ngx_cycle, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock,
+    ngx_shmtx_unlock, ngx_slab_alloc_locked, ngx_slab_free_locked, ngx_slab_pool_t, ngx_str_t,
+    ngx_time, NGX_ERROR, NGX_OK,
+};
+use push_stream_core::store::{Limits, Store};
+
+use super::conf::{Conf, Level};
+use super::guard::guard;
+use super::log;
+
+/// Allocates from the zone's slab pool. Only used while the pool's mutex is held.
+#[derive(Clone, Copy)]
+pub struct ZoneAlloc(NonNull<ngx_slab_pool_t>);
+
+// SAFETY: the slab pool lives in shared memory for the life of the zone; allocation happens
+// only under its mutex (see with_store).
+unsafe impl Allocator for ZoneAlloc {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            let p = NonNull::new(layout.align() as *mut u8).ok_or(AllocError)?;
+            return Ok(NonNull::slice_from_raw_parts(p, 0));
+        }
+        // The slab aligns chunks to their size class (powers of two, pages above that).
+        let size = layout.size().max(layout.align());
+        // SAFETY: the caller holds the pool mutex.
+        let p = unsafe { ngx_slab_alloc_locked(self.0.as_ptr(), size) } as *mut u8;
+        let p = NonNull::new(p).ok_or(AllocError)?;
+        if !(p.as_ptr() as usize).is_multiple_of(layout.align()) {
+            // SAFETY: just allocated from this pool.
+            unsafe { ngx_slab_free_locked(self.0.as_ptr(), p.as_ptr() as *mut c_void) };
+            return Err(AllocError);
+        }
+        Ok(NonNull::slice_from_raw_parts(p, layout.size()))
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            ngx_slab_free_locked(self.0.as_ptr(), ptr.as_ptr() as *mut c_void);
+        }
+    }
+}
+
+pub type ZoneStore = Store<ZoneAlloc>;
+
+/// The first thing in the zone.
+#[repr(C)]
+pub struct ZoneHeader {
+    pub magic: u64,
+    /// When the zone was created (unix seconds): `uptime` survives reloads.
+    pub created: i64,
+    pub store: *mut ZoneStore,
+    /// The slab pool (at the zone's start) whose mutex guards the store.
+    pub pool: *mut ngx_slab_pool_t,
+    /// Unix second of the last GC run, so that one worker at a time does it.
+    pub last_gc: i64,
+    /// Per-worker counters, indexed by nginx process slot, written by each worker for itself
+    /// (lock-free) and read by the metrics location.
+    pub slots: [SlotStats; MAX_SLOTS],
+    /// The wake-up token of the worker in each process slot (0: none), written by that worker
+    /// at start: the name of its wake-up socket, which only the host's workers can read.
+    /// (Workers in slots beyond `MAX_SLOTS` are not woken: their 1 s timer catches up.)
+    pub wake: [[AtomicU64; 2]; MAX_SLOTS],
+}
+
+/// Latency histogram buckets (core's bounds and +Inf).
+pub const LATENCY_SLOTS: usize = push_stream_core::metrics::LATENCY_BUCKETS.len() + 1;
+/// Subscriber kinds counted per worker: streaming, EventSource, long-polling, WebSocket.
+pub const SUBSCRIBER_KINDS: usize = 4;
+
+/// How many process slots publish their counters (workers in slots beyond are not reported).
+pub const MAX_SLOTS: usize = 128;
+
+/// One worker's counters in the zone. Plain atomics: the owner stores, anyone loads.
+#[repr(C)]
+#[derive(Default)]
+pub struct SlotStats {
+    pub pid: std::sync::atomic::AtomicU64,
+    pub subscribers: [std::sync::atomic::AtomicU64; SUBSCRIBER_KINDS],
+    pub delivered: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+    pub slow_closed: std::sync::atomic::AtomicU64,
+    pub lost: std::sync::atomic::AtomicU64,
+    pub amqp_connected: std::sync::atomic::AtomicU64,
+    pub amqp_in: std::sync::atomic::AtomicU64,
+    pub amqp_out: std::sync::atomic::AtomicU64,
+    pub amqp_reconnects: std::sync::atomic::AtomicU64,
+    pub inbox_depth: std::sync::atomic::AtomicU64,
+    /// Publish-to-write latency histogram (per bucket, not cumulative) and its sum (ms).
+    pub latency: [std::sync::atomic::AtomicU64; LATENCY_SLOTS],
+    pub latency_sum_ms: std::sync::atomic::AtomicU64,
+}
+
+const MAGIC: u64 = 0x7073_7472_6561_6d34; // "pstream4"
+
+/// What a zone is initialised with, in the declaring configuration's pool (dropped with it).
+#[repr(C)]
+struct ZoneSpec {
+    /// 0: never the header's magic (both sit first in what the zone's data points at).
+    not_magic: u64,
+    /// The store's limits ([`Zone::configure`]).
+    limits: Limits,
+}
+
+unsafe extern "C" fn drop_spec(data: *mut c_void) {
+    ptr::drop_in_place(data as *mut ZoneSpec);
+}
+
+/// Declares the zone `name` of `size` bytes (already validated). On a reload that changes
+/// the size, the running size is kept (with the C module's warning), so the data is kept.
+/// [`Zone::configure`] gives it the store's limits once the whole `http{}` block is read.
+pub fn add(cf: Conf, name: &[u8], size: usize) -> Result<Zone, String> {
+    let tag = core::ptr::addr_of!(ZONE_TAG) as *mut c_void;
+    let mut size = size;
+    // SAFETY: during a reload ngx_cycle is the running cycle: keep its zone's size.
+    if let Some(old) = unsafe { existing_size(name, tag) } {
+        if old != size {
+            cf.error(
+                Level::Warn,
+                &format!(
+                    "Cannot change memory area size without restart, ignoring change on zone: {}",
+                    String::from_utf8_lossy(name)
+                ),
+            );
+            size = old;
+        }
+    }
+    // SAFETY: the name is copied into the configuration pool; nginx owns the zone record.
+    unsafe {
+        let cfp = cf.raw();
+        let data = nginx_sys::ngx_pnalloc((*cfp).pool, name.len()) as *mut u8;
+        if data.is_null() {
+            return Err("push stream module: out of memory".into());
+        }
+        ptr::copy_nonoverlapping(name.as_ptr(), data, name.len());
+        let mut n = ngx_str_t {
+            len: name.len(),
+            data,
+        };
+        let zone = ngx_shared_memory_add(cfp, &mut n, size, tag);
+        if zone.is_null() {
+            return Err(format!(
+                "push stream module: cannot create shared memory zone \"{}\"",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if !(*zone).data.is_null() {
+            return Err(format!(
+                "push stream module: shared memory zone \"{}\" is already used by another http block",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        let cln = nginx_sys::ngx_pool_cleanup_add((*cfp).pool, core::mem::size_of::<ZoneSpec>());
+        if cln.is_null() {
+            return Err("push stream module: out of memory".into());
+        }
+        let spec = (*cln).data as *mut ZoneSpec;
+        ptr::write(
+            spec,
+            ZoneSpec {
+                not_magic: 0,
+                limits: Limits::default(),
+            },
+        );
+        (*cln).handler = Some(drop_spec);
+        (*zone).init = Some(init_zone);
+        (*zone).data = spec as *mut c_void;
+        Ok(Zone(NonNull::new_unchecked(zone)))
+    }
+}
+
+/// The tag of the module's zones.
+static ZONE_TAG: u8 = 0;
+
+unsafe fn existing_size(name: &[u8], tag: *mut c_void) -> Option<usize> {
+    if ngx_cycle.is_null() {
+        return None;
+    }
+    let list = &(*ngx_cycle).shared_memory;
+    let mut part = &list.part as *const nginx_sys::ngx_list_part_t;
+    while !part.is_null() {
+        let zones = (*part).elts as *const ngx_shm_zone_t;
+        for i in 0..(*part).nelts {
+            let z = &*zones.add(i);
+            if z.tag == tag && z.shm.name.as_bytes() == name {
+                return Some(z.shm.size);
+            }
+        }
+        part = (*part).next;
+    }
+    None
+}
+
+unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    guard(ptr::null_mut(), "zone init", NGX_ERROR as ngx_int_t, || {
+        let zone = &mut *zone;
+        let spec = &*(zone.data as *const ZoneSpec);
+        let limits = &spec.limits;
+        let name = String::from_utf8_lossy(zone.shm.name.as_bytes()).into_owned();
+        let sp = zone.shm.addr as *mut ngx_slab_pool_t;
+        // The store reports a full zone itself (a clear error and a log line of ours): the
+        // slab's own "ngx_slab_alloc() failed: no memory" at crit would only add noise.
+        (*sp).set_log_nomem(0);
+        if !data.is_null() {
+            // Reload: the previous cycle's zone, same name and size, is reused as it is.
+            zone.data = data;
+            let hdr = data as *mut ZoneHeader;
+            if let Some(events) = &limits.events_channel_id {
+                // An events channel configured only now gets created (the C module crashed here).
+                let alloc_ok = with_header(hdr, |s| {
+                    s.get_or_create(events, ngx_time() as i64, limits)
+                        .is_ok()
+                });
+                if !alloc_ok {
+                    log::warn(
+                        ptr::null_mut(),
+                        "push_stream: cannot create the events channel: shared memory full",
+                    );
+                }
+            }
+            return NGX_OK as ngx_int_t;
+        }
+        let alloc = ZoneAlloc(NonNull::new(sp).expect("slab pool"));
+        let now = ngx_time() as i64;
+        ngx_shmtx_lock(&mut (*sp).mutex);
+        let made = (|| {
+            let store = Store::new_in(alloc, now, limits).ok()?;
+            let store = ZBox::try_new_in(store, alloc).ok()?;
+            let hdr =
+                ngx_slab_alloc_locked(sp, core::mem::size_of::<ZoneHeader>()) as *mut ZoneHeader;
+            if hdr.is_null() {
+                return None;
+            }
+            // All zero is a valid ZoneHeader (atomics, integers, null pointers); then the fields.
+            core::ptr::write_bytes(hdr as *mut u8, 0, core::mem::size_of::<ZoneHeader>());
+            (*hdr).magic = MAGIC;
+            (*hdr).created = now;
+            (*hdr).store = ZBox::into_raw(store);
+            (*hdr).pool = sp;
+            Some(hdr)
+        })();
+        ngx_shmtx_unlock(&mut (*sp).mutex);
+        let Some(hdr) = made else {
+            log::alert(
+                ptr::null_mut(),
+                &format!("push_stream: zone \"{name}\" is too small for the store"),
+            );
+            return NGX_ERROR as ngx_int_t;
+        };
+        (*sp).data = hdr as *mut c_void;
+        zone.data = hdr as *mut c_void;
+        log::info(
+            ptr::null_mut(),
+            &format!(
+                "Using {}KiB of shared memory for push stream module on zone: {}",
+                zone.shm.size / 1024,
+                name
+            ),
+        );
+        NGX_OK as ngx_int_t
+    })
+}
+
+/// Holds the zone's mutex; released on drop (also while unwinding from a panic).
+struct Locked(*mut ngx_slab_pool_t);
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        // SAFETY: locked in with_header.
+        unsafe { ngx_shmtx_unlock(&mut (*self.0).mutex) }
+    }
+}
+
+unsafe fn with_header<R>(hdr: *mut ZoneHeader, f: impl FnOnce(&mut ZoneStore) -> R) -> R {
+    let store = (*hdr).store;
+    let pool = (*hdr).pool;
+    ngx_shmtx_lock(&mut (*pool).mutex);
+    let _locked = Locked(pool);
+    f(&mut *store)
+}
+
+/// The module's shared zone: a typed handle to a zone declared by [`add`]. Its methods
+/// check that the zone was initialised (its header's magic) before using it.
+#[derive(Clone, Copy)]
+pub struct Zone(NonNull<ngx_shm_zone_t>);
+
+impl Zone {
+    /// Gives the zone the store's limits (from `init_main_conf`, before nginx initialises
+    /// the zone).
+    pub fn configure(self, limits: Limits) {
+        // SAFETY: before init_zone, the zone's data is the spec `add` put there.
+        unsafe {
+            let z = self.0.as_ptr();
+            if (*z).init == Some(init_zone as unsafe extern "C" fn(_, _) -> _) && self.header().is_none() {
+                (*((*z).data as *mut ZoneSpec)).limits = limits;
+            }
+        }
+    }
+
+    fn header(self) -> Option<*mut ZoneHeader> {
+        // SAFETY: a zone declared by `add`: its data is our spec until init_zone replaces it
+        // with the header, whose magic is checked.
+        unsafe {
+            let h = (*self.0.as_ptr()).data as *mut ZoneHeader;
+            if h.is_null() || (*h).magic != MAGIC {
+                return None;
+            }
+            Some(h)
+        }
+    }
+
+    /// Runs `f` with exclusive access to the host-wide store, or returns None when the zone
+    /// is not initialised. Holds the zone's mutex for the duration of `f` only: `f` must not
+    /// write to sockets or log.
+    pub fn with_store<R>(self, f: impl FnOnce(&mut ZoneStore) -> R) -> Option<R> {
+        let hdr = self.header()?;
+        // SAFETY: the mutex serialises access between workers; this runs on a worker's
+        // event-loop thread.
+        Some(unsafe { with_header(hdr, f) })
+    }
+
+    /// The counters of process slot `slot`, if it has a place.
+    pub fn slot_stats(self, slot: usize) -> Option<&'static SlotStats> {
+        // SAFETY: the header lives as long as the zone; the array is only accessed atomically.
+        self.header().and_then(|h| unsafe { (*h).slots.get(slot) })
+    }
+
+    /// Every slot's counters.
+    pub fn all_slot_stats(self) -> &'static [SlotStats] {
+        // SAFETY: as above.
+        self.header()
+            .map(|h| unsafe { &(&(*h).slots)[..] })
+            .unwrap_or(&[])
+    }
+
+    /// Publishes this worker's wake-up token in its slot.
+    pub fn set_wake_token(self, slot: usize, token: u128) {
+        // SAFETY: the header lives as long as the zone; the tokens are atomics.
+        if let Some(w) = self.header().and_then(|h| unsafe { (*h).wake.get(slot) }) {
+            w[0].store(token as u64, Ordering::Release);
+            w[1].store((token >> 64) as u64, Ordering::Release);
+        }
+    }
+
+    /// The wake-up token of the worker in `slot` (0: none).
+    pub fn wake_token(self, slot: usize) -> u128 {
+        self.header()
+            // SAFETY: as above.
+            .and_then(|h| unsafe { (*h).wake.get(slot) })
+            .map(|w| {
+                w[0].load(Ordering::Acquire) as u128 | (w[1].load(Ordering::Acquire) as u128) << 64
+            })
+            .unwrap_or(0)
+    }
+
+    /// When the zone was created (survives reloads).
+    pub fn created(self) -> Option<i64> {
+        // SAFETY: header checks the magic.
+        self.header().map(|h| unsafe { (*h).created })
+    }
+
+    /// Bytes of the zone in use and its size.
+    pub fn memory(self) -> (u64, u64) {
+        // SAFETY: reads words of the slab pool header; a racy read is harmless for stats.
+        unsafe {
+            let zone = self.0.as_ptr();
+            let size = (*zone).shm.size as u64;
+            let sp = (*zone).shm.addr as *const ngx_slab_pool_t;
+            if sp.is_null() {
+                return (0, size);
+            }
+            let page = nginx_sys::ngx_pagesize as u64;
+            let total_pages = ((*sp).end as u64 - (*sp).start as u64) / page;
+            let free = (*sp).pfree as u64;
+            (size - free.min(total_pages) * page, size)
+        }
+    }
+
+    /// The zone's name.
+    pub fn name(self) -> String {
+        // SAFETY: the zone record nginx keeps for the cycle.
+        unsafe { String::from_utf8_lossy((*self.0.as_ptr()).shm.name.as_bytes()).into_owned() }
+    }
+
+    /// True (once per second, host-wide) when this worker should run the store's GC now.
+    pub fn claim_gc(self, now: i64) -> bool {
+        let Some(h) = self.header() else { return false };
+        // SAFETY: the field is only written under the zone mutex.
+        unsafe {
+            let pool = (*h).pool;
+            if nginx_sys::ngx_shmtx_trylock(&mut (*pool).mutex) == 0 {
+                return false;
+            }
+            let _locked = Locked(pool);
+            if (*h).last_gc >= now {
+                return false;
+            }
+            (*h).last_gc = now;
+            true
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Messages and channel deletes consumed from the broker: into the host-wide store
+//! (idempotently, by stream offset, or for an exchange by the host number its dedupe key
+//! drew: the first worker to see a message stores it) and to this worker's subscribers.
+
+use push_stream_core::amqp::Occurrences;
+use push_stream_core::template::Message;
+
+use super::client::{BrokerMessage, Position};
+use super::with;
+use crate::conf::MainConf;
+use crate::delivery;
+use crate::ngx::event;
+use crate::ngx::zone::ZoneStore;
+use crate::ngx_log;
+
+/// How long (seconds) the workers of a host recognise copies of one exchange message.
+const EXCHANGE_WINDOW: i64 = 30;
+
+/// Where a consumed message sits for this host: a stream offset, or an exchange message's
+/// dedupe key and which copy of that key this worker has seen (1 = first).
+#[derive(Clone, Copy)]
+enum Place {
+    Offset(u64),
+    Key(u128, u32),
+}
+
+/// A message consumed from the broker: into the store (first worker of the host wins), then
+/// to this worker's subscribers that have not seen it. A delete is applied once per host.
+pub fn consumed(m: BrokerMessage) {
+    let Some((mcf, last, host)) = with(|s| (s.main, s.last_offset, s.host)) else {
+        return;
+    };
+    let now = event::now();
+    let place = match m.position {
+        Position::Offset(o) => {
+            if last.is_some_and(|l| o <= l) {
+                return;
+            }
+            with(|s| s.last_offset = Some(o));
+            Place::Offset(o)
+        }
+        Position::Key(k) => {
+            let n = with(|s| {
+                s.seen
+                    .get_or_insert_with(Occurrences::default)
+                    .see(k, now, EXCHANGE_WINDOW)
+            })
+            .unwrap_or(1);
+            Place::Key(k, n)
+        }
+    };
+    if m.delete {
+        return consumed_delete(mcf, &m, place, now);
+    }
+    let time = m.time.unwrap_or(now);
+    let store = mcf.amqp_store_messages();
+    let now_ms = event::now_ms();
+    let Some(zone) = mcf.zone() else { return };
+    // Consuming for the host, what is stored enters the delivery log: `commit` makes every
+    // worker (this one on its next turn) deliver it from there. Otherwise nothing enters
+    // the log and the store is only read by later subscribers.
+    let change = |s: &mut ZoneStore| {
+        s.set_clock_ms(now_ms);
+        let offset = match place {
+            Place::Offset(o) => o,
+            Place::Key(k, n) => s.exchange_offset(k, n, now, EXCHANGE_WINDOW).0,
+        };
+        let event_id = push_stream_core::amqp::default_event_id(&m.event_id, offset);
+        let mut out = Vec::with_capacity(m.channels.len());
+        let mut refused = Vec::new();
+        for ch in &m.channels {
+            match s.insert_broker(
+                ch,
+                offset,
+                &m.text,
+                &event_id,
+                &m.event_type,
+                time,
+                store,
+                host,
+                now,
+                &mcf.limits,
+            ) {
+                Ok((t, tag)) => out.push((ch.clone(), t, tag, true)),
+                Err(e) => {
+                    // Not stored (zone full, channel limit): still delivered live here.
+                    refused.push((ch.clone(), e));
+                    out.push((ch.clone(), time, offset + 1, false));
+                }
+            }
+        }
+        (offset, event_id, out, refused)
+    };
+    let placed = if host {
+        delivery::commit(zone, change)
+    } else {
+        zone.with_store(change)
+    };
+    let Some((offset, event_id, inserted, refused)) = placed else {
+        return;
+    };
+    for (ch, e) in refused {
+        // When this worker consumes for the host, the others cannot get it: say so.
+        ngx_log!(
+            error,
+            std::ptr::null_mut(),
+            "push_stream: amqp: message {} for channel \"{}\" not stored{}: {e}",
+            offset + 1,
+            String::from_utf8_lossy(&ch),
+            if host {
+                " (delivered on this worker only: the others get consumed messages through the zone)"
+            } else {
+                ""
+            }
+        );
+    }
+    // What is not in the log (every worker consumes; or, consuming for the host, what the
+    // zone refused) goes to this worker's subscribers now.
+    for (ch, t, tag, _) in inserted.iter().filter(|(.., in_log)| !host || !in_log) {
+        let msg = Message {
+            text: &m.text,
+            id: offset as i64 + 1,
+            channel: ch,
+            event_id: &event_id,
+            event_type: &m.event_type,
+            time: *t,
+            tag: *tag,
+        };
+        delivery::deliver_message(msg, delivery::Since::Offset(offset + 1));
+    }
+}
+
+/// A channel delete consumed from the broker: the first worker of the host to present it
+/// deletes the channels in the shared zone (as an HTTP DELETE there would); the host log then
+/// closes every local worker's subscribers with the channel-deleted message.
+fn consumed_delete(mcf: &'static MainConf, m: &BrokerMessage, place: Place, now: i64) {
+    let text = if m.text.is_empty() {
+        mcf.deleted_text().to_vec()
+    } else {
+        m.text.clone()
+    };
+    let Some(zone) = mcf.zone() else { return };
+    let outcome = delivery::commit(zone, |s| {
+        let claimed = match place {
+            Place::Offset(o) => s.claim_broker_op(o),
+            Place::Key(k, n) => s.exchange_offset(k, n, now, EXCHANGE_WINDOW).1,
+        };
+        let mut deleted = 0;
+        let mut failed = Vec::new();
+        if claimed {
+            for ch in &m.channels {
+                match s.delete(ch, &text, now, &mcf.limits) {
+                    Ok(true) => deleted += 1,
+                    Ok(false) => {}
+                    Err(e) => failed.push((ch.clone(), e)),
+                }
+            }
+        }
+        (claimed, deleted, failed)
+    });
+    let Some((claimed, deleted, failed)) = outcome else {
+        return;
+    };
+    for (ch, e) in failed {
+        ngx_log!(
+            error,
+            std::ptr::null_mut(),
+            "push_stream: amqp: delete of channel \"{}\" failed: {e}",
+            String::from_utf8_lossy(&ch)
+        );
+    }
+    if claimed {
+        ngx_log!(
+            notice,
+            std::ptr::null_mut(),
+            "push_stream: amqp: channel delete from the broker: {deleted} of {} channel(s) deleted on this host",
+            m.channels.len()
+        );
+    }
+}
+
