@@ -6,6 +6,7 @@
 pub mod amqp;
 pub mod channel_path;
 pub mod conf_values;
+pub mod date;
 pub mod escape;
 pub mod format;
 pub mod metrics;

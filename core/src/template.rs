@@ -31,6 +31,7 @@
 use std::io::Write as _;
 use std::ops::Range;
 
+use crate::date::write_http_date;
 use crate::escape::json_escape_into;
 
 /// Message id of a ping rendered through the message template.
@@ -289,43 +290,6 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
 fn push_display(out: &mut Vec<u8>, v: impl std::fmt::Display) {
     // Writing to a Vec<u8> cannot fail.
     let _ = write!(out, "{v}");
-}
-
-/// Appends `secs` (unix time) as an RFC 1123 HTTP date, e.g. `Thu, 01 Jan 1970 00:00:00 GMT`.
-///
-/// Private on purpose: `crate::resume` owns the public HTTP-date helpers.
-fn write_http_date(out: &mut Vec<u8>, secs: i64) {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let weekday = DAYS[days.rem_euclid(7) as usize];
-    let _ = write!(
-        out,
-        "{weekday}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
-        MONTHS[(month - 1) as usize],
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    );
-}
-
-/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Iterates over the non-empty lines of `s`, split on CRLF, CR or LF (empty lines are dropped,
