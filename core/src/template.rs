@@ -66,6 +66,10 @@ pub const JSONP_OPEN: &[u8] = b"([";
 pub const JSONP_SEPARATOR: &[u8] = b",";
 /// Closing of a JSONP batch.
 pub const JSONP_CLOSE: &[u8] = b"]);";
+/// `Content-Type` of a JSONP response.
+pub const JSONP_CONTENT_TYPE: &[u8] = b"application/javascript";
+/// Longest JSONP callback accepted by [`valid_jsonp_callback`], in bytes.
+pub const MAX_JSONP_CALLBACK_LEN: usize = 128;
 
 /// The fields of one message, as seen by a template.
 ///
@@ -397,7 +401,7 @@ pub fn render_eventsource_into(out: &mut Vec<u8>, data_tpl: &Template, m: &Messa
 
 /// Wraps already rendered messages as a JSONP batch: `callback([m1,m2,…]);`.
 ///
-/// The callback name is used as given (the module does not check it).
+/// The callback name is used as given: check it first with [`valid_jsonp_callback`].
 pub fn jsonp_wrap(callback: &[u8], messages: &[Vec<u8>]) -> Vec<u8> {
     let body: usize = messages.iter().map(|m| m.len() + 1).sum();
     let mut out = Vec::with_capacity(callback.len() + body + JSONP_OPEN.len() + JSONP_CLOSE.len());
@@ -411,6 +415,29 @@ pub fn jsonp_wrap(callback: &[u8], messages: &[Vec<u8>]) -> Vec<u8> {
     }
     out.extend_from_slice(JSONP_CLOSE);
     out
+}
+
+/// Whether `cb` is acceptable as a JSONP callback name: a JavaScript identifier path, i.e. one
+/// or more identifiers separated by `.` (`cb`, `jQuery_123`, `app.handlers.$push`), each
+/// matching `[A-Za-z_$][A-Za-z0-9_$]*`, at most [`MAX_JSONP_CALLBACK_LEN`] bytes in all.
+///
+/// Anything else (empty, a leading, trailing or doubled `.`, brackets, parentheses, quotes,
+/// spaces, non-ASCII) is refused, so the callback cannot inject script into the response.
+/// [`jsonp_wrap`] itself does not check: callers check first.
+pub fn valid_jsonp_callback(cb: &[u8]) -> bool {
+    if cb.is_empty() || cb.len() > MAX_JSONP_CALLBACK_LEN {
+        return false;
+    }
+    cb.split(|&b| b == b'.')
+        .all(|ident| match ident.split_first() {
+            Some((&first, rest)) => {
+                (first.is_ascii_alphabetic() || first == b'_' || first == b'$')
+                    && rest
+                        .iter()
+                        .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+            }
+            None => false,
+        })
 }
 
 /// The kind of subscriber location, as far as templates are concerned.
@@ -731,6 +758,58 @@ mod tests {
     fn http_date_extremes_do_not_panic() {
         let _ = date(i64::MAX);
         let _ = date(i64::MIN);
+    }
+
+    // ---- JSONP -----------------------------------------------------------------------------
+
+    #[test]
+    fn jsonp_callbacks() {
+        for ok in [
+            &b"cb"[..],
+            b"_",
+            b"$",
+            b"jQuery_123",
+            b"jQuery1910_1700000000000",
+            b"app.handlers.$push",
+            b"a.b.c.d",
+            b"A9_$.z",
+        ] {
+            assert!(
+                valid_jsonp_callback(ok),
+                "{:?}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        for bad in [
+            &b""[..],
+            b".",
+            b".cb",
+            b"cb.",
+            b"a..b",
+            b"1cb",
+            b"a.1b",
+            b"cb()",
+            b"cb;alert(1)",
+            b"a[0]",
+            b"a b",
+            b"a-b",
+            b"'cb'",
+            b"cb\n",
+            b"\xc3\xa9",
+            b"a/b",
+        ] {
+            assert!(
+                !valid_jsonp_callback(bad),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let max = vec![b'a'; MAX_JSONP_CALLBACK_LEN];
+        assert!(valid_jsonp_callback(&max));
+        let too_long = vec![b'a'; MAX_JSONP_CALLBACK_LEN + 1];
+        assert!(!valid_jsonp_callback(&too_long));
+        assert_eq!(MAX_JSONP_CALLBACK_LEN, 128);
+        assert_eq!(JSONP_CONTENT_TYPE, b"application/javascript");
     }
 
     // ---- special messages ------------------------------------------------------------------
