@@ -10,6 +10,7 @@ pub mod date;
 pub mod escape;
 pub mod format;
 pub mod metrics;
+pub mod query;
 pub mod resume;
 pub mod store;
 pub mod template;
