@@ -9,6 +9,7 @@ pub mod conf_values;
 pub mod date;
 pub mod escape;
 pub mod format;
+pub mod hash;
 pub mod metrics;
 pub mod query;
 pub mod resume;
