@@ -24,7 +24,7 @@ pub fn parse_tag(value: &[u8]) -> Option<u64> {
     Some(n)
 }
 
-/// The `Etag` value for a tag: `W/<tag>`.
+/// The `Etag` value for a tag: `W/<tag>` (what `src/` writes as `format!("W/{tag}")`).
 pub fn etag(tag: u64) -> String {
     format!("W/{tag}")
 }
@@ -132,6 +132,16 @@ mod tests {
         }
         assert_eq!(parse_tag(b"9223372036854775807"), Some(i64::MAX as u64));
         assert_eq!(etag(7), "W/7");
+    }
+
+    #[test]
+    fn etag_is_the_weak_tag_and_parses_back() {
+        assert_eq!(etag(0), "W/0");
+        assert_eq!(etag(7), "W/7");
+        assert_eq!(etag(u64::MAX), "W/18446744073709551615");
+        for t in [0, 1, 42, i64::MAX as u64] {
+            assert_eq!(parse_tag(etag(t).as_bytes()), Some(t));
+        }
     }
 
     fn msg(time: i64, tag: u64, event_id: Option<&str>) -> MessageMeta {
