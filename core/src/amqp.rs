@@ -40,6 +40,8 @@ impl std::fmt::Display for MapError {
     }
 }
 
+impl std::error::Error for MapError {}
+
 /// Maps a delivery: `header(name)` looks a message header up (names as published:
 /// `channel`, `event-id`, `event-type`).
 pub fn map(

@@ -111,6 +111,20 @@ pub enum StoreError {
     EventsChannel,
 }
 
+impl std::fmt::Display for StoreError {
+    /// Operator-facing text, for the error log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreError::OutOfMemory => "shared memory is full",
+            StoreError::ChannelsLimit => "channel limit reached",
+            StoreError::SubscribersLimit => "subscriber limit per channel reached",
+            StoreError::EventsChannel => "the events channel is read-only",
+        })
+    }
+}
+
+impl std::error::Error for StoreError {}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Published {
     pub seq: u64,

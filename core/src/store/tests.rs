@@ -1526,3 +1526,22 @@ fn worker_churn_under_allocation_failures() {
         s.check();
     }
 }
+
+#[test]
+fn store_errors_display_operator_text() {
+    assert_eq!(StoreError::OutOfMemory.to_string(), "shared memory is full");
+    assert_eq!(
+        StoreError::ChannelsLimit.to_string(),
+        "channel limit reached"
+    );
+    assert_eq!(
+        StoreError::SubscribersLimit.to_string(),
+        "subscriber limit per channel reached"
+    );
+    assert_eq!(
+        StoreError::EventsChannel.to_string(),
+        "the events channel is read-only"
+    );
+    let e: Box<dyn std::error::Error> = Box::new(StoreError::OutOfMemory);
+    assert_eq!(e.to_string(), "shared memory is full");
+}
