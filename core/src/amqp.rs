@@ -19,6 +19,16 @@ pub struct Mapped {
 
 /// The header that marks a control message (`delete`) rather than a message to deliver.
 pub const OP_HEADER: &str = "push-stream-op";
+/// The header naming the target channel(s), a `/`-separated channel path.
+pub const CHANNEL_HEADER: &str = "channel";
+/// The header carrying the message's event id.
+pub const EVENT_ID_HEADER: &str = "event-id";
+/// The header carrying the message's event type.
+pub const EVENT_TYPE_HEADER: &str = "event-type";
+/// The value of [`OP_HEADER`] that deletes the channels.
+pub const OP_DELETE: &[u8] = b"delete";
+/// The header in which RabbitMQ gives a stream message's offset.
+pub const STREAM_OFFSET_HEADER: &str = "x-stream-offset";
 
 /// Why a broker message cannot be delivered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,13 +50,15 @@ impl std::fmt::Display for MapError {
     }
 }
 
+impl std::error::Error for MapError {}
+
 /// Maps a delivery: `header(name)` looks a message header up (names as published:
 /// `channel`, `event-id`, `event-type`).
 pub fn map(
     routing_key: &[u8],
     header: impl Fn(&str) -> Option<Vec<u8>>,
 ) -> Result<Mapped, MapError> {
-    let path = header("channel")
+    let path = header(CHANNEL_HEADER)
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| routing_key.to_vec());
     let channels: Vec<Vec<u8>> = channel_path::parse_channels(&path)
@@ -62,10 +74,128 @@ pub fn map(
     }
     Ok(Mapped {
         channels,
-        event_id: header("event-id").unwrap_or_default(),
-        event_type: header("event-type").unwrap_or_default(),
-        delete: header(OP_HEADER).is_some_and(|v| v.eq_ignore_ascii_case(b"delete")),
+        event_id: header(EVENT_ID_HEADER).unwrap_or_default(),
+        event_type: header(EVENT_TYPE_HEADER).unwrap_or_default(),
+        delete: header(OP_HEADER).is_some_and(|v| v.eq_ignore_ascii_case(OP_DELETE)),
     })
+}
+
+/// An AMQP field-table value as push-stream reads message headers: the variants it understands,
+/// named like lapin's `AMQPValue` variants (convert with a plain `match`, borrowing), and
+/// `Other` for every other type (booleans, floats, decimals, tables, arrays, void...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderValue<'a> {
+    LongString(&'a [u8]),
+    ShortString(&'a str),
+    ByteArray(&'a [u8]),
+    LongLongInt(i64),
+    LongInt(i32),
+    LongUInt(u32),
+    Other,
+}
+
+/// The bytes of a header value, for [`map`]'s `header` lookup: strings and byte arrays as they
+/// are, signed 32- and 64-bit integers in decimal (a publisher may send an event id as a
+/// number); `None` for any other type (the header then counts as absent). Same as the former
+/// `header_bytes` of `src/amqp.rs` (an unsigned 32-bit integer is `None` there too).
+pub fn header_bytes(v: HeaderValue<'_>) -> Option<Vec<u8>> {
+    match v {
+        HeaderValue::LongString(s) | HeaderValue::ByteArray(s) => Some(s.to_vec()),
+        HeaderValue::ShortString(s) => Some(s.as_bytes().to_vec()),
+        HeaderValue::LongLongInt(n) => Some(n.to_string().into_bytes()),
+        HeaderValue::LongInt(n) => Some(n.to_string().into_bytes()),
+        HeaderValue::LongUInt(_) | HeaderValue::Other => None,
+    }
+}
+
+/// A stream message's offset from its [`STREAM_OFFSET_HEADER`] value: a non-negative integer
+/// of any of the integer types RabbitMQ uses; `None` for a negative number or another type
+/// (the message is then acknowledged and skipped). Same as the former `offset_of` of
+/// `src/amqp.rs`, given the header's value.
+pub fn stream_offset(v: HeaderValue<'_>) -> Option<u64> {
+    match v {
+        HeaderValue::LongLongInt(n) => u64::try_from(n).ok(),
+        HeaderValue::LongInt(n) => u64::try_from(n).ok(),
+        HeaderValue::LongUInt(n) => Some(u64::from(n)),
+        _ => None,
+    }
+}
+
+/// A consumed message's time (unix seconds) from the AMQP `timestamp` property, if the
+/// publisher set one (nginx does); the caller uses its own clock otherwise. Converted like
+/// `src/amqp.rs` did (`t as i64`: a timestamp above `i64::MAX` wraps, as it always has).
+pub fn message_time(timestamp: Option<u64>) -> Option<i64> {
+    timestamp.map(|t| t as i64)
+}
+
+/// Without an `event-id` header, a broker message's event id is its id (offset + 1), so a
+/// browser's `Last-Event-ID` resumes exactly after the last message it saw. A copy of
+/// `default_event_id` in `src/broker.rs`; `offset + 1` wraps (to `0`) for `u64::MAX`, as that
+/// code did in a release build (it panicked in a debug build).
+pub fn default_event_id(given: &[u8], offset: u64) -> Vec<u8> {
+    if given.is_empty() {
+        offset.wrapping_add(1).to_string().into_bytes()
+    } else {
+        given.to_vec()
+    }
+}
+
+/// Where a stream delivery stands relative to the offset this worker expects next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetCheck {
+    /// Below the expected offset: handled already (a stream delivers from the start of the
+    /// chunk holding the requested offset). Acknowledge it and skip it.
+    AlreadyHandled,
+    /// The expected offset, or nothing expected yet: deliver it.
+    InOrder,
+    /// Above the expected offset: offsets `first..=last` left the stream (retention) before
+    /// this worker could read them and cannot be delivered any more. Deliver this one.
+    Gap { first: u64, last: u64 },
+}
+
+impl OffsetCheck {
+    /// How many offsets were lost (`last - first + 1` for a [`Gap`](OffsetCheck::Gap), else 0).
+    pub fn lost(self) -> u64 {
+        match self {
+            OffsetCheck::Gap { first, last } => last - first + 1,
+            _ => 0,
+        }
+    }
+}
+
+/// Classifies a delivered stream `offset` against the `expected` next one, as the bridge's
+/// consumer loop in `src/amqp.rs` does (skip below; count and log a retention gap above).
+pub fn check_offset(offset: u64, expected: Option<u64>) -> OffsetCheck {
+    match expected {
+        Some(e) if offset < e => OffsetCheck::AlreadyHandled,
+        Some(e) if offset > e => OffsetCheck::Gap {
+            first: e,
+            last: offset - 1,
+        },
+        _ => OffsetCheck::InOrder,
+    }
+}
+
+/// The headers nginx publishes a message (or, with `delete`, a channel delete) with, in the
+/// order `src/amqp.rs` inserts them: `channel` (the channel path), `event-id` and `event-type`
+/// when given, and `push-stream-op: delete` for a delete. [`map`] reads them back.
+pub fn publish_headers(
+    channel_path: &[u8],
+    event_id: Option<&[u8]>,
+    event_type: Option<&[u8]>,
+    delete: bool,
+) -> Vec<(&'static str, Vec<u8>)> {
+    let mut h = vec![(CHANNEL_HEADER, channel_path.to_vec())];
+    if let Some(v) = event_id {
+        h.push((EVENT_ID_HEADER, v.to_vec()));
+    }
+    if let Some(v) = event_type {
+        h.push((EVENT_TYPE_HEADER, v.to_vec()));
+    }
+    if delete {
+        h.push((OP_HEADER, OP_DELETE.to_vec()));
+    }
+    h
 }
 
 /// The key under which the workers of one host recognise the same message consumed from an
@@ -318,6 +448,235 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Configuration: the `push_stream_amqp_*` directives
+// ---------------------------------------------------------------------------------------------
+
+/// `push_stream_amqp_prefetch` when not set.
+pub const DEFAULT_PREFETCH: u16 = 1000;
+/// `push_stream_amqp_confirm_timeout` when not set, in milliseconds.
+pub const DEFAULT_CONFIRM_TIMEOUT_MS: u64 = 5000;
+
+/// Where the bridge consumes messages from (and publishes HTTP publishes to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A RabbitMQ stream, consumed from an offset.
+    Stream {
+        name: String,
+        /// `x-max-age` of a stream the module declares (e.g. `7D`, `1h`).
+        max_age: Option<String>,
+        /// `x-max-length-bytes` of a stream the module declares.
+        max_bytes: Option<u64>,
+    },
+    /// An exchange, through one exclusive queue per worker bound with the keys.
+    Exchange(ExchangeSource),
+}
+
+/// What the configuration asks of the bridge (the fields of `src/amqp.rs`'s `Settings`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub url: String,
+    pub source: Source,
+    pub prefetch: u16,
+    /// How long a publish waits for the broker's confirm.
+    pub confirm_timeout: std::time::Duration,
+    /// This worker consumes the source. [`Directives::settings`] sets it to true; the worker
+    /// clears it when another worker consumes for the host.
+    pub consume: bool,
+}
+
+/// The `push_stream_amqp_*` directives of an `http{}` block as set (`None`: not set), with
+/// the same fields and types as `src/glue/conf.rs`'s `MainConf::amqp_*`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Directives {
+    /// `push_stream_amqp_url` (already checked with [`check_url`]).
+    pub url: Option<String>,
+    /// `push_stream_amqp_stream`.
+    pub stream: Option<String>,
+    /// `push_stream_amqp_stream_max_age`.
+    pub stream_max_age: Option<String>,
+    /// `push_stream_amqp_stream_max_bytes`.
+    pub stream_max_bytes: Option<u64>,
+    /// `push_stream_amqp_prefetch`.
+    pub prefetch: Option<u64>,
+    /// `push_stream_amqp_publish`.
+    pub publish: Option<bool>,
+    /// `push_stream_amqp_store_messages`.
+    pub store_messages: Option<bool>,
+    /// `push_stream_amqp_confirm_timeout`, in milliseconds.
+    pub confirm_timeout_ms: Option<u64>,
+    /// `push_stream_amqp_exchange`.
+    pub exchange: Option<ExchangeSource>,
+    /// `push_stream_amqp_consumer`: true for `host`.
+    pub consumer_host: Option<bool>,
+}
+
+impl Directives {
+    /// Checks the directives together (at the end of the `http{}` block). The messages are
+    /// those of the former `MainConf::check_amqp` of `src/glue/conf.rs`, word for word.
+    pub fn check(&self) -> Result<(), String> {
+        const PREFIX: &str = "push stream module:";
+        let source = self.stream.is_some() || self.exchange.is_some();
+        if self.stream.is_some() && self.exchange.is_some() {
+            return Err(format!("{PREFIX} push_stream_amqp_stream and push_stream_amqp_exchange cannot be used together: choose one source."));
+        }
+        if self.exchange.is_some()
+            && (self.stream_max_age.is_some() || self.stream_max_bytes.is_some())
+        {
+            return Err(format!("{PREFIX} push_stream_amqp_stream_max_age and push_stream_amqp_stream_max_bytes need push_stream_amqp_stream (they are a stream's retention)."));
+        }
+        if self.exchange.is_some() && self.consumer_host == Some(true) {
+            return Err(format!("{PREFIX} push_stream_amqp_consumer host needs push_stream_amqp_stream: with push_stream_amqp_exchange every worker consumes its own queue."));
+        }
+        match (&self.url, source) {
+            (None, false) => {
+                let set = self.stream_max_age.is_some()
+                    || self.stream_max_bytes.is_some()
+                    || self.prefetch.is_some()
+                    || self.publish.is_some()
+                    || self.store_messages.is_some()
+                    || self.confirm_timeout_ms.is_some()
+                    || self.consumer_host.is_some();
+                if set {
+                    return Err(format!("{PREFIX} push_stream_amqp_* directives need push_stream_amqp_url and a source (push_stream_amqp_stream or push_stream_amqp_exchange)."));
+                }
+                Ok(())
+            }
+            (Some(_), false) => Err(format!("{PREFIX} push_stream_amqp_url needs a source: push_stream_amqp_stream or push_stream_amqp_exchange.")),
+            (None, true) => Err(format!(
+                "{PREFIX} push_stream_amqp_{} needs push_stream_amqp_url.",
+                if self.stream.is_some() { "stream" } else { "exchange" }
+            )),
+            (Some(_), true) => Ok(()),
+        }
+    }
+
+    /// The bridge's settings when a URL and exactly one source are configured (`None`
+    /// otherwise), with the defaults applied: prefetch [`DEFAULT_PREFETCH`] (capped at
+    /// 65535), confirm timeout [`DEFAULT_CONFIRM_TIMEOUT_MS`], `consume` true. Same as the
+    /// former `MainConf::amqp_settings`.
+    pub fn settings(&self) -> Option<Settings> {
+        let source = match (&self.stream, &self.exchange) {
+            (Some(name), None) => Source::Stream {
+                name: name.clone(),
+                max_age: self.stream_max_age.clone(),
+                max_bytes: self.stream_max_bytes,
+            },
+            (None, Some(x)) => Source::Exchange(x.clone()),
+            _ => return None,
+        };
+        Some(Settings {
+            url: self.url.clone()?,
+            source,
+            prefetch: self
+                .prefetch
+                .unwrap_or(u64::from(DEFAULT_PREFETCH))
+                .min(u64::from(u16::MAX)) as u16,
+            confirm_timeout: std::time::Duration::from_millis(
+                self.confirm_timeout_ms
+                    .unwrap_or(DEFAULT_CONFIRM_TIMEOUT_MS),
+            ),
+            consume: true,
+        })
+    }
+
+    /// HTTP publishers publish through RabbitMQ: a source is set and
+    /// `push_stream_amqp_publish` is not off.
+    pub fn publish(&self) -> bool {
+        (self.stream.is_some() || self.exchange.is_some()) && self.publish.unwrap_or(true)
+    }
+
+    /// Consumed messages are stored (`push_stream_amqp_store_messages`, default on).
+    pub fn store_messages(&self) -> bool {
+        self.store_messages.unwrap_or(true)
+    }
+
+    /// One worker consumes the stream for the host (`push_stream_amqp_consumer host`).
+    pub fn consumer_host(&self) -> bool {
+        self.consumer_host.unwrap_or(false)
+    }
+}
+
+/// `push_stream_amqp_stream NAME`: a queue name of 1 to 255 bytes.
+pub fn parse_stream_name(directive: &str, value: &str) -> Result<String, String> {
+    if value.is_empty() || value.len() > MAX_SHORT {
+        return Err(format!(
+            "push stream module: {directive} must be a queue name of 1 to 255 bytes."
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// `push_stream_amqp_stream_max_age AGE`: RabbitMQ's `x-max-age`, digits then one of
+/// `Y M D h m s` (e.g. `7D`); at least one digit.
+pub fn parse_stream_max_age(directive: &str, value: &str) -> Result<String, String> {
+    let ok = value.len() >= 2
+        && value.as_bytes()[..value.len() - 1]
+            .iter()
+            .all(u8::is_ascii_digit)
+        && matches!(
+            value.as_bytes()[value.len() - 1],
+            b'Y' | b'M' | b'D' | b'h' | b'm' | b's'
+        );
+    if !ok {
+        return Err(format!("push stream module: invalid value for {directive}: \"{value}\" (RabbitMQ's x-max-age: a number and one of Y M D h m s, e.g. 7D)"));
+    }
+    Ok(value.to_string())
+}
+
+/// `push_stream_amqp_stream_max_bytes SIZE`: a size (`conf_values::parse_size`), not zero.
+pub fn parse_stream_max_bytes(directive: &str, value: &str) -> Result<u64, String> {
+    let v = crate::conf_values::parse_size(value)
+        .map_err(|e| format!("push stream module: invalid value for {directive}: {e}"))?;
+    if v == 0 {
+        return Err(crate::conf_values::zero_error(directive));
+    }
+    Ok(v)
+}
+
+/// `push_stream_amqp_prefetch N`: 1 to 65535.
+pub fn parse_prefetch(directive: &str, value: &str) -> Result<u16, String> {
+    let v = crate::conf_values::parse_positive_number(directive, value)?;
+    u16::try_from(v)
+        .map_err(|_| format!("push stream module: {directive} cannot be more than 65535."))
+}
+
+/// `push_stream_amqp_confirm_timeout TIME`: a time in milliseconds
+/// (`conf_values::parse_time_ms`), not zero.
+pub fn parse_confirm_timeout_ms(directive: &str, value: &str) -> Result<u64, String> {
+    let v = crate::conf_values::parse_time_ms(value)
+        .map_err(|e| format!("push stream module: invalid value for {directive}: {e}"))?;
+    if v == 0 {
+        return Err(crate::conf_values::zero_error(directive));
+    }
+    Ok(v)
+}
+
+/// `push_stream_amqp_consumer worker|host` (exact, lowercase): true for `host`.
+pub fn parse_consumer(directive: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "worker" => Ok(false),
+        "host" => Ok(true),
+        _ => Err(format!(
+            "push stream module: invalid value for {directive}: \"{value}\" (worker: every worker consumes the stream; host: one worker consumes it for the host)"
+        )),
+    }
+}
+
+/// `push_stream_amqp_url URL`, once the URL is known (the directive may name a file holding
+/// it; reading it is the caller's job): [`check_url`] with the directive's message.
+pub fn parse_url(directive: &str, url: &str) -> Result<String, String> {
+    check_url(url).map_err(|e| format!("push stream module: invalid {directive}: {e}"))?;
+    Ok(url.to_string())
+}
+
+/// `push_stream_amqp_exchange NAME TYPE [KEY...]` (the arguments without the directive
+/// name): [`ExchangeSource::parse`] with the directive's message.
+pub fn parse_exchange(directive: &str, words: &[String]) -> Result<ExchangeSource, String> {
+    ExchangeSource::parse(words)
+        .map_err(|e| format!("push stream module: invalid {directive}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,5 +869,358 @@ mod tests {
         assert!(!check_url("ftp://u:secret@h")
             .unwrap_err()
             .contains("secret"));
+    }
+
+    #[test]
+    fn header_values_to_bytes() {
+        use HeaderValue::*;
+        assert_eq!(header_bytes(LongString(b"a/b")), Some(b"a/b".to_vec()));
+        assert_eq!(header_bytes(ShortString("ev")), Some(b"ev".to_vec()));
+        assert_eq!(
+            header_bytes(ByteArray(b"\xff\x00")),
+            Some(b"\xff\x00".to_vec())
+        );
+        assert_eq!(header_bytes(LongLongInt(-42)), Some(b"-42".to_vec()));
+        assert_eq!(
+            header_bytes(LongLongInt(i64::MAX)),
+            Some(b"9223372036854775807".to_vec())
+        );
+        assert_eq!(header_bytes(LongInt(7)), Some(b"7".to_vec()));
+        assert_eq!(header_bytes(LongUInt(7)), None);
+        assert_eq!(header_bytes(Other), None);
+        assert_eq!(header_bytes(LongString(b"")), Some(Vec::new()));
+        // As map reads them.
+        let h = [
+            (CHANNEL_HEADER, LongString(b"a/b")),
+            (EVENT_ID_HEADER, LongLongInt(12)),
+            (EVENT_TYPE_HEADER, Other),
+        ];
+        let m = map(b"rk", |n| {
+            h.iter()
+                .find(|(k, _)| *k == n)
+                .and_then(|&(_, v)| header_bytes(v))
+        })
+        .unwrap();
+        assert_eq!(m.channels, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!((m.event_id, m.event_type), (b"12".to_vec(), Vec::new()));
+    }
+
+    #[test]
+    fn stream_offsets() {
+        use HeaderValue::*;
+        assert_eq!(stream_offset(LongLongInt(0)), Some(0));
+        assert_eq!(stream_offset(LongLongInt(i64::MAX)), Some(i64::MAX as u64));
+        assert_eq!(stream_offset(LongLongInt(-1)), None);
+        assert_eq!(stream_offset(LongInt(5)), Some(5));
+        assert_eq!(stream_offset(LongInt(-5)), None);
+        assert_eq!(stream_offset(LongUInt(u32::MAX)), Some(u64::from(u32::MAX)));
+        assert_eq!(stream_offset(LongString(b"5")), None);
+        assert_eq!(stream_offset(ShortString("5")), None);
+        assert_eq!(stream_offset(ByteArray(b"5")), None);
+        assert_eq!(stream_offset(Other), None);
+        assert_eq!(STREAM_OFFSET_HEADER, "x-stream-offset");
+    }
+
+    #[test]
+    fn message_times() {
+        assert_eq!(message_time(None), None);
+        assert_eq!(message_time(Some(0)), Some(0));
+        assert_eq!(message_time(Some(1_700_000_000)), Some(1_700_000_000));
+        assert_eq!(message_time(Some(u64::MAX)), Some(-1));
+    }
+
+    #[test]
+    fn default_event_ids() {
+        assert_eq!(default_event_id(b"", 0), b"1".to_vec());
+        assert_eq!(default_event_id(b"", 41), b"42".to_vec());
+        assert_eq!(
+            default_event_id(b"", u64::MAX - 1),
+            b"18446744073709551615".to_vec()
+        );
+        assert_eq!(default_event_id(b"", u64::MAX), b"0".to_vec());
+        assert_eq!(default_event_id(b"ev-7", 41), b"ev-7".to_vec());
+        assert_eq!(default_event_id(b" ", 0), b" ".to_vec());
+    }
+
+    #[test]
+    fn offsets_against_the_expected_one() {
+        assert_eq!(check_offset(5, None), OffsetCheck::InOrder);
+        assert_eq!(check_offset(0, Some(0)), OffsetCheck::InOrder);
+        assert_eq!(check_offset(5, Some(5)), OffsetCheck::InOrder);
+        assert_eq!(check_offset(4, Some(5)), OffsetCheck::AlreadyHandled);
+        assert_eq!(check_offset(0, Some(u64::MAX)), OffsetCheck::AlreadyHandled);
+        let gap = check_offset(9, Some(5));
+        assert_eq!(gap, OffsetCheck::Gap { first: 5, last: 8 });
+        assert_eq!(gap.lost(), 4);
+        assert_eq!(check_offset(6, Some(5)).lost(), 1);
+        assert_eq!(check_offset(u64::MAX, Some(0)).lost(), u64::MAX);
+        assert_eq!(OffsetCheck::InOrder.lost(), 0);
+        assert_eq!(OffsetCheck::AlreadyHandled.lost(), 0);
+    }
+
+    #[test]
+    fn publish_headers_map_back() {
+        assert_eq!(
+            publish_headers(b"a/b", None, None, false),
+            vec![("channel", b"a/b".to_vec())]
+        );
+        let h = publish_headers(b"a/b", Some(b"e1"), Some(b"t1"), true);
+        assert_eq!(
+            h,
+            vec![
+                ("channel", b"a/b".to_vec()),
+                ("event-id", b"e1".to_vec()),
+                ("event-type", b"t1".to_vec()),
+                ("push-stream-op", b"delete".to_vec()),
+            ]
+        );
+        let m = map(b"ignored", |n| {
+            h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone())
+        })
+        .unwrap();
+        assert_eq!(m.channels, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            (m.event_id, m.event_type, m.delete),
+            (b"e1".to_vec(), b"t1".to_vec(), true)
+        );
+        // Empty values are still sent (an empty event id header is kept as given).
+        assert_eq!(
+            publish_headers(b"c", Some(b""), None, false),
+            vec![("channel", b"c".to_vec()), ("event-id", Vec::new())]
+        );
+    }
+
+    fn stream_conf() -> Directives {
+        Directives {
+            url: Some("amqp://h/".into()),
+            stream: Some("s".into()),
+            ..Directives::default()
+        }
+    }
+
+    fn exchange_conf() -> Directives {
+        Directives {
+            url: Some("amqp://h/".into()),
+            exchange: Some(ExchangeSource::parse(&words("x topic")).unwrap()),
+            ..Directives::default()
+        }
+    }
+
+    #[test]
+    fn directives_checked_together() {
+        let err = |d: Directives| d.check().unwrap_err();
+        assert_eq!(Directives::default().check(), Ok(()));
+        assert_eq!(stream_conf().check(), Ok(()));
+        assert_eq!(exchange_conf().check(), Ok(()));
+        let both = Directives {
+            exchange: exchange_conf().exchange,
+            ..stream_conf()
+        };
+        assert_eq!(err(both), "push stream module: push_stream_amqp_stream and push_stream_amqp_exchange cannot be used together: choose one source.");
+        let retention = Directives {
+            stream_max_bytes: Some(1),
+            ..exchange_conf()
+        };
+        assert_eq!(err(retention), "push stream module: push_stream_amqp_stream_max_age and push_stream_amqp_stream_max_bytes need push_stream_amqp_stream (they are a stream's retention).");
+        let host = Directives {
+            consumer_host: Some(true),
+            ..exchange_conf()
+        };
+        assert_eq!(err(host), "push stream module: push_stream_amqp_consumer host needs push_stream_amqp_stream: with push_stream_amqp_exchange every worker consumes its own queue.");
+        // consumer worker with an exchange is fine.
+        let worker = Directives {
+            consumer_host: Some(false),
+            ..exchange_conf()
+        };
+        assert_eq!(worker.check(), Ok(()));
+        let stray = Directives {
+            prefetch: Some(10),
+            ..Directives::default()
+        };
+        assert_eq!(err(stray), "push stream module: push_stream_amqp_* directives need push_stream_amqp_url and a source (push_stream_amqp_stream or push_stream_amqp_exchange).");
+        let no_source = Directives {
+            url: Some("amqp://h/".into()),
+            ..Directives::default()
+        };
+        assert_eq!(err(no_source), "push stream module: push_stream_amqp_url needs a source: push_stream_amqp_stream or push_stream_amqp_exchange.");
+        let no_url = Directives {
+            url: None,
+            ..stream_conf()
+        };
+        assert_eq!(
+            err(no_url),
+            "push stream module: push_stream_amqp_stream needs push_stream_amqp_url."
+        );
+        let no_url = Directives {
+            url: None,
+            ..exchange_conf()
+        };
+        assert_eq!(
+            err(no_url),
+            "push stream module: push_stream_amqp_exchange needs push_stream_amqp_url."
+        );
+    }
+
+    #[test]
+    fn settings_with_defaults() {
+        assert_eq!(Directives::default().settings(), None);
+        assert_eq!(
+            Directives {
+                url: None,
+                ..stream_conf()
+            }
+            .settings(),
+            None
+        );
+        let both = Directives {
+            exchange: exchange_conf().exchange,
+            ..stream_conf()
+        };
+        assert_eq!(both.settings(), None);
+        let s = stream_conf().settings().unwrap();
+        assert_eq!(
+            s,
+            Settings {
+                url: "amqp://h/".into(),
+                source: Source::Stream {
+                    name: "s".into(),
+                    max_age: None,
+                    max_bytes: None
+                },
+                prefetch: 1000,
+                confirm_timeout: std::time::Duration::from_millis(5000),
+                consume: true,
+            }
+        );
+        let d = Directives {
+            stream_max_age: Some("7D".into()),
+            stream_max_bytes: Some(1 << 30),
+            prefetch: Some(100_000),
+            confirm_timeout_ms: Some(250),
+            ..stream_conf()
+        };
+        let s = d.settings().unwrap();
+        assert_eq!(
+            s.source,
+            Source::Stream {
+                name: "s".into(),
+                max_age: Some("7D".into()),
+                max_bytes: Some(1 << 30)
+            }
+        );
+        assert_eq!(s.prefetch, u16::MAX);
+        assert_eq!(s.confirm_timeout, std::time::Duration::from_millis(250));
+        let x = exchange_conf().settings().unwrap();
+        assert_eq!(
+            x.source,
+            Source::Exchange(exchange_conf().exchange.unwrap())
+        );
+    }
+
+    #[test]
+    fn directive_flags() {
+        assert!(!Directives::default().publish());
+        assert!(stream_conf().publish());
+        assert!(exchange_conf().publish());
+        assert!(!Directives {
+            publish: Some(false),
+            ..stream_conf()
+        }
+        .publish());
+        assert!(!Directives {
+            publish: Some(true),
+            ..Directives::default()
+        }
+        .publish());
+        assert!(Directives::default().store_messages());
+        assert!(!Directives {
+            store_messages: Some(false),
+            ..Directives::default()
+        }
+        .store_messages());
+        assert!(!Directives::default().consumer_host());
+        assert!(Directives {
+            consumer_host: Some(true),
+            ..Directives::default()
+        }
+        .consumer_host());
+    }
+
+    #[test]
+    fn directive_values() {
+        let d = "push_stream_amqp_x";
+        assert_eq!(parse_stream_name(d, "s"), Ok("s".to_string()));
+        assert_eq!(parse_stream_name(d, &"q".repeat(255)), Ok("q".repeat(255)));
+        let e = "push stream module: push_stream_amqp_x must be a queue name of 1 to 255 bytes.";
+        assert_eq!(parse_stream_name(d, "").unwrap_err(), e);
+        assert_eq!(parse_stream_name(d, &"q".repeat(256)).unwrap_err(), e);
+
+        for ok in ["7D", "1Y", "12M", "30h", "5m", "10s", "0s"] {
+            assert_eq!(parse_stream_max_age(d, ok), Ok(ok.to_string()));
+        }
+        for bad in ["", "D", "7", "7d", "7 D", "-7D", "7DD", "7é", "é"] {
+            assert_eq!(
+                parse_stream_max_age(d, bad).unwrap_err(),
+                format!("push stream module: invalid value for push_stream_amqp_x: \"{bad}\" (RabbitMQ's x-max-age: a number and one of Y M D h m s, e.g. 7D)")
+            );
+        }
+
+        assert_eq!(parse_stream_max_bytes(d, "1g"), Ok(1 << 30));
+        assert_eq!(
+            parse_stream_max_bytes(d, "0").unwrap_err(),
+            "push stream module: push_stream_amqp_x cannot be zero."
+        );
+        assert_eq!(
+            parse_stream_max_bytes(d, "1t").unwrap_err(),
+            "push stream module: invalid value for push_stream_amqp_x: invalid size value \"1t\""
+        );
+
+        assert_eq!(parse_prefetch(d, "1"), Ok(1));
+        assert_eq!(parse_prefetch(d, "65535"), Ok(65535));
+        assert_eq!(
+            parse_prefetch(d, "65536").unwrap_err(),
+            "push stream module: push_stream_amqp_x cannot be more than 65535."
+        );
+        assert_eq!(
+            parse_prefetch(d, "0").unwrap_err(),
+            "push stream module: push_stream_amqp_x cannot be zero."
+        );
+        assert_eq!(
+            parse_prefetch(d, "x").unwrap_err(),
+            "push stream module: invalid value for push_stream_amqp_x: invalid number \"x\""
+        );
+
+        assert_eq!(parse_confirm_timeout_ms(d, "5s"), Ok(5000));
+        assert_eq!(parse_confirm_timeout_ms(d, "250ms"), Ok(250));
+        assert_eq!(
+            parse_confirm_timeout_ms(d, "0").unwrap_err(),
+            "push stream module: push_stream_amqp_x cannot be zero."
+        );
+        assert_eq!(
+            parse_confirm_timeout_ms(d, "soon").unwrap_err(),
+            "push stream module: invalid value for push_stream_amqp_x: invalid time value \"soon\""
+        );
+
+        assert_eq!(parse_consumer(d, "worker"), Ok(false));
+        assert_eq!(parse_consumer(d, "host"), Ok(true));
+        assert_eq!(
+            parse_consumer(d, "Host").unwrap_err(),
+            "push stream module: invalid value for push_stream_amqp_x: \"Host\" (worker: every worker consumes the stream; host: one worker consumes it for the host)"
+        );
+
+        assert_eq!(parse_url(d, "amqp://h/"), Ok("amqp://h/".to_string()));
+        assert_eq!(
+            parse_url(d, "http://u:pw@h").unwrap_err(),
+            "push stream module: invalid push_stream_amqp_x: \"http://u:***@h\" is not an amqp:// or amqps:// URL"
+        );
+
+        assert_eq!(
+            parse_exchange(d, &words("x fanout")).map(|x| x.kind),
+            Ok(ExchangeKind::Fanout)
+        );
+        assert_eq!(
+            parse_exchange(d, &words("x direct")).unwrap_err(),
+            "push stream module: invalid push_stream_amqp_x: a direct exchange needs at least one binding key"
+        );
     }
 }

@@ -167,6 +167,42 @@ fn find_separator(s: &[u8]) -> (usize, usize, u32) {
     unreachable!("`$` always matches at the end")
 }
 
+/// Merges repeated channels of one request: each distinct id is kept once, at the position of
+/// its first occurrence, and its backtrack is the largest `.bN` among its occurrences (so
+/// `a.b2/b/a.b5` gives `a` with backtrack 5, then `b`). Ids are compared byte for byte.
+///
+/// O(n) expected time (a hash map of the ids seen), so long paths cost nothing quadratic.
+pub fn dedupe(channels: Vec<ChannelRef>) -> Vec<ChannelRef> {
+    use std::collections::hash_map::{Entry, HashMap};
+
+    if channels.len() < 2 {
+        return channels;
+    }
+    // For each position: `Some(backtrack)` when it is the first occurrence of its id (the
+    // largest backtrack of that id), `None` for a repeat.
+    let mut keep: Vec<Option<u32>> = Vec::with_capacity(channels.len());
+    let mut first: HashMap<&[u8], usize> = HashMap::with_capacity(channels.len());
+    for (i, c) in channels.iter().enumerate() {
+        match first.entry(&c.id[..]) {
+            Entry::Occupied(e) => {
+                let bt = keep[*e.get()].get_or_insert(0);
+                *bt = (*bt).max(c.backtrack);
+                keep.push(None);
+            }
+            Entry::Vacant(e) => {
+                e.insert(i);
+                keep.push(Some(c.backtrack));
+            }
+        }
+    }
+    drop(first);
+    channels
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(c, bt)| bt.map(|backtrack| ChannelRef { backtrack, ..c }))
+        .collect()
+}
+
 fn parse_u32_saturating(digits: &[u8]) -> u32 {
     let mut v: u32 = 0;
     for &d in digits {
@@ -220,6 +256,9 @@ pub enum ChannelError {
     EventsChannelForbidden,
     /// GET/DELETE on a missing channel, stats for a missing id: 404, no explain.
     NotFound,
+    /// More channels in one request than `push_stream_max_channels_per_request`: 400. (Not in
+    /// the C module.)
+    TooManyChannels,
     /// Shared memory exhausted while creating the channel: 500. The subscriber path sends an
     /// empty explain header; [`explain`](Self::explain) is `""`.
     OutOfMemory,
@@ -229,7 +268,7 @@ impl ChannelError {
     /// HTTP status code.
     pub fn status(self) -> u16 {
         match self {
-            ChannelError::NoChannel | ChannelError::TooLong => 400,
+            ChannelError::NoChannel | ChannelError::TooLong | ChannelError::TooManyChannels => 400,
             ChannelError::NotAuthorized
             | ChannelError::CannotCreate
             | ChannelError::TooManyWildcard
@@ -259,6 +298,7 @@ impl ChannelError {
             ChannelError::EventsChannelForbidden => {
                 "Subscription to events channel is not allowed."
             }
+            ChannelError::TooManyChannels => "Too many channels in one request.",
             ChannelError::NotFound | ChannelError::OutOfMemory => "",
         }
     }
@@ -461,6 +501,11 @@ mod tests {
                 403,
                 "Subscription to events channel is not allowed.",
             ),
+            (
+                ChannelError::TooManyChannels,
+                400,
+                "Too many channels in one request.",
+            ),
             (ChannelError::NotFound, 404, ""),
             (ChannelError::OutOfMemory, 500, ""),
         ];
@@ -473,6 +518,64 @@ mod tests {
             "HTTP 400: Channel id is too large."
         );
         assert_eq!(ChannelError::NotFound.to_string(), "HTTP 404");
+    }
+
+    #[test]
+    fn dedupe_keeps_first_positions_and_the_largest_backtrack() {
+        assert_eq!(dedupe(vec![]), vec![]);
+        assert_eq!(dedupe(vec![ch("a", 3)]), vec![ch("a", 3)]);
+        assert_eq!(
+            dedupe(vec![
+                ch("a", 2),
+                ch("b", 0),
+                ch("a", 5),
+                ch("c", 1),
+                ch("b", 0)
+            ]),
+            vec![ch("a", 5), ch("b", 0), ch("c", 1)]
+        );
+        // A smaller later backtrack does not lower the first one.
+        assert_eq!(
+            dedupe(vec![ch("a", 9), ch("a", 1), ch("a", 0)]),
+            vec![ch("a", 9)]
+        );
+        // Byte-exact ids; the empty id is an id like any other.
+        assert_eq!(
+            dedupe(vec![
+                ch("A", 0),
+                ch("a", 1),
+                ch("", 2),
+                ch("", 4),
+                ch("A", 7)
+            ]),
+            vec![ch("A", 7), ch("a", 1), ch("", 4)]
+        );
+        // Nothing repeated: unchanged.
+        let distinct = parse_channels(b"x/y.b2/z.b4294967295");
+        assert_eq!(dedupe(distinct.clone()), distinct);
+        // From a path.
+        assert_eq!(
+            dedupe(parse_channels(b"room.b2/news/room.b10/room")),
+            vec![ch("room", 10), ch("news", 0)]
+        );
+    }
+
+    #[test]
+    fn dedupe_of_long_lists_is_not_quadratic() {
+        // 4 000 distinct ids, then every one again with a larger backtrack.
+        let n = 4_000u32;
+        let ids: Vec<ChannelRef> = (0..n).map(|i| ch(&format!("c{i}"), i)).collect();
+        let mut input = ids.clone();
+        input.extend((0..n).rev().map(|i| ch(&format!("c{i}"), i + 1)));
+        let out = dedupe(input);
+        assert_eq!(out.len(), n as usize);
+        for (i, c) in out.iter().enumerate() {
+            assert_eq!(c.id, format!("c{i}").into_bytes());
+            assert_eq!(c.backtrack, i as u32 + 1);
+        }
+        // 4 000 copies of one id.
+        let same = vec![ch("same", 1); 4_000];
+        assert_eq!(dedupe(same), vec![ch("same", 1)]);
     }
 
     #[test]

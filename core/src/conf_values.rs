@@ -462,6 +462,37 @@ pub fn zero_error(directive: &str) -> String {
     format!("push stream module: {directive} cannot be zero.")
 }
 
+/// A number directive that must be at least 1: [`parse_number`], then zero refused. Errors in
+/// the module's usual wording: `push stream module: invalid value for <directive>: invalid
+/// number "<value>"`, and [`zero_error`] for `0`.
+pub fn parse_positive_number(directive: &str, value: &str) -> Result<u64, String> {
+    let n = parse_number(value)
+        .map_err(|e| format!("push stream module: invalid value for {directive}: {e}"))?;
+    if n == 0 {
+        return Err(zero_error(directive));
+    }
+    Ok(n)
+}
+
+/// The directive that caps how many channels one subscriber request may name (not in the C
+/// module).
+pub const MAX_CHANNELS_PER_REQUEST: &str = "push_stream_max_channels_per_request";
+
+/// Default of `push_stream_max_channels_per_request`.
+pub const DEFAULT_MAX_CHANNELS_PER_REQUEST: usize = 100;
+
+/// `push stream module: push_stream_max_channels_per_request cannot be zero.`
+pub const ZERO_MAX_CHANNELS_PER_REQUEST: &str =
+    "push stream module: push_stream_max_channels_per_request cannot be zero.";
+
+/// Parses `push_stream_max_channels_per_request N`: a positive integer (see
+/// [`parse_positive_number`]; `0`, a sign, spaces or anything but digits are refused). A value
+/// above `usize::MAX` (only possible on 32-bit targets) is taken as `usize::MAX`.
+pub fn parse_max_channels_per_request(value: &str) -> Result<usize, String> {
+    let n = parse_positive_number(MAX_CHANNELS_PER_REQUEST, value)?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -768,6 +799,56 @@ mod tests {
         ];
         for (c, d) in consts.iter().zip(ZERO_REJECTING_DIRECTIVES) {
             assert_eq!(*c, zero_error(d));
+        }
+    }
+
+    #[test]
+    fn positive_numbers() {
+        assert_eq!(parse_positive_number("push_stream_x", "1"), Ok(1));
+        assert_eq!(parse_positive_number("push_stream_x", "007"), Ok(7));
+        assert_eq!(
+            parse_positive_number("push_stream_x", "0").unwrap_err(),
+            "push stream module: push_stream_x cannot be zero."
+        );
+        assert_eq!(
+            parse_positive_number("push_stream_x", "ten").unwrap_err(),
+            "push stream module: invalid value for push_stream_x: invalid number \"ten\""
+        );
+    }
+
+    #[test]
+    fn max_channels_per_request() {
+        assert_eq!(DEFAULT_MAX_CHANNELS_PER_REQUEST, 100);
+        assert_eq!(parse_max_channels_per_request("1"), Ok(1));
+        assert_eq!(parse_max_channels_per_request("100"), Ok(100));
+        assert_eq!(parse_max_channels_per_request("4000"), Ok(4000));
+        assert_eq!(
+            parse_max_channels_per_request("9223372036854775807"),
+            Ok(usize::try_from(i64::MAX as u64).unwrap_or(usize::MAX))
+        );
+        assert_eq!(
+            parse_max_channels_per_request("0").unwrap_err(),
+            ZERO_MAX_CHANNELS_PER_REQUEST
+        );
+        assert_eq!(
+            ZERO_MAX_CHANNELS_PER_REQUEST,
+            zero_error(MAX_CHANNELS_PER_REQUEST)
+        );
+        assert_eq!(
+            parse_max_channels_per_request("abc").unwrap_err(),
+            "push stream module: invalid value for push_stream_max_channels_per_request: invalid number \"abc\""
+        );
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "1k",
+            "1.5",
+            "9223372036854775808",
+        ] {
+            assert!(parse_max_channels_per_request(bad).is_err(), "{bad:?}");
         }
     }
 }

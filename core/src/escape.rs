@@ -63,6 +63,13 @@ pub fn xml_escape_into(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
+/// Whether `v` can be sent as an HTTP header value as is: false when it contains CR, LF or NUL
+/// (which would end the header, split the response, or truncate it in C code). Every other
+/// byte, including other control bytes and non-ASCII, is accepted.
+pub fn header_value_ok(v: &[u8]) -> bool {
+    !v.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +89,16 @@ mod tests {
         let mut out = Vec::new();
         xml_escape_into(&mut out, b"<a&\"'>");
         assert_eq!(out, b"&lt;a&amp;&quot;&apos;&gt;".to_vec());
+    }
+
+    #[test]
+    fn header_values() {
+        assert!(header_value_ok(b""));
+        assert!(header_value_ok(b"text/plain; charset=utf-8"));
+        assert!(header_value_ok(b"tab\there \x7f \x01 \xff"));
+        assert!(header_value_ok("é".as_bytes()));
+        for bad in [&b"a\rb"[..], b"a\nb", b"a\0b", b"\r\n", b"end\n", b"\0"] {
+            assert!(!header_value_ok(bad), "{bad:?}");
+        }
     }
 }

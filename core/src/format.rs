@@ -11,6 +11,7 @@
 //!   JSON-style escaped string (for example `channel: "a\"b\n"`), which is also a valid YAML
 //!   double-quoted scalar. Ids that are plain printable text, the normal case, are unchanged.
 
+pub use crate::date::stats_time;
 use crate::escape::{json_escape_into, xml_escape_into};
 
 /// A channel-info output format.
@@ -438,36 +439,6 @@ pub fn render_summary(fmt: Format, s: &Summary) -> Vec<u8> {
     out
 }
 
-/// Days since 1970-01-01 → (year, month 1–12, day 1–31), proleptic Gregorian.
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// The statistics `time` field: `YYYY-MM-DDTHH:MM:SS`, UTC.
-pub fn stats_time(unix_secs: i64) -> String {
-    let days = unix_secs.div_euclid(86_400);
-    let secs = unix_secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        y,
-        m,
-        d,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -792,14 +763,5 @@ mod tests {
             render_summary(Format::Xml, &summary(vec![("shm_used".into(), 77)], 1)),
             b"<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\r\n<infos>\r\n  <hostname>h</hostname>\r\n  <time>T</time>\r\n  <channels>1</channels>\r\n  <wildcard_channels>2</wildcard_channels>\r\n  <published_messages>3</published_messages>\r\n  <stored_messages>4</stored_messages>\r\n  <messages_in_trash>5</messages_in_trash>\r\n  <channels_in_delete>6</channels_in_delete>\r\n  <channels_in_trash>7</channels_in_trash>\r\n  <subscribers>8</subscribers>\r\n  <uptime>9</uptime>\r\n  <shm_used>77</shm_used>\r\n  <by_worker><worker>\r\n  <pid>100</pid>\r\n  <subscribers>0</subscribers>\r\n  <uptime>10</uptime>\r\n</worker>\r\n</by_worker>\r\n</infos>\r\n".to_vec()
         );
-    }
-
-    #[test]
-    fn time_format() {
-        assert_eq!(stats_time(0), "1970-01-01T00:00:00");
-        assert_eq!(stats_time(1_795_539_336), "2026-11-24T16:55:36");
-        assert_eq!(stats_time(951_782_400), "2000-02-29T00:00:00");
-        assert_eq!(stats_time(-1), "1969-12-31T23:59:59");
-        assert_eq!(stats_time(253_402_300_799), "9999-12-31T23:59:59");
     }
 }

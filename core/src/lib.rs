@@ -6,9 +6,12 @@
 pub mod amqp;
 pub mod channel_path;
 pub mod conf_values;
+pub mod date;
 pub mod escape;
 pub mod format;
+pub mod hash;
 pub mod metrics;
+pub mod query;
 pub mod resume;
 pub mod store;
 pub mod template;

@@ -31,6 +31,7 @@
 use std::io::Write as _;
 use std::ops::Range;
 
+use crate::date::write_http_date;
 use crate::escape::json_escape_into;
 
 /// Message id of a ping rendered through the message template.
@@ -65,6 +66,10 @@ pub const JSONP_OPEN: &[u8] = b"([";
 pub const JSONP_SEPARATOR: &[u8] = b",";
 /// Closing of a JSONP batch.
 pub const JSONP_CLOSE: &[u8] = b"]);";
+/// `Content-Type` of a JSONP response.
+pub const JSONP_CONTENT_TYPE: &[u8] = b"application/javascript";
+/// Longest JSONP callback accepted by [`valid_jsonp_callback`], in bytes.
+pub const MAX_JSONP_CALLBACK_LEN: usize = 128;
 
 /// The fields of one message, as seen by a template.
 ///
@@ -291,43 +296,6 @@ fn push_display(out: &mut Vec<u8>, v: impl std::fmt::Display) {
     let _ = write!(out, "{v}");
 }
 
-/// Appends `secs` (unix time) as an RFC 1123 HTTP date, e.g. `Thu, 01 Jan 1970 00:00:00 GMT`.
-///
-/// Private on purpose: `crate::resume` owns the public HTTP-date helpers.
-fn write_http_date(out: &mut Vec<u8>, secs: i64) {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let weekday = DAYS[days.rem_euclid(7) as usize];
-    let _ = write!(
-        out,
-        "{weekday}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
-        MONTHS[(month - 1) as usize],
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    );
-}
-
-/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 /// Iterates over the non-empty lines of `s`, split on CRLF, CR or LF (empty lines are dropped,
 /// like the C module's `split_by_crlf`).
 fn non_empty_lines(s: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -433,7 +401,7 @@ pub fn render_eventsource_into(out: &mut Vec<u8>, data_tpl: &Template, m: &Messa
 
 /// Wraps already rendered messages as a JSONP batch: `callback([m1,m2,…]);`.
 ///
-/// The callback name is used as given (the module does not check it).
+/// The callback name is used as given: check it first with [`valid_jsonp_callback`].
 pub fn jsonp_wrap(callback: &[u8], messages: &[Vec<u8>]) -> Vec<u8> {
     let body: usize = messages.iter().map(|m| m.len() + 1).sum();
     let mut out = Vec::with_capacity(callback.len() + body + JSONP_OPEN.len() + JSONP_CLOSE.len());
@@ -447,6 +415,29 @@ pub fn jsonp_wrap(callback: &[u8], messages: &[Vec<u8>]) -> Vec<u8> {
     }
     out.extend_from_slice(JSONP_CLOSE);
     out
+}
+
+/// Whether `cb` is acceptable as a JSONP callback name: a JavaScript identifier path, i.e. one
+/// or more identifiers separated by `.` (`cb`, `jQuery_123`, `app.handlers.$push`), each
+/// matching `[A-Za-z_$][A-Za-z0-9_$]*`, at most [`MAX_JSONP_CALLBACK_LEN`] bytes in all.
+///
+/// Anything else (empty, a leading, trailing or doubled `.`, brackets, parentheses, quotes,
+/// spaces, non-ASCII) is refused, so the callback cannot inject script into the response.
+/// [`jsonp_wrap`] itself does not check: callers check first.
+pub fn valid_jsonp_callback(cb: &[u8]) -> bool {
+    if cb.is_empty() || cb.len() > MAX_JSONP_CALLBACK_LEN {
+        return false;
+    }
+    cb.split(|&b| b == b'.')
+        .all(|ident| match ident.split_first() {
+            Some((&first, rest)) => {
+                (first.is_ascii_alphabetic() || first == b'_' || first == b'$')
+                    && rest
+                        .iter()
+                        .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+            }
+            None => false,
+        })
 }
 
 /// The kind of subscriber location, as far as templates are concerned.
@@ -767,6 +758,58 @@ mod tests {
     fn http_date_extremes_do_not_panic() {
         let _ = date(i64::MAX);
         let _ = date(i64::MIN);
+    }
+
+    // ---- JSONP -----------------------------------------------------------------------------
+
+    #[test]
+    fn jsonp_callbacks() {
+        for ok in [
+            &b"cb"[..],
+            b"_",
+            b"$",
+            b"jQuery_123",
+            b"jQuery1910_1700000000000",
+            b"app.handlers.$push",
+            b"a.b.c.d",
+            b"A9_$.z",
+        ] {
+            assert!(
+                valid_jsonp_callback(ok),
+                "{:?}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        for bad in [
+            &b""[..],
+            b".",
+            b".cb",
+            b"cb.",
+            b"a..b",
+            b"1cb",
+            b"a.1b",
+            b"cb()",
+            b"cb;alert(1)",
+            b"a[0]",
+            b"a b",
+            b"a-b",
+            b"'cb'",
+            b"cb\n",
+            b"\xc3\xa9",
+            b"a/b",
+        ] {
+            assert!(
+                !valid_jsonp_callback(bad),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let max = vec![b'a'; MAX_JSONP_CALLBACK_LEN];
+        assert!(valid_jsonp_callback(&max));
+        let too_long = vec![b'a'; MAX_JSONP_CALLBACK_LEN + 1];
+        assert!(!valid_jsonp_callback(&too_long));
+        assert_eq!(MAX_JSONP_CALLBACK_LEN, 128);
+        assert_eq!(JSONP_CONTENT_TYPE, b"application/javascript");
     }
 
     // ---- special messages ------------------------------------------------------------------

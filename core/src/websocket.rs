@@ -266,6 +266,12 @@ pub fn refusal_frame(status: u16, explain: &str) -> Vec<u8> {
 
 /// Size limits enforced by the [`Decoder`], checked against the lengths declared in frame
 /// headers, before any payload byte is buffered.
+///
+/// `u64::MAX` means "no limit" (for example nginx's `client_max_body_size 0`): see
+/// [`Limits::UNLIMITED`]. No arithmetic on the limits can overflow; a message is then bounded
+/// only by the address space (on a 32-bit target, a message larger than `usize::MAX` is still
+/// refused with [`CloseReason::MessageTooBig`]), and the decoder's buffer still grows only with
+/// the bytes actually received, never to a length a header merely announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted payload of one text, binary or continuation frame. Control frames are
@@ -273,6 +279,14 @@ pub struct Limits {
     pub max_frame_payload: u64,
     /// Largest accepted reassembled message (sum of the payloads of its frames).
     pub max_message: u64,
+}
+
+impl Limits {
+    /// No size limit on frames or messages.
+    pub const UNLIMITED: Limits = Limits {
+        max_frame_payload: u64::MAX,
+        max_message: u64::MAX,
+    };
 }
 
 /// Something the client sent, or the fatal error that ends the decoding.
@@ -422,6 +436,10 @@ enum State {
 /// After [`Event::Close`] or [`Event::Error`] the decoder is [done](Decoder::is_done) and
 /// ignores further input.
 ///
+/// The client may send its first frames in the same packet as the upgrade request: whatever
+/// followed the request's header block in the read buffer is simply the start of this byte
+/// stream, and is fed first, like any later read.
+///
 /// Memory: the header is collected in a fixed 14-byte array; a control payload uses at most 125
 /// bytes; a data message is only buffered after its header passed the [`Limits`] check, and the
 /// buffer's capacity never grows past the end of the frame being read, so it stays within
@@ -486,9 +504,23 @@ impl Decoder {
         self.state == State::Done
     }
 
-    /// True while a fragmented message has been started and not finished.
+    /// True while a data message has been started and not finished: a fragmented message
+    /// whose final frame has not arrived, or a text/binary frame whose payload is still being
+    /// read.
     pub fn in_message(&self) -> bool {
         self.msg.is_some()
+    }
+
+    /// Payload bytes buffered for the data message being assembled (its complete fragments and
+    /// what has arrived of the current frame); 0 when no message is open (see
+    /// [`in_message`](Decoder::in_message)), and after a close or an error. Control frames
+    /// received meanwhile are not counted. Always within [`Limits::max_message`].
+    pub fn partial_len(&self) -> usize {
+        if self.msg.is_some() {
+            self.msg_buf.len()
+        } else {
+            0
+        }
     }
 
     /// Decodes `data` and returns the events of every frame it completes, in order.
@@ -1115,6 +1147,153 @@ mod tests {
             got.extend(d.feed(&data[i..]));
             assert_eq!(got, expected, "split at {i}");
         }
+    }
+
+    #[test]
+    fn frames_split_at_every_pair_of_boundaries() {
+        // Every length encoding, a fragmented message with a ping inside, and a close.
+        let mut data = raw_frame(0x01, Some(MASK), b"ab", Len::Force64);
+        data.extend(cframe(true, OP_PING, b"p"));
+        data.extend(raw_frame(0x80, Some(MASK), &[b'c'; 130], Len::Minimal));
+        data.extend(raw_frame(0x82, Some(MASK), b"xyz", Len::Force16));
+        data.extend(cframe(true, OP_CLOSE, b"\x03\xe8"));
+        let mut text = b"ab".to_vec();
+        text.extend_from_slice(&[b'c'; 130]);
+        let expected = vec![
+            Event::Ping(b"p".to_vec()),
+            Event::Text(text),
+            Event::Binary(b"xyz".to_vec()),
+            Event::Close {
+                code: Some(1000),
+                reason: Vec::new(),
+            },
+        ];
+        for i in 0..=data.len() {
+            for j in i..=data.len() {
+                let mut d = Decoder::new(big_limits());
+                let mut got = d.feed(&data[..i]);
+                got.extend(d.feed(&data[i..j]));
+                got.extend(d.feed(&data[j..]));
+                assert_eq!(got, expected, "split at {i} and {j}");
+                assert!(d.is_done());
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_that_arrived_with_the_handshake_are_decoded() {
+        // One read holding the upgrade request and the client's first frames: the caller
+        // feeds what follows the header block, then later reads; every cut gives the same.
+        let request = b"GET /ws/ch1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+            Sec-WebSocket-Version: 13\r\n\r\n";
+        let (frames, expected) = sample_stream();
+        let mut wire = request.to_vec();
+        wire.extend_from_slice(&frames);
+        let body = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(body, request.len());
+        for read_end in body..=wire.len() {
+            let mut d = Decoder::new(big_limits());
+            // Bytes of the first read that follow the request, then the rest of the stream.
+            let mut got = d.feed(&wire[body..read_end]);
+            got.extend(d.feed(&wire[read_end..]));
+            assert_eq!(got, expected, "first read ends at {read_end}");
+        }
+    }
+
+    #[test]
+    fn partial_len_counts_the_open_message() {
+        let mut d = Decoder::new(big_limits());
+        assert_eq!((d.partial_len(), d.in_message()), (0, false));
+        assert_eq!(d.feed(&cframe(false, OP_TEXT, b"frag")), vec![]);
+        assert_eq!((d.partial_len(), d.in_message()), (4, true));
+        // A control frame in between does not count.
+        assert_eq!(
+            d.feed(&cframe(true, OP_PING, b"ping")),
+            vec![Event::Ping(b"ping".to_vec())]
+        );
+        assert_eq!(d.partial_len(), 4);
+        // Part of the next fragment: its received bytes count.
+        let next = cframe(false, OP_CONTINUATION, b"12345");
+        assert_eq!(d.feed(&next[..next.len() - 2]), vec![]);
+        assert_eq!(d.partial_len(), 7);
+        assert_eq!(d.feed(&next[next.len() - 2..]), vec![]);
+        assert_eq!(d.partial_len(), 9);
+        assert_eq!(
+            d.feed(&cframe(true, OP_CONTINUATION, b"!")),
+            vec![Event::Text(b"frag12345!".to_vec())]
+        );
+        assert_eq!((d.partial_len(), d.in_message()), (0, false));
+        // A single frame being read is an open message too.
+        let one = cframe(true, OP_BINARY, b"abcdef");
+        assert_eq!(d.feed(&one[..one.len() - 3]), vec![]);
+        assert_eq!((d.partial_len(), d.in_message()), (3, true));
+        assert_eq!(
+            d.feed(&one[one.len() - 3..]),
+            vec![Event::Binary(b"abcdef".to_vec())]
+        );
+        assert_eq!(d.partial_len(), 0);
+        // An error or a close releases the message.
+        assert_eq!(d.feed(&cframe(false, OP_TEXT, b"abc")), vec![]);
+        assert_eq!(d.partial_len(), 3);
+        assert_eq!(
+            d.feed(&cframe(true, OP_CLOSE, b"")),
+            vec![Event::Close {
+                code: None,
+                reason: Vec::new()
+            }]
+        );
+        assert_eq!((d.partial_len(), d.in_message()), (0, false));
+        let mut d = Decoder::new(big_limits());
+        d.feed(&cframe(false, OP_TEXT, b"abc"));
+        assert_eq!(
+            d.feed(&raw_frame(0x80, None, b"x", Len::Minimal)),
+            vec![Event::Error(CloseReason::Unmasked)]
+        );
+        assert_eq!(d.partial_len(), 0);
+    }
+
+    #[test]
+    // On 32-bit targets a 2^63-byte message does not fit in memory: MessageTooBig, by design.
+    #[cfg(target_pointer_width = "64")]
+    fn unlimited_limits_do_not_overflow() {
+        assert_eq!(
+            Limits::UNLIMITED,
+            Limits {
+                max_frame_payload: u64::MAX,
+                max_message: u64::MAX
+            }
+        );
+        // Ordinary traffic.
+        let (data, expected) = sample_stream();
+        assert_eq!(Decoder::new(Limits::UNLIMITED).feed(&data), expected);
+        // The largest length a header may announce (2^63 - 1), alone and after a fragment:
+        // accepted, and only what actually arrives is buffered.
+        let huge = (1u64 << 63) - 1;
+        let header = |first: u8| {
+            let mut h = vec![first, 0x80 | 127];
+            h.extend_from_slice(&huge.to_be_bytes());
+            h.extend_from_slice(&[0, 0, 0, 0]);
+            h
+        };
+        let mut d = Decoder::new(Limits::UNLIMITED);
+        assert_eq!(d.feed(&header(0x81)), vec![]);
+        assert_eq!(d.feed(&[b'a'; 1000]), vec![]);
+        assert_eq!(d.partial_len(), 1000);
+        assert!(d.msg_buf.capacity() <= 2000, "{}", d.msg_buf.capacity());
+        let mut d = Decoder::new(Limits::UNLIMITED);
+        assert_eq!(d.feed(&cframe(false, OP_TEXT, b"0123456789")), vec![]);
+        assert_eq!(d.feed(&header(0x80)), vec![]);
+        assert_eq!(d.feed(b"abc"), vec![]);
+        assert_eq!((d.partial_len(), d.in_message()), (13, true));
+        assert!(!d.is_done());
+        // A length with the top bit set is still a protocol error.
+        let mut bad = vec![0x81, 0x80 | 127];
+        bad.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(
+            Decoder::new(Limits::UNLIMITED).feed(&bad),
+            vec![Event::Error(CloseReason::LengthTopBit)]
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! * [`TrackingAlloc`]: a global allocator that records the largest single allocation made while
 //!   tracking is on (the WebSocket target bounds the decoder's buffering with it).
 //! * [`Budget`]: an `Allocator` with a byte budget and an optional "fail the n-th allocation",
-//!   like the one in `core/src/store.rs`'s tests, for the store target.
+//!   like the one in `core/src/store/tests.rs`, for the store target.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;

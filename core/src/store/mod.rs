@@ -1,0 +1,297 @@
+//! The host-wide channel registry and message store.
+//!
+//! The store lives inside an nginx shared-memory zone: every worker maps it at the same address
+//! and the caller holds the zone's lock around every call. So every collection here allocates
+//! through the allocator `A` (the zone's slab in nginx, a budgeted heap in tests), nothing uses
+//! the process heap, and no allocation failure may abort: each operation reserves everything it
+//! needs first and returns [`StoreError::OutOfMemory`] with the store unchanged when it cannot.
+//!
+//! Layout:
+//! * every record (published message or channel-deleted notice) lives once, boxed, in `msgs`,
+//!   keyed by its host-wide sequence number `seq`;
+//! * a channel's queue holds `(seq, expires)` of its stored messages, oldest first;
+//! * the trash is a FIFO of `(seq, deadline)` of records that are in no queue (removed messages,
+//!   unstored messages, channel-deleted notices);
+//! * the delivery log is implicit: every record with `seq` in `(log_floor, last_seq]` is kept
+//!   (a record is freed only from the trash, only when its deadline passed and its seq is at or
+//!   below `log_floor`, the lowest cursor acknowledged by every registered worker).
+//!
+//! Capacity invariants that let GC and unsubscribe move things around without allocating:
+//! * `trash` has room for everything queued: `trash.cap >= trash.len + queued_total`;
+//! * `chan_trash` has room for every live or deleting channel:
+//!   `chan_trash.cap >= chan_trash.len + channels.len + deleting.len`.
+//!
+//! Subscriber counts are kept per worker slot: every live channel (and every deleted channel
+//! whose subscribers are still being told) holds `(slot, count)` pairs, and its `subscribers`
+//! is their sum. When a worker goes away — found dead by [`Store::gc`], replaced in its slot by
+//! [`Store::register_worker`] (a respawn after a crash), or leaving with
+//! [`Store::unregister_worker`] — whatever its slot still counts is removed everywhere, as if
+//! each of those subscribers had unsubscribed, so the counts never outlive the process that
+//! holds the subscribers.
+//!
+//! Files: `Store` and its public types are here; its methods are grouped by concern in
+//! `channels` (create, look up, list, delete), `messages` (publish, stored messages, the events
+//! channel), `subscribers` (per-slot counts), `workers` (the worker registry), `log` (the
+//! delivery log), `broker` (offsets and exchange numbers of broker messages) and `gc`; the
+//! building blocks are `ring` (fallible FIFO), `keys` (channel keys, hashers) and `record` (one
+//! stored record).
+
+use std::collections::hash_map::RandomState;
+
+pub use allocator_api2::alloc::{AllocError, Allocator, Global};
+use allocator_api2::boxed::Box as ABox;
+use allocator_api2::vec::Vec as AVec;
+use hashbrown::HashMap;
+
+use self::broker::{XEntry, XKeys};
+use self::channels::{Channel, Deleting};
+use self::keys::{Key, SeqHash};
+use self::record::{Msg, TrashEntry};
+use self::ring::Ring;
+use self::workers::WorkerEntry;
+
+mod broker;
+mod channels;
+mod gc;
+mod keys;
+mod log;
+mod messages;
+mod record;
+mod ring;
+mod subscribers;
+mod workers;
+
+/// How long removed messages and channels stay in the trash (seconds), as in the C module.
+pub const TRASH_DELAY: i64 = 10;
+
+/// Limits and names from the configuration, passed to every call that needs them.
+#[derive(Clone, Debug, Default)]
+pub struct Limits {
+    pub message_ttl: i64,
+    pub max_messages_stored_per_channel: Option<u64>,
+    pub max_number_of_channels: Option<u64>,
+    pub max_number_of_wildcard_channels: Option<u64>,
+    pub max_subscribers_per_channel: Option<u64>,
+    pub channel_inactivity_time: i64,
+    pub wildcard_prefix: Option<Vec<u8>>,
+    pub events_channel_id: Option<Vec<u8>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub id: Vec<u8>,
+    pub published_messages: u64,
+    pub stored_messages: u64,
+    pub subscribers: u64,
+    pub wildcard: bool,
+    pub events: bool,
+    pub last_time: i64,
+    pub last_tag: u64,
+}
+
+/// The host's counters as the statistics and metrics show them (one list, read by both).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub channels: u64,
+    pub wildcard_channels: u64,
+    pub published_messages: u64,
+    pub stored_messages: u64,
+    pub messages_in_trash: u64,
+    pub channels_in_delete: u64,
+    pub channels_in_trash: u64,
+    pub subscribers: u64,
+    pub created: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    OutOfMemory,
+    ChannelsLimit,
+    SubscribersLimit,
+    EventsChannel,
+}
+
+impl std::fmt::Display for StoreError {
+    /// Operator-facing text, for the error log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreError::OutOfMemory => "shared memory is full",
+            StoreError::ChannelsLimit => "channel limit reached",
+            StoreError::SubscribersLimit => "subscriber limit per channel reached",
+            StoreError::EventsChannel => "the events channel is read-only",
+        })
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub seq: u64,
+    pub id: i64,
+    pub time: i64,
+    pub tag: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Message {
+        seq: u64,
+        channel: Vec<u8>,
+        id: i64,
+        time: i64,
+        tag: u64,
+        event_id: Vec<u8>,
+        event_type: Vec<u8>,
+        text: Vec<u8>,
+        /// When it was published, in milliseconds since the epoch (0: unknown).
+        published_ms: i64,
+    },
+    ChannelDeleted {
+        seq: u64,
+        channel: Vec<u8>,
+        text: Vec<u8>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub time: i64,
+    pub tag: u64,
+    pub event_id: Vec<u8>,
+    pub event_type: Vec<u8>,
+    pub text: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerSlot {
+    pub slot: usize,
+    pub pid: u32,
+    pub started: i64,
+    pub subscribers: u64,
+    pub cursor: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub records: Vec<Record>,
+    pub cursor: u64,
+    pub lost: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub expired_messages: u64,
+    pub removed_channels: u64,
+    pub freed_messages: u64,
+    pub dead_workers: Vec<u32>,
+}
+
+const OOM: StoreError = StoreError::OutOfMemory;
+
+type MsgMap<A> = HashMap<u64, ABox<Msg<A>, A>, SeqHash, A>;
+type ChannelMap<A> = HashMap<Key<A>, Channel<A>, RandomState, A>;
+
+// ---------------------------------------------------------------------------------------------
+// The store
+// ---------------------------------------------------------------------------------------------
+
+pub struct Store<A: Allocator + Clone> {
+    alloc: A,
+    created: i64,
+    channels: ChannelMap<A>,
+    next_order: u64,
+    /// Live non-wildcard channels (events channel included) and live wildcard channels.
+    n_channels: u64,
+    n_wildcard: u64,
+    deleting: AVec<Deleting<A>, A>,
+    /// Inactivity deadlines of trashed channels, FIFO.
+    chan_trash: Ring<i64, A>,
+    msgs: MsgMap<A>,
+    trash: Ring<TrashEntry, A>,
+    /// Sum of all queue lengths (events channel included).
+    queued_total: usize,
+    /// Message records (not channel-deleted notices) in the trash.
+    messages_in_trash: u64,
+    /// Global counters, events channel excluded.
+    published: u64,
+    stored: u64,
+    last_time: i64,
+    last_tag: u64,
+    last_seq: u64,
+    /// Every record with a seq above this is still available to `records_after`.
+    log_floor: u64,
+    workers: AVec<WorkerEntry, A>,
+    dropped_events: u64,
+    /// The highest broker (stream) offset inserted.
+    broker_offset: Option<u64>,
+    /// The highest broker offset of a control message (channel delete) claimed.
+    ops_mark: Option<u64>,
+    /// Exchange source: (dedupe key, occurrence) -> host sequence number, for a window.
+    xkeys: XKeys<A>,
+    xorder: Ring<XEntry, A>,
+    next_xoff: u64,
+    /// Milliseconds clock the caller sets before publishing (delivery latency).
+    clock_ms: i64,
+}
+
+impl<A: Allocator + Clone> Store<A> {
+    pub fn new_in(alloc: A, now: i64, limits: &Limits) -> Result<Self, StoreError> {
+        let mut s = Store {
+            channels: HashMap::with_hasher_in(RandomState::new(), alloc.clone()),
+            next_order: 0,
+            n_channels: 0,
+            n_wildcard: 0,
+            deleting: AVec::new_in(alloc.clone()),
+            chan_trash: Ring::new_in(alloc.clone()),
+            msgs: HashMap::with_hasher_in(SeqHash, alloc.clone()),
+            trash: Ring::new_in(alloc.clone()),
+            queued_total: 0,
+            messages_in_trash: 0,
+            published: 0,
+            stored: 0,
+            last_time: i64::MIN,
+            last_tag: 0,
+            last_seq: 0,
+            log_floor: 0,
+            workers: AVec::new_in(alloc.clone()),
+            dropped_events: 0,
+            broker_offset: None,
+            ops_mark: None,
+            xkeys: HashMap::with_hasher_in(RandomState::new(), alloc.clone()),
+            xorder: Ring::new_in(alloc.clone()),
+            next_xoff: 0,
+            clock_ms: 0,
+            created: now,
+            alloc,
+        };
+        s.ensure_events_channel(now, limits)?;
+        Ok(s)
+    }
+
+    /// Events that could not be stored for lack of memory (dropped silently).
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_events
+    }
+
+    pub fn counters(&self) -> Counters {
+        Counters {
+            channels: self.n_channels,
+            wildcard_channels: self.n_wildcard,
+            published_messages: self.published,
+            stored_messages: self.stored,
+            messages_in_trash: self.messages_in_trash,
+            channels_in_delete: self.deleting.len() as u64,
+            channels_in_trash: self.chan_trash.len() as u64,
+            subscribers: self.workers.iter().map(|w| w.subscribers).sum(),
+            created: self.created,
+        }
+    }
+}
+
+#[cfg(test)]
+mod broker_tests;
+
+#[cfg(test)]
+mod tests;
