@@ -1,4 +1,4 @@
-//! Channel path handling (reference section 2.2): URL-unescaping of evaluated complex values,
+//! Channel path handling (docs/reference.md section 2.2): URL-unescaping of evaluated complex values,
 //! splitting a `push_stream_channels_path` value into channels with their `.bN` backtrack,
 //! reserved / wildcard id checks, and the channel-related refusals of section 2.12.
 

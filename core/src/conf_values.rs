@@ -1,4 +1,4 @@
-//! Parsers for directive values (reference section 1) and the padding helpers of section 2.11.
+//! Parsers for directive values (docs/reference.md section 1) and the padding helpers of section 2.11.
 //!
 //! Every parser returns `Err(String)` with a message suitable for the configuration error log.
 //! Where the C module has an exact message (modes, padding, `cannot be zero.`), it is reproduced

@@ -1,4 +1,4 @@
-//! Channel information formats and content negotiation (reference sections 2.4 and 2.5).
+//! Channel information formats and content negotiation (docs/reference.md sections 2.4 and 2.5).
 //!
 //! The byte layouts (CRLFs, spacing, key order, `active_subscribers` in plain, the quoted `pid`
 //! in JSON, the XML declaration) are those of the C module, with one **deliberate deviation**:

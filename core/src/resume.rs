@@ -1,4 +1,4 @@
-//! Resuming (reference section 2.8): HTTP dates, the `Etag` tag, and which stored ("old")
+//! Resuming (docs/reference.md section 2.8): HTTP dates, the `Etag` tag, and which stored ("old")
 //! messages a new subscriber gets.
 
 pub use crate::date::{http_date, parse_http_date};

@@ -2,7 +2,7 @@
 //!
 //! A location's `push_stream_message_template` is parsed **once** into a [`Template`] (literal
 //! segments and placeholder tokens) and then rendered for every message in a single pass, so a
-//! message text that itself contains `~id~` is copied as is and never expanded again (reference
+//! message text that itself contains `~id~` is copied as is and never expanded again (docs/reference.md
 //! section 2.8, spec "should not be in loop…").
 //!
 //! Placeholders are recognised case-insensitively:
@@ -20,7 +20,7 @@
 //! **Deliberate addition** (not in the C module): `~text-json~`, `~channel-json~`,
 //! `~event-id-json~` and `~event-type-json~` insert the same value escaped for use *inside* a JSON
 //! string literal (the quotes are not added), see [`crate::escape::json_escape_into`]. The raw
-//! tokens stay the default and behave exactly like the C module (reference section 7, quirk "`~text~`
+//! tokens stay the default and behave exactly like the C module (docs/reference.md section 7, quirk "`~text~`
 //! and ids are never escaped"). An unknown `~word~` is kept literally.
 //!
 //! EventSource locations rewrite their header, message and footer templates at configuration time
@@ -45,7 +45,7 @@ pub const TIMEOUT_MESSAGE_ID: i64 = -3;
 pub const TIMEOUT_MESSAGE_TEXT: &[u8] = b"Timed out";
 /// Default `push_stream_channel_deleted_message_text`.
 pub const DEFAULT_CHANNEL_DELETED_MESSAGE_TEXT: &[u8] = b"Channel deleted";
-/// Default `push_stream_ping_message_text` (a single space, see reference section 7).
+/// Default `push_stream_ping_message_text` (a single space, see docs/reference.md section 7).
 pub const DEFAULT_PING_MESSAGE_TEXT: &[u8] = b" ";
 /// Default `push_stream_message_template`.
 pub const DEFAULT_MESSAGE_TEMPLATE: &[u8] = b"~text~";
@@ -509,7 +509,7 @@ impl LocationTemplates {
         }
     }
 
-    /// The bytes of a keep-alive ping for this location (reference section 2.9):
+    /// The bytes of a keep-alive ping for this location (docs/reference.md section 2.9):
     ///
     /// * [`Kind::Plain`] (streaming): `ping_text` rendered through the message template as the
     ///   special message id -1 (empty channel, epoch time, tag 0). Default template and text give

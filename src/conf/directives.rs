@@ -14,7 +14,7 @@ use push_stream_core::amqp::ExchangeSource;
 use push_stream_core::conf_values as cv;
 use push_stream_core::template::{Kind, LocationTemplates};
 
-use super::{defaults, LocConf, LocationRole, MainConf, TestHook};
+use super::{defaults, LocConf, LocationRole, MainConf, Padding, TestHook};
 use crate::ngx::conf::{command, set_loc, set_main, Conf, Directives, Level};
 use crate::ngx::App;
 
@@ -150,9 +150,9 @@ const ANY_IF: u32 = ANY | NGX_HTTP_LIF_CONF;
 const T1: u32 = NGX_CONF_TAKE1;
 
 #[cfg(not(feature = "test-hooks"))]
-pub const N_COMMANDS: usize = 50;
+pub const N_COMMANDS: usize = 49;
 #[cfg(feature = "test-hooks")]
-pub const N_COMMANDS: usize = 52;
+pub const N_COMMANDS: usize = 51;
 
 /// The command table (its last entry is the empty terminator).
 #[rustfmt::skip]
@@ -699,14 +699,14 @@ where
                 .as_ref()
                 .is_some_and(|p| !p.is_empty());
             if conf.wildcard_channel_max_qtd.is_some() && !prefix_set {
-                return Err("push stream module: cannot set wildcard channel max qtd if push_stream_wildcard_channel_prefix is not set or blank".into());
+                return Err("push stream module: cannot set wildcard channel max qtd if push_stream_wildcard_channel_prefix is not set or blank.".into());
             }
             if let (Some(qtd), Some(max)) = (
                 conf.wildcard_channel_max_qtd,
                 mcf.max_number_of_wildcard_channels,
             ) {
                 if max < qtd {
-                    return Err("push stream module: max number of wildcard channels cannot be smaller than value in push_stream_wildcard_channel_max_qtd".into());
+                    return Err("push stream module: max number of wildcard channels cannot be smaller than value in push_stream_wildcard_channel_max_qtd.".into());
                 }
             }
         }

@@ -5,7 +5,7 @@
 use push_stream_core::store::Record;
 use push_stream_core::template::{LocationTemplates, Message};
 
-use super::gather::{flush_gathered, gathered, next_turn, write_leftover};
+use super::gather::{flush_gathered, gathered, leftover_empty, next_turn, write_leftover};
 use super::subscribers::{end, kind_of, longpoll_complete, send_message, Kind};
 use super::with;
 use crate::ngx::event;
@@ -58,10 +58,17 @@ pub fn process_log() {
         zone.with_store(|s| s.ack(slot, pid, batch.cursor));
         // A batch wider than one turn continues on the next turn (the gathering posted it);
         // the records after it wait in the log until it is written, as above.
-        if done || LEFTOVER.with(|l| !l.borrow().is_empty()) {
+        if done || !leftover_empty() {
             return;
         }
     }
+}
+
+/// A subscriber a message goes to.
+struct Target {
+    req: HeldRef,
+    tpl: Option<&'static LocationTemplates>,
+    kind: Kind,
 }
 
 /// Which of a channel's subscribers a message is for: those that have not seen it yet.

@@ -22,6 +22,11 @@ pub(super) fn next_turn() {
     });
 }
 
+/// Nothing waits for a later turn.
+pub(super) fn leftover_empty() -> bool {
+    LEFTOVER.with(|l| l.borrow().is_empty())
+}
+
 /// Writes left from an earlier batch go first: true when none is left, else the caller's
 /// new work waits (the log and the bounded inbox are the buffers) and runs on the next turn.
 pub fn leftover_first() -> bool {

@@ -7,7 +7,7 @@ use push_stream_core::resume::{self, Cursor};
 use push_stream_core::store::ChannelInfo;
 use push_stream_core::template::{LocationTemplates, Message};
 
-use super::{requested_channels, too_long};
+use super::{requested_channels, store_error, too_long};
 use crate::conf::{LocConf, MainConf};
 use crate::delivery;
 use crate::ngx::conf::Complex;
@@ -37,7 +37,7 @@ pub struct Prepared {
 }
 
 /// Validation, channel creation, subscription and old messages of a subscriber request, in
-/// the C module's order (section 2.6 step 5 of the reference); the first failure wins.
+/// the C module's order (section 2.6 step 5 of docs/reference.md); the first failure wins.
 pub fn prepare(
     req: &Request<'_>,
     mcf: &MainConf,

@@ -11,11 +11,10 @@ use nginx_sys::{ngx_buf_t, ngx_chain_t, ngx_http_output_filter, ngx_http_request
 use push_stream_core::wire;
 
 use super::request::Request;
-use super::Status;
 
-const NGX_OK: ngx_int_t = nginx_sys::NGX_OK;
-const NGX_ERROR: ngx_int_t = nginx_sys::NGX_ERROR;
-const NGX_AGAIN: ngx_int_t = nginx_sys::NGX_AGAIN;
+const NGX_OK: ngx_int_t = nginx_sys::NGX_OK as ngx_int_t;
+const NGX_ERROR: ngx_int_t = nginx_sys::NGX_ERROR as ngx_int_t;
+const NGX_AGAIN: ngx_int_t = nginx_sys::NGX_AGAIN as ngx_int_t;
 
 /// The tag of the module's buffers in nginx's free/busy chains: any address unique to the
 /// module.

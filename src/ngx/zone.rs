@@ -310,7 +310,7 @@ impl Zone {
         // SAFETY: before init_zone, the zone's data is the spec `add` put there.
         unsafe {
             let z = self.0.as_ptr();
-            if (*z).init == Some(init_zone as unsafe extern "C" fn(_, _) -> _) && self.header().is_none() {
+            if self.header().is_none() && !(*z).data.is_null() {
                 (*((*z).data as *mut ZoneSpec)).limits = limits;
             }
         }
