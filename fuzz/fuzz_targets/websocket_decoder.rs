@@ -8,7 +8,9 @@
 //!   yields nothing; texts are valid UTF-8; messages fit `max_message`; control payloads fit 125
 //!   bytes; close codes are valid and reasons UTF-8; error close codes are 1002/1007/1009; and
 //!   no single allocation made by the decoder exceeds `max(125, min(max_message, 2 × input))`
-//!   (nothing is buffered on the strength of a declared length alone).
+//!   (nothing is buffered on the strength of a declared length alone), also with
+//!   `Limits::UNLIMITED`; after every piece, `partial_len()` is within `max_message` and
+//!   non-zero only while `in_message()`, and 0 once done.
 //! * Round-trip mode (byte 0 odd): the rest drives `arbitrary` to build valid masked messages
 //!   (fragmented, with pings in between, random length encodings and masks, then maybe a close
 //!   and trailing garbage); the decoder must return exactly the messages that were encoded.
@@ -26,11 +28,13 @@ use push_stream_fuzz::{Chunker, TrackingAlloc};
 #[global_allocator]
 static ALLOC: TrackingAlloc = TrackingAlloc;
 
-const LIMITS: [Limits; 4] = [
+const LIMITS: [Limits; 5] = [
     Limits { max_frame_payload: 0, max_message: 0 },
     Limits { max_frame_payload: 16, max_message: 40 },
     Limits { max_frame_payload: 300, max_message: 200 },
     Limits { max_frame_payload: 1 << 20, max_message: 1 << 20 },
+    // `client_max_body_size 0`: no limit, so only the allocation bound stops a huge length.
+    Limits::UNLIMITED,
 ];
 
 /// Feeds `pieces` in order and returns every event, checking the allocation bound.
@@ -42,6 +46,9 @@ fn decode(limits: Limits, pieces: &[&[u8]], total_len: usize) -> (Vec<Event>, De
     TrackingAlloc::start();
     for p in pieces {
         d.feed_with(p, |e| events.push(e));
+        let partial = d.partial_len();
+        assert!(partial as u64 <= limits.max_message, "partial_len {partial} over the limit");
+        assert!(partial == 0 || d.in_message(), "partial_len {partial} without a message");
     }
     let largest = TrackingAlloc::stop();
     let bound = (MAX_CONTROL_PAYLOAD as u64)
@@ -86,6 +93,7 @@ fn check_events(limits: Limits, events: &[Event], d: &mut Decoder) {
     assert_eq!(d.is_done(), terminal, "is_done() disagrees with the events");
     if terminal {
         assert!(!d.in_message());
+        assert_eq!(d.partial_len(), 0);
         assert!(d.feed(b"\x81\x80\0\0\0\0\x88\x80\0\0\0\0").is_empty(), "events after done");
     }
 }
