@@ -10,7 +10,7 @@ use nginx_sys::{
     NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
 };
 use ngx::http::HttpModuleMainConf;
-use push_stream_core::amqp::ExchangeSource;
+use push_stream_core::amqp;
 use push_stream_core::conf_values as cv;
 use push_stream_core::template::{Kind, LocationTemplates};
 
@@ -331,75 +331,57 @@ where
                     }
                     None => a.clone(),
                 };
-                push_stream_core::amqp::check_url(&url)
-                    .map_err(|e| format!("push stream module: invalid {name}: {e}"))?;
-                set_once(&mut m.amqp_url, url, &name)
+                let url = amqp::parse_url(&name, &url)?;
+                set_once(&mut m.amqp.url, url, &name)
             }
-            MainField::AmqpStream => {
-                if a.is_empty() || a.len() > 255 {
-                    return Err(format!(
-                        "push stream module: {name} must be a queue name of 1 to 255 bytes."
-                    ));
-                }
-                set_once(&mut m.amqp_stream, a.clone(), &name)
-            }
-            MainField::AmqpStreamMaxAge => {
-                let ok = a.len() >= 2
-                    && a[..a.len() - 1].bytes().all(|b| b.is_ascii_digit())
-                    && matches!(
-                        a.as_bytes()[a.len() - 1],
-                        b'Y' | b'M' | b'D' | b'h' | b'm' | b's'
-                    );
-                if !ok {
-                    return Err(format!("push stream module: invalid value for {name}: \"{a}\" (RabbitMQ's x-max-age: a number and one of Y M D h m s, e.g. 7D)"));
-                }
-                set_once(&mut m.amqp_stream_max_age, a.clone(), &name)
-            }
-            MainField::AmqpStreamMaxBytes => {
-                let v = nonzero(cv::parse_size(&a).map_err(|e| invalid(&name, e))?, &name)?;
-                set_once(&mut m.amqp_stream_max_bytes, v, &name)
-            }
-            MainField::AmqpPrefetch => {
-                let v = nonzero(cv::parse_number(&a).map_err(|e| invalid(&name, e))?, &name)?;
-                if v > u16::MAX as u64 {
-                    return Err(format!(
-                        "push stream module: {name} cannot be more than 65535."
-                    ));
-                }
-                set_once(&mut m.amqp_prefetch, v, &name)
-            }
+            MainField::AmqpStream => set_once(
+                &mut m.amqp.stream,
+                amqp::parse_stream_name(&name, &a)?,
+                &name,
+            ),
+            MainField::AmqpStreamMaxAge => set_once(
+                &mut m.amqp.stream_max_age,
+                amqp::parse_stream_max_age(&name, &a)?,
+                &name,
+            ),
+            MainField::AmqpStreamMaxBytes => set_once(
+                &mut m.amqp.stream_max_bytes,
+                amqp::parse_stream_max_bytes(&name, &a)?,
+                &name,
+            ),
+            MainField::AmqpPrefetch => set_once(
+                &mut m.amqp.prefetch,
+                u64::from(amqp::parse_prefetch(&name, &a)?),
+                &name,
+            ),
             MainField::AmqpPublish => set_once(
-                &mut m.amqp_publish,
+                &mut m.amqp.publish,
                 cv::parse_flag(&a).map_err(|e| invalid(&name, e))?,
                 &name,
             ),
             MainField::AmqpStoreMessages => set_once(
-                &mut m.amqp_store_messages,
+                &mut m.amqp.store_messages,
                 cv::parse_flag(&a).map_err(|e| invalid(&name, e))?,
                 &name,
             ),
-            MainField::AmqpConfirmTimeout => {
-                let v = nonzero(cv::parse_time_ms(&a).map_err(|e| invalid(&name, e))?, &name)?;
-                set_once(&mut m.amqp_confirm_timeout, v, &name)
-            }
+            MainField::AmqpConfirmTimeout => set_once(
+                &mut m.amqp.confirm_timeout_ms,
+                amqp::parse_confirm_timeout_ms(&name, &a)?,
+                &name,
+            ),
             MainField::AmqpExchange => {
                 let words: Vec<String> = args.iter().map(|w| text(w)).collect();
-                let x = ExchangeSource::parse(&words)
-                    .map_err(|e| format!("push stream module: invalid {name}: {e}"))?;
-                set_once(&mut m.amqp_exchange, x, &name)
+                set_once(
+                    &mut m.amqp.exchange,
+                    amqp::parse_exchange(&name, &words)?,
+                    &name,
+                )
             }
-            MainField::AmqpConsumer => {
-                let host = match a.as_str() {
-                    "worker" => false,
-                    "host" => true,
-                    _ => {
-                        return Err(format!(
-                            "push stream module: invalid value for {name}: \"{a}\" (worker: every worker consumes the stream; host: one worker consumes it for the host)"
-                        ))
-                    }
-                };
-                set_once(&mut m.amqp_consumer_host, host, &name)
-            }
+            MainField::AmqpConsumer => set_once(
+                &mut m.amqp.consumer_host,
+                amqp::parse_consumer(&name, &a)?,
+                &name,
+            ),
             MainField::TimeoutWithBody => set_once(
                 &mut m.timeout_with_body,
                 cv::parse_flag(&a).map_err(|e| invalid(&name, e))?,
@@ -623,7 +605,7 @@ where
 /// `init_main_conf`: defaults, then the checks that need the whole `http{}` block.
 pub fn finish_main(m: &mut MainConf) -> Result<(), String> {
     m.finish();
-    m.check_amqp()?;
+    m.amqp.check()?;
     if m.used && !m.shm_set {
         return Err("push stream module: push_stream_shared_memory_size must be set.".into());
     }

@@ -6,7 +6,7 @@ mod directives;
 
 pub use directives::{commands, finish_main, merge, N_COMMANDS};
 
-use push_stream_core::amqp::ExchangeSource;
+use push_stream_core::amqp;
 use push_stream_core::conf_values as cv;
 use push_stream_core::store::Limits;
 use push_stream_core::template::LocationTemplates;
@@ -30,11 +30,7 @@ pub mod defaults {
     pub const MESSAGE_TEMPLATE: &[u8] = b"~text~";
     /// `push_stream_max_channels_per_request`.
     pub const MAX_CHANNELS_PER_REQUEST: u64 = 100;
-    pub const AMQP_PREFETCH: u64 = 1000;
-    pub const AMQP_CONFIRM_TIMEOUT_MS: u64 = 5000;
-    pub const AMQP_PUBLISH: bool = true;
-    pub const AMQP_STORE_MESSAGES: bool = true;
-    pub const AMQP_CONSUMER_HOST: bool = false;
+    // The push_stream_amqp_* defaults: push_stream_core::amqp (DEFAULT_PREFETCH, …).
 }
 
 /// What a location does.
@@ -84,19 +80,7 @@ pub struct MainConf {
     pub ping_message_text: Option<Vec<u8>>,
     pub timeout_with_body: Option<bool>,
     /// `push_stream_amqp_*`: the RabbitMQ bridge.
-    pub amqp_url: Option<String>,
-    pub amqp_stream: Option<String>,
-    pub amqp_stream_max_age: Option<String>,
-    pub amqp_stream_max_bytes: Option<u64>,
-    pub amqp_prefetch: Option<u64>,
-    pub amqp_publish: Option<bool>,
-    pub amqp_store_messages: Option<bool>,
-    pub amqp_confirm_timeout: Option<u64>,
-    /// `push_stream_amqp_exchange name type [binding_key...]`.
-    pub amqp_exchange: Option<ExchangeSource>,
-    /// `push_stream_amqp_consumer worker|host`: true for `host` (one worker consumes the
-    /// stream for the host; the others deliver from the shared zone's log).
-    pub amqp_consumer_host: Option<bool>,
+    pub amqp: amqp::Directives,
     /// The largest header/message minimum of every padding rule (the padding cap, as in C).
     pub max_padding: usize,
     /// Built in init_main_conf from the fields above.
@@ -126,16 +110,7 @@ impl Default for MainConf {
             ping_message_text: None,
             timeout_with_body: None,
             max_padding: 0,
-            amqp_url: None,
-            amqp_stream: None,
-            amqp_stream_max_age: None,
-            amqp_stream_max_bytes: None,
-            amqp_prefetch: None,
-            amqp_publish: None,
-            amqp_store_messages: None,
-            amqp_confirm_timeout: None,
-            amqp_exchange: None,
-            amqp_consumer_host: None,
+            amqp: amqp::Directives::default(),
             limits: Limits::default(),
             test_ticks_ms: 0,
         }
@@ -150,59 +125,6 @@ impl MainConf {
     /// The zone (set by `push_stream_shared_memory_size`, required when the module is used).
     pub fn zone(&self) -> Option<Zone> {
         self.shm_zone
-    }
-
-    /// HTTP publishers publish through RabbitMQ (default on when a source is set).
-    pub fn amqp_publish(&self) -> bool {
-        (self.amqp_stream.is_some() || self.amqp_exchange.is_some())
-            && self.amqp_publish.unwrap_or(defaults::AMQP_PUBLISH)
-    }
-
-    pub fn amqp_store_messages(&self) -> bool {
-        self.amqp_store_messages.unwrap_or(defaults::AMQP_STORE_MESSAGES)
-    }
-
-    /// One worker consumes the stream for the host (`push_stream_amqp_consumer host`).
-    pub fn amqp_consumer_host(&self) -> bool {
-        self.amqp_consumer_host.unwrap_or(defaults::AMQP_CONSUMER_HOST)
-    }
-
-    /// Checks the `push_stream_amqp_*` directives together (init_main_conf).
-    pub fn check_amqp(&self) -> Result<(), String> {
-        const PREFIX: &str = "push stream module:";
-        let source = self.amqp_stream.is_some() || self.amqp_exchange.is_some();
-        if self.amqp_stream.is_some() && self.amqp_exchange.is_some() {
-            return Err(format!("{PREFIX} push_stream_amqp_stream and push_stream_amqp_exchange cannot be used together: choose one source."));
-        }
-        if self.amqp_exchange.is_some()
-            && (self.amqp_stream_max_age.is_some() || self.amqp_stream_max_bytes.is_some())
-        {
-            return Err(format!("{PREFIX} push_stream_amqp_stream_max_age and push_stream_amqp_stream_max_bytes need push_stream_amqp_stream (they are a stream's retention)."));
-        }
-        if self.amqp_exchange.is_some() && self.amqp_consumer_host == Some(true) {
-            return Err(format!("{PREFIX} push_stream_amqp_consumer host needs push_stream_amqp_stream: with push_stream_amqp_exchange every worker consumes its own queue."));
-        }
-        match (&self.amqp_url, source) {
-            (None, false) => {
-                let set = self.amqp_stream_max_age.is_some()
-                    || self.amqp_stream_max_bytes.is_some()
-                    || self.amqp_prefetch.is_some()
-                    || self.amqp_publish.is_some()
-                    || self.amqp_store_messages.is_some()
-                    || self.amqp_confirm_timeout.is_some()
-                    || self.amqp_consumer_host.is_some();
-                if set {
-                    return Err(format!("{PREFIX} push_stream_amqp_* directives need push_stream_amqp_url and a source (push_stream_amqp_stream or push_stream_amqp_exchange)."));
-                }
-                Ok(())
-            }
-            (Some(_), false) => Err(format!("{PREFIX} push_stream_amqp_url needs a source: push_stream_amqp_stream or push_stream_amqp_exchange.")),
-            (None, true) => Err(format!(
-                "{PREFIX} push_stream_amqp_{} needs push_stream_amqp_url.",
-                if self.amqp_stream.is_some() { "stream" } else { "exchange" }
-            )),
-            (Some(_), true) => Ok(()),
-        }
     }
 
     pub fn timeout_with_body(&self) -> bool {

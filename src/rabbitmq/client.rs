@@ -16,40 +16,11 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
-pub use push_stream_core::amqp::ExchangeSource;
-use push_stream_core::amqp::{ExchangeKind as Kind, OP_HEADER};
+use push_stream_core::amqp::{self as core_amqp, ExchangeKind as Kind, HeaderValue, OP_HEADER};
+pub use push_stream_core::amqp::{Settings, Source};
 use tokio::sync::mpsc;
 
 use super::thread::{BridgeCtx, InboxItem};
-
-/// Where messages come from (and HTTP publishes go).
-#[derive(Clone, Debug)]
-pub enum Source {
-    /// A RabbitMQ stream, consumed from an offset.
-    Stream {
-        name: String,
-        /// `x-max-age` of a stream the module declares (e.g. `7D`, `1h`).
-        max_age: Option<String>,
-        /// `x-max-length-bytes` of a stream the module declares.
-        max_bytes: Option<u64>,
-    },
-    /// An exchange, through one exclusive queue per worker bound with the keys.
-    Exchange(ExchangeSource),
-}
-
-/// What the configuration asks of the bridge.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub url: String,
-    pub source: Source,
-    pub prefetch: u16,
-    /// How long a publish waits for the broker's confirm.
-    pub confirm_timeout: Duration,
-    /// This worker consumes the source. False on the workers that leave the stream to the one
-    /// consuming it for the host (`push_stream_amqp_consumer host`): they declare it and
-    /// publish to it only.
-    pub consume: bool,
-}
 
 /// Where a consumed message sits: a stream offset, or (exchange source) the key the host's
 /// workers recognise their copies of the same message by.
@@ -219,24 +190,25 @@ fn long_string(v: &[u8]) -> AMQPValue {
     AMQPValue::LongString(LongString::from(v.to_vec()))
 }
 
-fn header_bytes(v: &AMQPValue) -> Option<Vec<u8>> {
+/// lapin's header value as core's (which holds the header rules).
+fn header_value(v: &AMQPValue) -> HeaderValue<'_> {
     match v {
-        AMQPValue::LongString(s) => Some(s.as_bytes().to_vec()),
-        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes().to_vec()),
-        AMQPValue::ByteArray(b) => Some(b.as_slice().to_vec()),
-        AMQPValue::LongLongInt(n) => Some(n.to_string().into_bytes()),
-        AMQPValue::LongInt(n) => Some(n.to_string().into_bytes()),
-        _ => None,
+        AMQPValue::LongString(s) => HeaderValue::LongString(s.as_bytes()),
+        AMQPValue::ShortString(s) => HeaderValue::ShortString(s.as_str()),
+        AMQPValue::ByteArray(b) => HeaderValue::ByteArray(b.as_slice()),
+        AMQPValue::LongLongInt(n) => HeaderValue::LongLongInt(*n),
+        AMQPValue::LongInt(n) => HeaderValue::LongInt(*n),
+        AMQPValue::LongUInt(n) => HeaderValue::LongUInt(*n),
+        _ => HeaderValue::Other,
     }
 }
 
+fn header_bytes(v: &AMQPValue) -> Option<Vec<u8>> {
+    core_amqp::header_bytes(header_value(v))
+}
+
 fn offset_of(h: Option<&FieldTable>) -> Option<u64> {
-    match h?.inner().get("x-stream-offset")? {
-        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
-        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
-        AMQPValue::LongUInt(n) => Some(*n as u64),
-        _ => None,
-    }
+    core_amqp::stream_offset(header_value(h?.inner().get(core_amqp::STREAM_OFFSET_HEADER)?))
 }
 
 /// Declares what the source needs and starts consuming (unless `s.consume` is off); returns

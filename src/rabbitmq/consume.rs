@@ -53,7 +53,7 @@ pub fn consumed(m: BrokerMessage) {
         return consumed_delete(mcf, &m, place, now);
     }
     let time = m.time.unwrap_or(now);
-    let store = mcf.amqp_store_messages();
+    let store = mcf.amqp.store_messages();
     let now_ms = event::now_ms();
     let Some(zone) = mcf.zone() else { return };
     // Consuming for the host, what is stored enters the delivery log: `commit` makes every

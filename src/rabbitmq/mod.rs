@@ -17,11 +17,12 @@ use std::sync::Arc;
 use push_stream_core::amqp::Occurrences;
 use tokio::sync::mpsc;
 
-use crate::conf::{defaults, MainConf};
+use crate::conf::MainConf;
 use crate::delivery;
 use crate::ngx::event;
 use crate::ngx_log;
-use client::{Settings, Source, Status};
+use client::Status;
+use push_stream_core::amqp::Source;
 use thread::InboxItem;
 
 pub use publish::{publish, timed_out, Answer, Message, Outcome, Publisher};
@@ -53,35 +54,9 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
     STATE.with(|s| s.borrow_mut().as_mut().map(f))
 }
 
-/// The bridge's settings when an AMQP source is configured.
-fn settings(mcf: &MainConf) -> Option<Settings> {
-    let source = match (&mcf.amqp_stream, &mcf.amqp_exchange) {
-        (Some(name), None) => Source::Stream {
-            name: name.clone(),
-            max_age: mcf.amqp_stream_max_age.clone(),
-            max_bytes: mcf.amqp_stream_max_bytes,
-        },
-        (None, Some(x)) => Source::Exchange(x.clone()),
-        _ => return None,
-    };
-    Some(Settings {
-        url: mcf.amqp_url.clone()?,
-        source,
-        prefetch: mcf
-            .amqp_prefetch
-            .unwrap_or(defaults::AMQP_PREFETCH)
-            .min(u16::MAX as u64) as u16,
-        confirm_timeout: std::time::Duration::from_millis(
-            mcf.amqp_confirm_timeout
-                .unwrap_or(defaults::AMQP_CONFIRM_TIMEOUT_MS),
-        ),
-        consume: true,
-    })
-}
-
 /// Whether the configuration has a broker (an AMQP source).
 pub fn configured(mcf: &MainConf) -> bool {
-    settings(mcf).is_some()
+    mcf.amqp.settings().is_some()
 }
 
 /// Why the bridge could not start.
@@ -103,14 +78,14 @@ impl std::fmt::Display for StartError {
 /// Starts this worker's bridge (from init_process) when the configuration has an AMQP
 /// source; Ok(false) without one.
 pub fn start(mcf: &'static MainConf) -> Result<bool, StartError> {
-    let Some(mut settings) = settings(mcf) else {
+    let Some(mut settings) = mcf.amqp.settings() else {
         return Ok(false);
     };
     let exchange = matches!(settings.source, Source::Exchange(_));
     // `push_stream_amqp_consumer host`: nginx's worker number 0 (the same number again when
     // the master respawns it) consumes the stream for the host, resuming after the highest
     // offset in the zone; the other workers deliver what it stores from the zone's log.
-    let host = mcf.amqp_consumer_host() && !exchange;
+    let host = mcf.amqp.consumer_host() && !exchange;
     settings.consume = !host || event::worker_number() == 0;
     // A worker that does not consume has no offset to resume from (its statistics say 0).
     let start = if exchange || !settings.consume {
@@ -147,7 +122,7 @@ pub fn start(mcf: &'static MainConf) -> Result<bool, StartError> {
 /// Publishers go through the broker (`push_stream_amqp_publish`, on by default with a
 /// source) and this worker's bridge runs.
 pub fn publishes(mcf: &MainConf) -> bool {
-    mcf.amqp_publish() && with(|_| ()).is_some()
+    mcf.amqp.publish() && with(|_| ()).is_some()
 }
 
 /// The bridge's counters, for the statistics and the metrics.

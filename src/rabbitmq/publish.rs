@@ -62,15 +62,16 @@ pub fn publish(
     m: Message,
 ) -> Result<(), Refused> {
     let path = m.channels.join(&b'/');
-    if mcf.amqp_exchange.is_some() && push_stream_core::amqp::routing_key(&path).is_none() {
+    if mcf.amqp.exchange.is_some() && push_stream_core::amqp::routing_key(&path).is_none() {
         return Err((
             400,
             "Channel path is too long for a RabbitMQ routing key (255 bytes).",
         ));
     }
     let confirm_ms = mcf
-        .amqp_confirm_timeout
-        .unwrap_or(crate::conf::defaults::AMQP_CONFIRM_TIMEOUT_MS);
+        .amqp
+        .confirm_timeout_ms
+        .unwrap_or(push_stream_core::amqp::DEFAULT_CONFIRM_TIMEOUT_MS);
     let queued = with(|s| {
         if !s.connected {
             return Err((503, "RabbitMQ is unavailable."));
