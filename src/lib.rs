@@ -15,12 +15,12 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
+use ::ngx::core::NGX_CONF_ERROR;
+use ::ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t,
     NGX_HTTP_MODULE, NGX_OK,
 };
-use ::ngx::core::NGX_CONF_ERROR;
-use ::ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
 mod conf;
 mod delivery;

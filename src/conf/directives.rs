@@ -410,13 +410,13 @@ where
             LocField::ChannelsPath => {
                 set_once(&mut l.channels_path, cf.compile_complex(&args[0])?, &name)
             }
-            LocField::AllowedOrigins => set_once(
-                &mut l.allowed_origins,
-                cf.compile_complex(&args[0])?,
-                &name,
-            ),
+            LocField::AllowedOrigins => {
+                set_once(&mut l.allowed_origins, cf.compile_complex(&args[0])?, &name)
+            }
             LocField::StoreMessages => set_once(&mut l.store_messages, flag()?, &name),
-            LocField::ChannelInfoOnPublish => set_once(&mut l.channel_info_on_publish, flag()?, &name),
+            LocField::ChannelInfoOnPublish => {
+                set_once(&mut l.channel_info_on_publish, flag()?, &name)
+            }
             LocField::HeaderTemplate => {
                 set_once(&mut l.header_template, args[0].as_slice().to_vec(), &name)
             }
@@ -485,7 +485,9 @@ where
             LocField::LastEventId => {
                 set_once(&mut l.last_event_id, cf.compile_complex(&args[0])?, &name)
             }
-            LocField::UserAgent => set_once(&mut l.user_agent, cf.compile_complex(&args[0])?, &name),
+            LocField::UserAgent => {
+                set_once(&mut l.user_agent, cf.compile_complex(&args[0])?, &name)
+            }
             LocField::MaxChannelsPerRequest => {
                 let n = cv::parse_number(&a).map_err(|e| invalid(&name, e))?;
                 set_once(&mut l.max_channels_per_request, nonzero(n, &name)?, &name)
@@ -620,97 +622,99 @@ pub fn merge<A>(conf: &mut LocConf, prev: &LocConf, cf: Conf) -> Result<(), Stri
 where
     A: HttpModuleMainConf<MainConf = MainConf>,
 {
-        fn inherit<T: Clone>(c: &mut Option<T>, p: &Option<T>) {
-            if c.is_none() {
-                *c = p.clone();
+    fn inherit<T: Clone>(c: &mut Option<T>, p: &Option<T>) {
+        if c.is_none() {
+            *c = p.clone();
+        }
+    }
+    inherit(&mut conf.channels_path, &prev.channels_path);
+    inherit(&mut conf.store_messages, &prev.store_messages);
+    inherit(
+        &mut conf.channel_info_on_publish,
+        &prev.channel_info_on_publish,
+    );
+    inherit(&mut conf.allowed_origins, &prev.allowed_origins);
+    inherit(&mut conf.header_template, &prev.header_template);
+    inherit(&mut conf.message_template, &prev.message_template);
+    inherit(&mut conf.footer_template, &prev.footer_template);
+    inherit(
+        &mut conf.authorized_channels_only,
+        &prev.authorized_channels_only,
+    );
+    inherit(
+        &mut conf.allow_connections_to_events_channel,
+        &prev.allow_connections_to_events_channel,
+    );
+    inherit(
+        &mut conf.wildcard_channel_max_qtd,
+        &prev.wildcard_channel_max_qtd,
+    );
+    inherit(&mut conf.ping_message_interval, &prev.ping_message_interval);
+    inherit(
+        &mut conf.subscriber_connection_ttl,
+        &prev.subscriber_connection_ttl,
+    );
+    inherit(
+        &mut conf.longpolling_connection_ttl,
+        &prev.longpolling_connection_ttl,
+    );
+    inherit(
+        &mut conf.websocket_allow_publish,
+        &prev.websocket_allow_publish,
+    );
+    inherit(
+        &mut conf.last_received_message_time,
+        &prev.last_received_message_time,
+    );
+    inherit(
+        &mut conf.last_received_message_tag,
+        &prev.last_received_message_tag,
+    );
+    inherit(&mut conf.last_event_id, &prev.last_event_id);
+    inherit(&mut conf.user_agent, &prev.user_agent);
+    inherit(&mut conf.padding, &prev.padding);
+    inherit(
+        &mut conf.max_channels_per_request,
+        &prev.max_channels_per_request,
+    );
+    if let Some(mcf) = cf.main_conf_mut::<A>() {
+        let prefix_set = mcf
+            .wildcard_channel_prefix
+            .as_ref()
+            .is_some_and(|p| !p.is_empty());
+        if conf.wildcard_channel_max_qtd.is_some() && !prefix_set {
+            return Err("push stream module: cannot set wildcard channel max qtd if push_stream_wildcard_channel_prefix is not set or blank.".into());
+        }
+        if let (Some(qtd), Some(max)) = (
+            conf.wildcard_channel_max_qtd,
+            mcf.max_number_of_wildcard_channels,
+        ) {
+            if max < qtd {
+                return Err("push stream module: max number of wildcard channels cannot be smaller than value in push_stream_wildcard_channel_max_qtd.".into());
             }
         }
-        inherit(&mut conf.channels_path, &prev.channels_path);
-        inherit(&mut conf.store_messages, &prev.store_messages);
-        inherit(
-            &mut conf.channel_info_on_publish,
-            &prev.channel_info_on_publish,
-        );
-        inherit(&mut conf.allowed_origins, &prev.allowed_origins);
-        inherit(&mut conf.header_template, &prev.header_template);
-        inherit(&mut conf.message_template, &prev.message_template);
-        inherit(&mut conf.footer_template, &prev.footer_template);
-        inherit(
-            &mut conf.authorized_channels_only,
-            &prev.authorized_channels_only,
-        );
-        inherit(
-            &mut conf.allow_connections_to_events_channel,
-            &prev.allow_connections_to_events_channel,
-        );
-        inherit(
-            &mut conf.wildcard_channel_max_qtd,
-            &prev.wildcard_channel_max_qtd,
-        );
-        inherit(&mut conf.ping_message_interval, &prev.ping_message_interval);
-        inherit(
-            &mut conf.subscriber_connection_ttl,
-            &prev.subscriber_connection_ttl,
-        );
-        inherit(
-            &mut conf.longpolling_connection_ttl,
-            &prev.longpolling_connection_ttl,
-        );
-        inherit(
-            &mut conf.websocket_allow_publish,
-            &prev.websocket_allow_publish,
-        );
-        inherit(
-            &mut conf.last_received_message_time,
-            &prev.last_received_message_time,
-        );
-        inherit(
-            &mut conf.last_received_message_tag,
-            &prev.last_received_message_tag,
-        );
-        inherit(&mut conf.last_event_id, &prev.last_event_id);
-        inherit(&mut conf.user_agent, &prev.user_agent);
-        inherit(&mut conf.padding, &prev.padding);
-        inherit(
-            &mut conf.max_channels_per_request,
-            &prev.max_channels_per_request,
-        );
-        if let Some(mcf) = cf.main_conf_mut::<A>() {
-            let prefix_set = mcf
-                .wildcard_channel_prefix
-                .as_ref()
-                .is_some_and(|p| !p.is_empty());
-            if conf.wildcard_channel_max_qtd.is_some() && !prefix_set {
-                return Err("push stream module: cannot set wildcard channel max qtd if push_stream_wildcard_channel_prefix is not set or blank.".into());
-            }
-            if let (Some(qtd), Some(max)) = (
-                conf.wildcard_channel_max_qtd,
-                mcf.max_number_of_wildcard_channels,
-            ) {
-                if max < qtd {
-                    return Err("push stream module: max number of wildcard channels cannot be smaller than value in push_stream_wildcard_channel_max_qtd.".into());
-                }
-            }
-        }
-        if conf
-            .role
-            .is_some_and(|r| !matches!(r, LocationRole::TestHook(_) | LocationRole::Metrics))
-            && conf.channels_path.is_none()
-        {
-            return Err("push stream module: push_stream_channels_path must be set.".into());
-        }
-        if let Some(LocationRole::Subscriber(mode)) = conf.role {
-            let kind = match mode {
-                cv::SubscriberMode::EventSource => Kind::EventSource,
-                cv::SubscriberMode::WebSocket => Kind::WebSocket,
-                _ => Kind::Plain,
-            };
-            conf.templates = Some(LocationTemplates::new(
-                conf.header_template.as_deref().unwrap_or(b""),
-                conf.message_template.as_deref().unwrap_or(defaults::MESSAGE_TEMPLATE),
-                conf.footer_template.as_deref().unwrap_or(b""),
-                kind,
-            ));
-        }
-        Ok(())
+    }
+    if conf
+        .role
+        .is_some_and(|r| !matches!(r, LocationRole::TestHook(_) | LocationRole::Metrics))
+        && conf.channels_path.is_none()
+    {
+        return Err("push stream module: push_stream_channels_path must be set.".into());
+    }
+    if let Some(LocationRole::Subscriber(mode)) = conf.role {
+        let kind = match mode {
+            cv::SubscriberMode::EventSource => Kind::EventSource,
+            cv::SubscriberMode::WebSocket => Kind::WebSocket,
+            _ => Kind::Plain,
+        };
+        conf.templates = Some(LocationTemplates::new(
+            conf.header_template.as_deref().unwrap_or(b""),
+            conf.message_template
+                .as_deref()
+                .unwrap_or(defaults::MESSAGE_TEMPLATE),
+            conf.footer_template.as_deref().unwrap_or(b""),
+            kind,
+        ));
+    }
+    Ok(())
 }

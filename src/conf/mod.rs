@@ -119,7 +119,9 @@ impl Default for MainConf {
 
 impl MainConf {
     pub fn ping_text(&self) -> &[u8] {
-        self.ping_message_text.as_deref().unwrap_or(defaults::PING_MESSAGE_TEXT)
+        self.ping_message_text
+            .as_deref()
+            .unwrap_or(defaults::PING_MESSAGE_TEXT)
     }
 
     /// The zone (set by `push_stream_shared_memory_size`, required when the module is used).
@@ -128,7 +130,8 @@ impl MainConf {
     }
 
     pub fn timeout_with_body(&self) -> bool {
-        self.timeout_with_body.unwrap_or(defaults::TIMEOUT_WITH_BODY)
+        self.timeout_with_body
+            .unwrap_or(defaults::TIMEOUT_WITH_BODY)
     }
 
     pub fn deleted_text(&self) -> &[u8] {
@@ -145,7 +148,9 @@ impl MainConf {
             max_number_of_channels: self.max_number_of_channels,
             max_number_of_wildcard_channels: self.max_number_of_wildcard_channels,
             max_subscribers_per_channel: self.max_subscribers_per_channel,
-            channel_inactivity_time: self.channel_inactivity_time.unwrap_or(defaults::CHANNEL_INACTIVITY_TIME_S)
+            channel_inactivity_time: self
+                .channel_inactivity_time
+                .unwrap_or(defaults::CHANNEL_INACTIVITY_TIME_S)
                 as i64,
             wildcard_prefix: self
                 .wildcard_channel_prefix
@@ -199,17 +204,20 @@ impl LocConf {
         self.store_messages.unwrap_or(defaults::STORE_MESSAGES)
     }
     pub fn channel_info_on_publish(&self) -> bool {
-        self.channel_info_on_publish.unwrap_or(defaults::CHANNEL_INFO_ON_PUBLISH)
+        self.channel_info_on_publish
+            .unwrap_or(defaults::CHANNEL_INFO_ON_PUBLISH)
     }
     pub fn authorized_channels_only(&self) -> bool {
-        self.authorized_channels_only.unwrap_or(defaults::AUTHORIZED_CHANNELS_ONLY)
+        self.authorized_channels_only
+            .unwrap_or(defaults::AUTHORIZED_CHANNELS_ONLY)
     }
     pub fn allow_connections_to_events_channel(&self) -> bool {
         self.allow_connections_to_events_channel
             .unwrap_or(defaults::ALLOW_CONNECTIONS_TO_EVENTS_CHANNEL)
     }
     pub fn websocket_allow_publish(&self) -> bool {
-        self.websocket_allow_publish.unwrap_or(defaults::WEBSOCKET_ALLOW_PUBLISH)
+        self.websocket_allow_publish
+            .unwrap_or(defaults::WEBSOCKET_ALLOW_PUBLISH)
     }
     /// How many distinct channels one request may name.
     pub fn max_channels_per_request(&self) -> usize {
@@ -223,4 +231,3 @@ impl LocConf {
             .or(self.subscriber_connection_ttl)
     }
 }
-

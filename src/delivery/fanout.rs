@@ -93,11 +93,9 @@ fn targets_since(channel: &[u8], since: Since) -> Vec<Target> {
                     .filter_map(|k| {
                         w.subs
                             .get(k)
-                            .filter(|s| {
-                                match since {
-                                        Since::Seq(seq) => s.since_seq < seq,
-                                        Since::Offset(o) => s.since_offset < o,
-                                    }
+                            .filter(|s| match since {
+                                Since::Seq(seq) => s.since_seq < seq,
+                                Since::Offset(o) => s.since_offset < o,
                             })
                             .filter(|s| s.req.alive())
                             .map(|s| Target {
@@ -227,4 +225,3 @@ pub fn deliver_message(m: Message, since: Since) -> usize {
     }
     n
 }
-

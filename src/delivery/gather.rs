@@ -200,4 +200,3 @@ pub(super) fn gather(req: HeldRef, parts: &[Rc<[u8]>]) -> bool {
         true
     })
 }
-

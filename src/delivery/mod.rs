@@ -24,8 +24,8 @@ use crate::ngx_log;
 pub use fanout::{deliver_message, process_log, schedule_delivery, Since};
 pub use gather::{gathered, leftover_first};
 pub use subscribers::{
-    forget, hold, is_subscriber, on_timer, on_write, reply_batch, send_bytes, shutdown,
-    ws_context, ws_feed, ws_in_message, Mode, Sub, WsState, WS_PARTIAL_BUDGET,
+    forget, hold, is_subscriber, on_timer, on_write, reply_batch, send_bytes, shutdown, ws_context,
+    ws_feed, ws_in_message, Mode, Sub, WsState, WS_PARTIAL_BUDGET,
 };
 
 /// The periodic timer: log catch-up, GC, subscriber census, registration retry.
@@ -314,6 +314,6 @@ pub fn exit(joined: bool) {
             std::ptr::null_mut(),
             "push_stream: the background thread did not stop in time; leaving its eventfd open"
         );
-        std::mem::forget(w.inbox);
+        w.inbox.leak();
     }
 }

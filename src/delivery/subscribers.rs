@@ -288,7 +288,12 @@ pub(super) fn send_message(h: HeldRef, bytes: Rc<[u8]>) {
 }
 
 pub(super) fn rearm_ping(h: HeldRef) {
-    let ms = with(|w| w.subs.get(&h.key()).and_then(|s| s.ping.as_ref().map(|p| p.1))).flatten();
+    let ms = with(|w| {
+        w.subs
+            .get(&h.key())
+            .and_then(|s| s.ping.as_ref().map(|p| p.1))
+    })
+    .flatten();
     if let Some(ms) = ms {
         h.set_timer(Timer::Ping, ms);
     }
@@ -300,9 +305,12 @@ pub fn on_timer(h: HeldRef, which: Timer) {
         Timer::Ttl => end(h),
         Timer::Partial => {}
         Timer::Ping => {
-            let ping =
-                with(|w| w.subs.get(&h.key()).and_then(|s| s.ping.as_ref().map(|p| p.0.clone())))
-                    .flatten();
+            let ping = with(|w| {
+                w.subs
+                    .get(&h.key())
+                    .and_then(|s| s.ping.as_ref().map(|p| p.0.clone()))
+            })
+            .flatten();
             if let Some(bytes) = ping {
                 send_bytes(h, &bytes);
                 rearm_ping(h);

@@ -124,7 +124,10 @@ pub fn store_error(e: StoreError) -> ChannelError {
 /// twice counts once, with the larger backtrack). Empty ids (from a leading `/`, as the stock
 /// JavaScript client sends) are dropped: a deliberate deviation, see docs. More distinct
 /// channels than `push_stream_max_channels_per_request` allows: `TooManyChannels`.
-fn requested_channels(req: &Request<'_>, lcf: &LocConf) -> Result<Vec<cp::ChannelRef>, ChannelError> {
+fn requested_channels(
+    req: &Request<'_>,
+    lcf: &LocConf,
+) -> Result<Vec<cp::ChannelRef>, ChannelError> {
     let Some(cv) = lcf.channels_path else {
         return Ok(vec![]);
     };
@@ -135,7 +138,8 @@ fn requested_channels(req: &Request<'_>, lcf: &LocConf) -> Result<Vec<cp::Channe
             .filter(|c| !c.id.is_empty())
             .collect(),
     );
-    if channels.len() > lcf.max_channels_per_request() {
+    let subscriber = matches!(lcf.role, Some(LocationRole::Subscriber(_)));
+    if subscriber && channels.len() > lcf.max_channels_per_request() {
         return Err(ChannelError::TooManyChannels);
     }
     Ok(channels)

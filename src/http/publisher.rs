@@ -58,7 +58,9 @@ pub fn handle(
     if method == GET {
         let infos: Vec<ChannelInfo> = mcf
             .zone()
-            .and_then(|z| z.with_store(|s| channels.iter().filter_map(|c| s.channel(&c.id)).collect()))
+            .and_then(|z| {
+                z.with_store(|s| channels.iter().filter_map(|c| s.channel(&c.id)).collect())
+            })
             .unwrap_or_default();
         if infos.is_empty() {
             return req.respond(404, None, &[], b"");

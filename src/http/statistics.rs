@@ -36,7 +36,9 @@ pub fn handle(req: &Request<'_>, mcf: &MainConf, lcf: &LocConf) -> Status {
             return fail_channel(req, ChannelError::TooLong);
         }
         if let Some(prefix) = cp::stats_prefix(&c.id) {
-            let all = zone.with_store(|s| s.channels(Some(prefix))).unwrap_or_default();
+            let all = zone
+                .with_store(|s| s.channels(Some(prefix)))
+                .unwrap_or_default();
             return reply_infos(req, mcf, &all, true);
         }
         if c.id == b"ALL" {

@@ -168,11 +168,7 @@ pub fn prepare(
 
 /// A resume value: from its directive (`push_stream_last_…`, URL-unescaped) when configured,
 /// else from its request header.
-fn resume_value(
-    req: &Request<'_>,
-    directive: Option<Complex>,
-    header: &str,
-) -> Option<Vec<u8>> {
+fn resume_value(req: &Request<'_>, directive: Option<Complex>, header: &str) -> Option<Vec<u8>> {
     match directive {
         Some(cv) => req.complex(cv).map(|v| cp::unescape_value(&v)),
         None => req.header_in(header).map(|v| v.to_vec()),
@@ -239,4 +235,3 @@ pub fn padding_for(req: &Request<'_>, lcf: &LocConf) -> Option<(usize, usize)> {
         .find(|r| req.regex_matches(r.regex, &ua))
         .map(|r| (r.header_min, r.message_min))
 }
-

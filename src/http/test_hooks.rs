@@ -45,7 +45,14 @@ pub fn handle(req: Request<'_>, hook: TestHook) -> Status {
                 Ok(h) => h,
                 Err(rc) => return rc,
             };
-            delivery::hold(Sub::new(h, vec![], None, b"bye\n".to_vec(), 0, Mode::Stream));
+            delivery::hold(Sub::new(
+                h,
+                vec![],
+                None,
+                b"bye\n".to_vec(),
+                0,
+                Mode::Stream,
+            ));
             if h.send_first(format!("held {pid}\n").as_bytes()) == Sent::Failed {
                 h.close(Status::ERROR);
             }

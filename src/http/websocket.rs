@@ -181,10 +181,17 @@ fn feed(h: HeldRef, data: &[u8]) -> bool {
             "push_stream: closing a WebSocket client: the worker's budget for unfinished messages ({} bytes) is used up",
             delivery::WS_PARTIAL_BUDGET
         );
-        close(h, &ws::close_frame(1009, b"unfinished messages over the server's budget"));
+        close(
+            h,
+            &ws::close_frame(1009, b"unfinished messages over the server's budget"),
+        );
         return false;
     }
-    if let Some(ms) = fed.started_partial.then(|| h.with(|r| r.client_body_timeout())).flatten() {
+    if let Some(ms) = fed
+        .started_partial
+        .then(|| h.with(|r| r.client_body_timeout()))
+        .flatten()
+    {
         // An unfinished message must be completed within client_body_timeout.
         h.set_timer(Timer::Partial, ms);
     }
@@ -213,7 +220,10 @@ fn handle(h: HeldRef, e: Event) -> bool {
         }
         Event::Pong(_) => true,
         Event::Binary(_) => {
-            close(h, &ws::close_frame(1003, b"binary messages are not accepted"));
+            close(
+                h,
+                &ws::close_frame(1003, b"binary messages are not accepted"),
+            );
             false
         }
         Event::Close { .. } => {
@@ -282,13 +292,12 @@ fn publish_text(h: HeldRef, text: Vec<u8>) -> bool {
                 event_type: None,
                 store: lcf.store_messages(),
             };
-            match publish::into_store(mcf, &channels, &msg) {
-                Some(Err(e)) => ngx_log!(
+            if let Some(Err(e)) = publish::into_store(mcf, &channels, &msg) {
+                ngx_log!(
                     error,
                     h.log(),
                     "push_stream: a WebSocket client's message was not published: {e}"
-                ),
-                Some(Ok(_)) | None => {}
+                );
             }
             true
         }

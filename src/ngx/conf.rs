@@ -97,8 +97,10 @@ impl Conf {
     pub fn compile_complex(self, value: &[u8]) -> Result<Complex, String> {
         // SAFETY: allocations from the configuration pool, which lives as long as the cycle.
         unsafe {
-            let cv = ngx_pcalloc((*self.0).pool, core::mem::size_of::<ngx_http_complex_value_t>())
-                as *mut ngx_http_complex_value_t;
+            let cv = ngx_pcalloc(
+                (*self.0).pool,
+                core::mem::size_of::<ngx_http_complex_value_t>(),
+            ) as *mut ngx_http_complex_value_t;
             let data = nginx_sys::ngx_pnalloc((*self.0).pool, value.len().max(1)) as *mut u8;
             if cv.is_null() || data.is_null() {
                 return Err("push stream module: out of memory".into());

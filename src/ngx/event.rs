@@ -5,8 +5,8 @@
 use std::os::fd::RawFd;
 
 use nginx_sys::{
-    ngx_close_connection, ngx_connection_t, ngx_event_t, ngx_get_connection,
-    ngx_handle_read_event, ngx_int_t, NGX_OK,
+    ngx_close_connection, ngx_connection_t, ngx_event_t, ngx_get_connection, ngx_handle_read_event,
+    ngx_int_t, NGX_OK,
 };
 
 use super::guard::guard;
@@ -90,7 +90,12 @@ impl Internal {
     /// Runs its handler later in this turn of the event loop (after the running handler).
     pub fn post(&self) {
         // SAFETY: our own connection's read event.
-        unsafe { post((*self.c).read, core::ptr::addr_of_mut!(nginx_sys::ngx_posted_events)) }
+        unsafe {
+            post(
+                (*self.c).read,
+                core::ptr::addr_of_mut!(nginx_sys::ngx_posted_events),
+            )
+        }
     }
 
     /// Runs its handler on the next turn (after nginx has looked for I/O).
@@ -103,6 +108,10 @@ impl Internal {
             )
         }
     }
+
+    /// Leaves the connection and its fd open for the rest of the process (a thread that
+    /// could not be stopped may still write to it).
+    pub fn leak(self) {}
 
     /// Closes the connection and its fd.
     pub fn close(self) {
@@ -197,7 +206,9 @@ pub fn now() -> i64 {
 /// A graceful shutdown of this worker is under way.
 pub fn exiting() -> bool {
     // SAFETY: nginx globals, read on the worker thread.
-    unsafe { nginx_sys::ngx_exiting != 0 || nginx_sys::ngx_terminate != 0 || nginx_sys::ngx_quit != 0 }
+    unsafe {
+        nginx_sys::ngx_exiting != 0 || nginx_sys::ngx_terminate != 0 || nginx_sys::ngx_quit != 0
+    }
 }
 
 /// This worker's number (0 to worker_processes - 1; a respawned worker gets its

@@ -90,7 +90,6 @@ impl Out {
     }
 }
 
-
 impl Out {
     /// The payloads nginx may still reference, for the request's pool cleanup to release.
     pub(super) fn take_inflight(&mut self) -> std::collections::VecDeque<Rc<[u8]>> {
@@ -424,5 +423,4 @@ impl Request<'_> {
         }
         self.watch_output(rc, true)
     }
-
 }

@@ -450,8 +450,11 @@ pub unsafe extern "C" fn content_handler<A: App>(r: *mut ngx_http_request_t) -> 
         return nginx_sys::NGX_ERROR as ngx_int_t;
     };
     let log = req.log();
-    super::guard::guard(log, "content handler", Status::INTERNAL_SERVER_ERROR, || {
-        A::content(req)
-    })
+    super::guard::guard(
+        log,
+        "content handler",
+        Status::INTERNAL_SERVER_ERROR,
+        || A::content(req),
+    )
     .0
 }

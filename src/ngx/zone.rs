@@ -18,9 +18,9 @@ use allocator_api2::boxed::Box as ZBox;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nginx_sys::{
-    ngx_cycle, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock,
-    ngx_shmtx_unlock, ngx_slab_alloc_locked, ngx_slab_free_locked, ngx_slab_pool_t, ngx_str_t,
-    ngx_time, NGX_ERROR, NGX_OK,
+    ngx_cycle, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock,
+    ngx_slab_alloc_locked, ngx_slab_free_locked, ngx_slab_pool_t, ngx_str_t, ngx_time, NGX_ERROR,
+    NGX_OK,
 };
 use push_stream_core::store::{Limits, Store};
 
@@ -227,8 +227,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
             if let Some(events) = &limits.events_channel_id {
                 // An events channel configured only now gets created (the C module crashed here).
                 let alloc_ok = with_header(hdr, |s| {
-                    s.get_or_create(events, ngx_time() as i64, limits)
-                        .is_ok()
+                    s.get_or_create(events, ngx_time() as i64, limits).is_ok()
                 });
                 if !alloc_ok {
                     log::warn(

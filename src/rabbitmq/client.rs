@@ -208,7 +208,9 @@ fn header_bytes(v: &AMQPValue) -> Option<Vec<u8>> {
 }
 
 fn offset_of(h: Option<&FieldTable>) -> Option<u64> {
-    core_amqp::stream_offset(header_value(h?.inner().get(core_amqp::STREAM_OFFSET_HEADER)?))
+    core_amqp::stream_offset(header_value(
+        h?.inner().get(core_amqp::STREAM_OFFSET_HEADER)?,
+    ))
 }
 
 /// Declares what the source needs and starts consuming (unless `s.consume` is off); returns

@@ -178,4 +178,3 @@ fn consumed_delete(mcf: &'static MainConf, m: &BrokerMessage, place: Place, now:
         );
     }
 }
-
