@@ -252,6 +252,38 @@ fn zero_is_accepted_where_the_c_module_accepts_it() {
     ));
 }
 
+/// `push_stream_max_channels_per_request` (new, not in the C module: how many distinct
+/// channels one request may name; http{} and location level, default 100): zero and values
+/// that are not numbers are refused on their line, like the other numeric directives.
+#[test]
+fn max_channels_per_request_zero_and_non_numbers_are_rejected_on_their_line() {
+    let d = "push_stream_max_channels_per_request";
+    let sub = "push_stream_subscriber;\npush_stream_channels_path $arg_id;";
+    for v in ["0", "00"] {
+        let line = format!("{d} {v};");
+        rejects(&conf(&line, "", sub), &zero_msg(d), &line);
+        rejects(
+            &conf("", "", &format!("{sub}\n{line}")),
+            &zero_msg(d),
+            &line,
+        );
+    }
+    for v in ["abc", "-1", "1k", "9223372036854775808"] {
+        rejects(
+            &with_bad_line(d, v),
+            &format!("push stream module: invalid value for {d}: invalid number \"{v}\""),
+            "# bad",
+        );
+    }
+    accepts(&conf(&format!("{d} 3;"), "", sub));
+    accepts(&conf("", "", &format!("{sub}\n{d} 1;")));
+    accepts(&conf(
+        "",
+        "",
+        &format!("push_stream_publisher admin;\npush_stream_channels_path $arg_id;\n{d} 250;"),
+    ));
+}
+
 // ---- location roles -----------------------------------------------------------------------
 
 #[test]

@@ -241,8 +241,10 @@ impl Nginx {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let stderr =
+                    fs::read_to_string(self.prefix.join("logs/stderr.log")).unwrap_or_default();
                 panic!(
-                    "nginx exited at start ({status}); error log:\n{}",
+                    "nginx exited at start ({status}); error log:\n{}\nstderr:\n{stderr}",
                     self.error_log()
                 );
             }
@@ -710,11 +712,23 @@ impl Ws {
     /// Connects and performs the handshake; returns the client even when the server refused
     /// (check `head`).
     pub fn connect(port: u16, path: &str) -> Ws {
-        let mut stream = connect(port);
-        let req = format!(
+        Ws::handshake(connect(port), path, b"")
+    }
+
+    /// `connect` that sends `after` (e.g. a first frame) in the same `write` as the handshake.
+    pub fn connect_with(port: u16, path: &str, after: &[u8]) -> Ws {
+        Ws::handshake(connect(port), path, after)
+    }
+
+    /// The handshake on a socket the caller connected (e.g. with `connect_small`), with
+    /// `after` written together with the request, in one `write`.
+    pub fn handshake(mut stream: TcpStream, path: &str, after: &[u8]) -> Ws {
+        let mut req = format!(
             "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(req.as_bytes()).unwrap();
+        )
+        .into_bytes();
+        req.extend_from_slice(after);
+        stream.write_all(&req).unwrap();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let end = loop {
@@ -748,25 +762,9 @@ impl Ws {
 
     /// Sends one frame; `masked` false sends an (invalid) unmasked client frame.
     pub fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8], masked: bool) {
-        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
-        let m = if masked { 0x80 } else { 0 };
-        if payload.len() < 126 {
-            f.push(m | payload.len() as u8);
-        } else if payload.len() < 65536 {
-            f.push(m | 126);
-            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        } else {
-            f.push(m | 127);
-            f.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        }
-        if masked {
-            let key = [0x37u8, 0xfa, 0x21, 0x3d];
-            f.extend_from_slice(&key);
-            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        } else {
-            f.extend_from_slice(payload);
-        }
-        self.stream.write_all(&f).unwrap();
+        self.stream
+            .write_all(&ws_client_frame(fin, opcode, payload, masked))
+            .unwrap();
     }
 
     pub fn send_text(&mut self, text: &str) {
@@ -800,6 +798,29 @@ impl Ws {
             }
         }
     }
+}
+
+/// The bytes of one client frame (FIN, opcode, payload; masked unless `masked` is false).
+pub fn ws_client_frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    let m = if masked { 0x80 } else { 0 };
+    if payload.len() < 126 {
+        f.push(m | payload.len() as u8);
+    } else if payload.len() < 65536 {
+        f.push(m | 126);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    } else {
+        f.push(m | 127);
+        f.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    }
+    if masked {
+        let key = [0x37u8, 0xfa, 0x21, 0x3d];
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        f.extend_from_slice(payload);
+    }
+    f
 }
 
 /// (fin, opcode, payload) of a frame, and the bytes it took.
@@ -1044,4 +1065,364 @@ pub fn read_lines(s: &mut Stream, count: usize) -> Vec<String> {
         }
     }
     out
+}
+
+/// Peak resident memory of a process so far (/proc's VmHWM), in bytes: what a short-lived
+/// allocation (a response built in memory and freed) leaves behind when RssAnon is back down.
+pub fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Whether nginx runs under valgrind (`ci/memcheck` sets `PUSH_STREAM_UNDER_MEMCHECK=1`):
+/// tests whose point is a time or memory bound that valgrind makes meaningless skip that part.
+pub fn under_memcheck() -> bool {
+    std::env::var_os("PUSH_STREAM_UNDER_MEMCHECK").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+// ---- a minimal HTTP/2 client (cleartext, prior knowledge) -----------------------------------
+
+pub const H2_DATA: u8 = 0x0;
+pub const H2_HEADERS: u8 = 0x1;
+pub const H2_RST_STREAM: u8 = 0x3;
+pub const H2_SETTINGS: u8 = 0x4;
+pub const H2_PING: u8 = 0x6;
+pub const H2_GOAWAY: u8 = 0x7;
+pub const H2_WINDOW_UPDATE: u8 = 0x8;
+pub const H2_CONTINUATION: u8 = 0x9;
+pub const H2_END_STREAM: u8 = 0x1;
+pub const H2_ACK: u8 = 0x1;
+pub const H2_END_HEADERS: u8 = 0x4;
+pub const H2_SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+
+#[derive(Debug, Clone)]
+pub struct H2Frame {
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+/// The bytes of one HTTP/2 frame.
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK integer with an `n`-bit prefix, the prefix's other bits taken from `first`.
+fn hpack_int(out: &mut Vec<u8>, first: u8, n: u32, mut v: usize) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(first | v as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+/// One header as "literal header field without indexing, new name" (0x00), no Huffman: what
+/// any header, connection-specific ones included, looks like on the wire without a library
+/// in the way.
+pub fn hpack_literal(name: &str, value: &str) -> Vec<u8> {
+    let mut out = vec![0x00];
+    hpack_int(&mut out, 0, 7, name.len());
+    out.extend_from_slice(name.as_bytes());
+    hpack_int(&mut out, 0, 7, value.len());
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+/// `:status` of a response header block. nginx sends it first: an indexed static-table entry
+/// (200, 204, 206, 304, 400, 404, 500) or a literal with the static name 8 and a raw value.
+pub fn hpack_status(block: &[u8]) -> Option<u16> {
+    let mut i = 0;
+    // Dynamic table size updates (001xxxxx) may come first.
+    while i < block.len() && block[i] & 0xe0 == 0x20 {
+        i += 1;
+        if block[i - 1] & 0x1f == 0x1f {
+            while i < block.len() && block[i] & 0x80 != 0 {
+                i += 1;
+            }
+            i += 1;
+        }
+    }
+    let b = *block.get(i)?;
+    if b & 0x80 != 0 {
+        return match b & 0x7f {
+            8 => Some(200),
+            9 => Some(204),
+            10 => Some(206),
+            11 => Some(304),
+            12 => Some(400),
+            13 => Some(404),
+            14 => Some(500),
+            _ => None,
+        };
+    }
+    // Literal with incremental indexing (01), without indexing (0000) or never indexed (0001),
+    // with the static name 8 (`:status`).
+    let name = if b & 0xc0 == 0x40 { b & 0x3f } else { b & 0x0f };
+    if name != 8 || (b & 0xc0 != 0x40 && b & 0xe0 != 0x00) {
+        return None;
+    }
+    let h = *block.get(i + 1)?;
+    assert_eq!(h & 0x80, 0, "Huffman-coded :status value: {block:?}");
+    let len = (h & 0x7f) as usize;
+    let v = block.get(i + 2..i + 2 + len)?;
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// A request's header block: `:method`, `:scheme http`, `:path`, `:authority 127.0.0.1`,
+/// then `headers`, each as a literal (`hpack_literal`).
+pub fn h2_header_block(method: &str, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = vec![];
+    for (k, v) in [
+        (":method", method),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "127.0.0.1"),
+    ]
+    .into_iter()
+    .chain(headers.iter().copied())
+    {
+        block.extend(hpack_literal(k, v));
+    }
+    block
+}
+
+/// What came back on one stream (see `H2::response`).
+#[derive(Debug, Default)]
+pub struct H2Response {
+    pub status: Option<u16>,
+    pub data: Vec<u8>,
+    /// A frame with END_STREAM arrived.
+    pub ended: bool,
+    /// The RST_STREAM error code, when the server reset the stream.
+    pub reset: Option<u32>,
+    /// (last stream id, error code) of a GOAWAY that arrived meanwhile.
+    pub goaway: Option<(u32, u32)>,
+    /// The connection ended (EOF or reset) before the stream did.
+    pub closed: bool,
+}
+
+/// A raw HTTP/2 client (cleartext, prior knowledge). It speaks just enough of the protocol to
+/// send what a library would refuse to (connection-specific headers, a tiny window that it
+/// never opens) and checks that everything the server sends is a well-formed frame.
+pub struct H2 {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl H2 {
+    /// Connects and sends the preface and a SETTINGS frame with `settings` (id, value).
+    pub fn connect(port: u16, settings: &[(u16, u32)]) -> H2 {
+        let mut h = H2 {
+            stream: connect(port),
+            buf: vec![],
+        };
+        let mut p = vec![];
+        for (id, v) in settings {
+            p.extend_from_slice(&id.to_be_bytes());
+            p.extend_from_slice(&v.to_be_bytes());
+        }
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(h2_frame(H2_SETTINGS, 0, 0, &p));
+        h.stream.write_all(&out).unwrap();
+        h
+    }
+
+    pub fn send(
+        &mut self,
+        kind: u8,
+        flags: u8,
+        stream: u32,
+        payload: &[u8],
+    ) -> std::io::Result<()> {
+        self.stream
+            .write_all(&h2_frame(kind, flags, stream, payload))
+    }
+
+    /// A request on `stream`: one HEADERS frame (END_HEADERS, and END_STREAM when `end`)
+    /// with the pseudo-headers and `headers`, all as literals.
+    pub fn request(
+        &mut self,
+        stream: u32,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        end: bool,
+    ) {
+        let block = h2_header_block(method, path, headers);
+        let flags = H2_END_HEADERS | if end { H2_END_STREAM } else { 0 };
+        self.send(H2_HEADERS, flags, stream, &block).unwrap();
+    }
+
+    /// The next frame. SETTINGS are acknowledged and PINGs answered (and returned too).
+    /// Errors: `UnexpectedEof` when the connection ended between frames, `InvalidData` when
+    /// the bytes are not an HTTP/2 frame (a length over the 16 KiB maximum frame size, an
+    /// unknown type, the reserved bit, a frame cut by the end of the connection), and the
+    /// socket's own errors (`WouldBlock`/`TimedOut` at the read timeout, `ConnectionReset`).
+    pub fn read_frame(&mut self) -> std::io::Result<H2Frame> {
+        use std::io::{Error, ErrorKind};
+        loop {
+            if self.buf.len() >= 9 {
+                let b = &self.buf;
+                let len = u32::from_be_bytes([0, b[0], b[1], b[2]]) as usize;
+                let (kind, flags) = (b[3], b[4]);
+                let sid = u32::from_be_bytes([b[5], b[6], b[7], b[8]]);
+                let bad = if len > 16384 {
+                    Some(format!("frame length {len} over the maximum frame size"))
+                } else if kind > H2_CONTINUATION {
+                    Some(format!("unknown frame type {kind}"))
+                } else if sid & 0x8000_0000 != 0 {
+                    Some("reserved stream id bit set".to_string())
+                } else if (kind == H2_DATA || kind == H2_HEADERS || kind == H2_RST_STREAM)
+                    && sid == 0
+                {
+                    Some(format!("frame type {kind} on stream 0"))
+                } else if (kind == H2_SETTINGS || kind == H2_PING || kind == H2_GOAWAY) && sid != 0
+                {
+                    Some(format!("frame type {kind} on stream {sid}"))
+                } else {
+                    None
+                };
+                if let Some(why) = bad {
+                    let show = &self.buf[..self.buf.len().min(64)];
+                    return Err(Error::new(
+                        ErrorKind::InvalidData,
+                        format!(
+                            "not an HTTP/2 frame ({why}): {:?}",
+                            String::from_utf8_lossy(show)
+                        ),
+                    ));
+                }
+                if self.buf.len() >= 9 + len {
+                    let payload = self.buf[9..9 + len].to_vec();
+                    self.buf.drain(..9 + len);
+                    let f = H2Frame {
+                        kind,
+                        flags,
+                        stream: sid,
+                        payload,
+                    };
+                    if kind == H2_SETTINGS && flags & H2_ACK == 0 {
+                        let _ = self.send(H2_SETTINGS, H2_ACK, 0, b"");
+                    }
+                    if kind == H2_PING && flags & H2_ACK == 0 {
+                        let _ = self.send(H2_PING, H2_ACK, 0, &f.payload);
+                    }
+                    return Ok(f);
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = read_some(&mut self.stream, &mut chunk)?;
+            if n == 0 {
+                return Err(if self.buf.is_empty() {
+                    Error::new(ErrorKind::UnexpectedEof, "connection closed")
+                } else {
+                    Error::new(
+                        ErrorKind::InvalidData,
+                        format!(
+                            "connection closed inside a frame: {:?}",
+                            String::from_utf8_lossy(&self.buf[..self.buf.len().min(64)])
+                        ),
+                    )
+                });
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads frames until `stream` is over (END_STREAM or RST_STREAM), the connection ends,
+    /// or `limit` passes (then neither `ended`, `reset` nor `closed` is set); with
+    /// `head_only`, also stops once the response's HEADERS arrived. Panics on bytes that are
+    /// not HTTP/2 frames.
+    pub fn response(&mut self, stream: u32, limit: Duration, head_only: bool) -> H2Response {
+        let deadline = Instant::now() + limit;
+        let mut r = H2Response::default();
+        let mut block = vec![];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return r;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let f = match self.read_frame() {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => panic!("{e}"),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return r
+                }
+                Err(_) => {
+                    r.closed = true;
+                    return r;
+                }
+            };
+            match f.kind {
+                H2_GOAWAY if f.payload.len() >= 8 => {
+                    let last = u32::from_be_bytes(f.payload[..4].try_into().unwrap()) & 0x7fff_ffff;
+                    let code = u32::from_be_bytes(f.payload[4..8].try_into().unwrap());
+                    r.goaway = Some((last, code));
+                }
+                _ if f.stream != stream => {}
+                H2_HEADERS | H2_CONTINUATION => {
+                    let mut p = &f.payload[..];
+                    if f.kind == H2_HEADERS {
+                        if f.flags & 0x8 != 0 {
+                            let pad = p[0] as usize;
+                            p = &p[1..p.len() - pad];
+                        }
+                        if f.flags & 0x20 != 0 {
+                            p = &p[5..];
+                        }
+                    }
+                    block.extend_from_slice(p);
+                    if f.flags & H2_END_HEADERS != 0 && r.status.is_none() {
+                        r.status = hpack_status(&block);
+                        assert!(r.status.is_some(), "no :status in {block:?}");
+                    }
+                }
+                H2_DATA => {
+                    let mut p = &f.payload[..];
+                    if f.flags & 0x8 != 0 {
+                        let pad = p[0] as usize;
+                        p = &p[1..p.len() - pad];
+                    }
+                    r.data.extend_from_slice(p);
+                }
+                H2_RST_STREAM => {
+                    r.reset = Some(u32::from_be_bytes(f.payload[..4].try_into().unwrap()));
+                    return r;
+                }
+                _ => {}
+            }
+            if f.stream == stream && f.flags & H2_END_STREAM != 0 && f.kind != H2_CONTINUATION {
+                r.ended = true;
+                return r;
+            }
+            if head_only && r.status.is_some() {
+                return r;
+            }
+        }
+    }
 }
