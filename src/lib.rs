@@ -19,7 +19,7 @@ use ::ngx::core::NGX_CONF_ERROR;
 use ::ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t,
-    NGX_HTTP_MODULE, NGX_OK,
+    NGX_HTTP_MODULE,
 };
 
 mod conf;
@@ -48,7 +48,7 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn preconfiguration(_cf: *mut ngx_conf_t) -> ngx_int_t {
         crate::ngx::guard::install_panic_hook();
-        NGX_OK as ngx_int_t
+        Status::OK.0
     }
 
     unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
@@ -103,7 +103,10 @@ impl crate::ngx::App for Module {
         match source {
             Source::Inbox => rabbitmq::drain_inbox(),
             Source::Shutdown => delivery::shutdown(),
-            Source::Wake => delivery::process_log(),
+            Source::Wake => {
+                delivery::process_log();
+                rabbitmq::check_stored();
+            }
             Source::Tick => {
                 delivery::tick();
                 if let Some(mcf) = main_conf_of_cycle() {
@@ -162,14 +165,14 @@ static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
 
 /// `init_module` (master, every configuration): say so when the module is loaded but unused.
 unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    guard((*cycle).log, "init_module", NGX_OK as ngx_int_t, || {
+    guard((*cycle).log, "init_module", Status::OK.0, || {
         if !Module::main_conf(&*cycle).is_some_and(|m| m.used) {
             crate::ngx::log::notice(
                 (*cycle).log,
                 "ngx_http_push_stream_module will not be used with this configuration.",
             );
         }
-        NGX_OK as ngx_int_t
+        Status::OK.0
     })
 }
 
@@ -177,12 +180,12 @@ unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 /// background thread. Never fails the worker (a failing worker would be respawned in a
 /// loop): problems are logged, and a worker without its state refuses subscribers (503).
 unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    guard((*cycle).log, "init_process", NGX_OK as ngx_int_t, || {
+    guard((*cycle).log, "init_process", Status::OK.0, || {
         let Some(mcf) = main_conf_of_cycle() else {
-            return NGX_OK as ngx_int_t;
+            return Status::OK.0;
         };
         if !mcf.used {
-            return NGX_OK as ngx_int_t;
+            return Status::OK.0;
         }
         if let Err(e) = delivery::init::<Module>(mcf.zone(), &mcf.limits) {
             ngx_log!(
@@ -190,7 +193,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                 (*cycle).log,
                 "push_stream: this worker cannot deliver ({e}): it refuses subscribers with 503"
             );
-            return NGX_OK as ngx_int_t;
+            return Status::OK.0;
         }
         if let Err(e) = rabbitmq::start(mcf) {
             ngx_log!(alert, (*cycle).log, "push_stream: amqp: {e}");
@@ -204,7 +207,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                 ngx_log!(alert, (*cycle).log, "push_stream: {e}");
             }
         }
-        NGX_OK as ngx_int_t
+        Status::OK.0
     })
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,7 @@ fn conf_with(url: &str, source: &str) -> String {
         location /stats {{ push_stream_channels_statistics; push_stream_channels_path $arg_id; }}
         location ~ /ev/(.*) {{ push_stream_subscriber eventsource; push_stream_channels_path $1; }}
         location ~ /ws/(.*) {{ push_stream_subscriber websocket; push_stream_channels_path $1; }}
+        location ~ /wsp/(.*) {{ push_stream_subscriber websocket; push_stream_channels_path $1; push_stream_websocket_allow_publish on; push_stream_store_messages on; }}
         location ~ /lp/(.*) {{ push_stream_subscriber long-polling; push_stream_channels_path $1; push_stream_message_template "~id~:~text~"; }}
     }}"#
     )
@@ -629,7 +630,7 @@ fn exchange_messages_reach_every_worker_of_two_instances_and_each_host_stores_th
             s.read_events(total, Duration::from_secs(20));
             assert_eq!(texts(s), expected, "host {host}, worker {}", s.pid);
             let these: Vec<String> = s.got.iter().map(|(id, _)| id.clone()).collect();
-            let distinct: std::collections::HashSet<&String> = these.iter().collect();
+            let distinct: HashSet<&String> = these.iter().collect();
             assert_eq!(distinct.len(), total, "one id per message: {these:?}");
             match &ids {
                 None => ids = Some(these),
@@ -944,5 +945,134 @@ fn one_worker_consumes_for_the_host_through_a_kill_and_a_reload_without_loss() {
     // A reload during a run: the old worker 0 consumes until it exits while the new one
     // starts; an offset both present enters the log once.
     assert_a_reload_during_a_run_loses_nothing(&mut n, Outside::new(&stream));
+    n.stop();
+}
+
+/// A WebSocket client's message goes through RabbitMQ like an HTTP publish: EventSource
+/// subscribers on both instances get it, with the same id (the stream offset).
+#[test]
+fn a_websocket_publish_on_one_instance_reaches_the_other_with_the_same_id() {
+    let _broker = shared_broker();
+    let stream = unique_stream();
+    let (a, b) = two_hosts(&format!("push_stream_amqp_stream {stream};"));
+    let mut subs = es_per_worker(&a, "/ev/wschat");
+    subs.extend(es_per_worker(&b, "/ev/wschat"));
+    let mut ws = Ws::connect(a.port, "/wsp/wschat");
+    ws.send_text("hello from a websocket");
+    let mut ids = HashSet::new();
+    for s in subs.iter_mut() {
+        s.read_events(1, Duration::from_secs(10));
+        assert_eq!(texts(s), vec!["hello from a websocket".to_string()]);
+        ids.insert(s.got[0].0.clone());
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "one id on every worker of both hosts: {ids:?}"
+    );
+    // Stored on B (through its consumer), as any broker message.
+    let info = json(&get(b.port, "/pub?id=wschat"));
+    assert_eq!(info["published_messages"].as_u64(), Some(1), "{info}");
+    drop(ws);
+    a.stop();
+    b.stop();
+}
+
+/// Read-your-writes: a publish through RabbitMQ answered 200 is already in this nginx's
+/// store, whichever worker the next request lands on: its channel info answers (never 404)
+/// and a DELETE finds it; a DELETE answered 200 has already removed it. 4 threads, 200
+/// publish/info/delete rounds, with every worker consuming and with one worker consuming for
+/// the host.
+#[test]
+fn a_publish_answered_200_is_in_this_hosts_store_for_the_next_request() {
+    let _broker = shared_broker();
+    for consumer in ["worker", "host"] {
+        let stream = unique_stream();
+        let n = start_conf(
+            &conf_with(
+                URL,
+                &format!(
+                    "push_stream_amqp_stream {stream};\n    push_stream_amqp_consumer {consumer};"
+                ),
+            ),
+            2,
+        );
+        wait_connected(&n, 2);
+        let port = n.port;
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        let ch = format!("ryw-{t}-{i}");
+                        let r = post(port, &format!("/pub?id={ch}"), b"x");
+                        assert_eq!(r.status, 200, "{consumer}: publish {ch}: {r:?}");
+                        let info = get(port, &format!("/pub?id={ch}"));
+                        assert_eq!(info.status, 200, "{consumer}: info of {ch} after its 200");
+                        let d = request(port, "DELETE", &format!("/pub?id={ch}"), &[], b"");
+                        assert_eq!(
+                            (d.status, d.header("X-Nginx-PushStream-Explain")),
+                            (200, Some("Channel deleted.")),
+                            "{consumer}: DELETE of {ch} after its 200"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(
+            !n.error_log()
+                .contains("did not come back into this host's store"),
+            "{consumer}: a publish was answered without read-your-writes:\n{}",
+            n.error_log()
+        );
+        n.stop();
+    }
+}
+
+/// A reload while publishes wait for the broker: every one is answered (the old worker
+/// waits for its pending publishes before it exits), none is lost.
+#[test]
+fn a_reload_with_publishes_in_flight_answers_every_one() {
+    let _broker = shared_broker();
+    let stream = unique_stream();
+    let mut n = start(URL, &stream, 2);
+    wait_connected(&n, 2);
+    let port = n.port;
+    let mut sub = Es::open(port, "/ev/inflight", None);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                for i in 0..40 {
+                    let r = request(
+                        port,
+                        "POST",
+                        "/pub?id=inflight",
+                        &[],
+                        format!("m-{t}-{i}").as_bytes(),
+                    );
+                    statuses.push(r.status);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                statuses
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    n.reload();
+    let mut ok = 0;
+    for t in threads {
+        let statuses = t.join().unwrap();
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 503),
+            "every publish is answered 200 (or 503 while a new worker's bridge connects): {statuses:?}"
+        );
+        ok += statuses.iter().filter(|s| **s == 200).count();
+    }
+    // Every accepted publish reaches a subscriber that resumes across the reload.
+    sub.read_events(ok, Duration::from_secs(30));
+    assert_eq!(sub.got.len(), ok);
     n.stop();
 }

@@ -128,6 +128,34 @@ pub fn message_time(timestamp: Option<u64>) -> Option<i64> {
     timestamp.map(|t| t as i64)
 }
 
+/// The AMQP `message-id` a worker gives what it publishes: its publish epoch (random per
+/// worker start), its nginx process slot and the publish's token (increasing per worker).
+/// The host's consumer that stores the message recognises it (`parse_own_message_id`) and
+/// records, per slot, the highest token stored: the publisher answers once its message is
+/// in this host's store (read-your-writes). Unique per worker start, so also the key by which
+/// an exchange's copies of one message are recognised.
+pub fn own_message_id(epoch: u64, slot: usize, token: u64) -> String {
+    format!("ps1-{epoch:016x}-{slot}-{token}")
+}
+
+/// The (epoch, slot, token) of a message id made by [`own_message_id`]; None for any other.
+pub fn parse_own_message_id(id: &[u8]) -> Option<(u64, usize, u64)> {
+    let s = std::str::from_utf8(id).ok()?;
+    let mut parts = s.strip_prefix("ps1-")?.splitn(3, '-');
+    let epoch = parts.next()?;
+    if epoch.len() != 16 {
+        return None;
+    }
+    let epoch = u64::from_str_radix(epoch, 16).ok()?;
+    let slot = parts.next()?;
+    let token = parts.next()?;
+    let digits = |v: &str| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit());
+    if !digits(slot) || !digits(token) {
+        return None;
+    }
+    Some((epoch, slot.parse().ok()?, token.parse().ok()?))
+}
+
 /// Without an `event-id` header, a broker message's event id is its id (offset + 1), so a
 /// browser's `Last-Event-ID` resumes exactly after the last message it saw. A copy of
 /// `default_event_id` in `src/broker.rs`; `offset + 1` wraps (to `0`) for `u64::MAX`, as that
@@ -675,6 +703,44 @@ pub fn parse_url(directive: &str, url: &str) -> Result<String, String> {
 pub fn parse_exchange(directive: &str, words: &[String]) -> Result<ExchangeSource, String> {
     ExchangeSource::parse(words)
         .map_err(|e| format!("push stream module: invalid {directive}: {e}"))
+}
+
+#[cfg(test)]
+mod own_id_tests {
+    use super::*;
+
+    #[test]
+    fn own_message_ids_round_trip() {
+        for (e, s, t) in [(0, 0, 0), (1, 7, 42), (u64::MAX, 1023, u64::MAX)] {
+            let id = own_message_id(e, s, t);
+            assert_eq!(parse_own_message_id(id.as_bytes()), Some((e, s, t)), "{id}");
+        }
+    }
+
+    #[test]
+    fn other_message_ids_are_not_ours() {
+        for id in [
+            &b""[..],
+            b"ps1-",
+            b"ps1-0000000000000001-2",
+            b"ps1-01-2-3",
+            b"ps1-000000000000000g-2-3",
+            b"ps1-0000000000000001--3",
+            b"ps1-0000000000000001-2-",
+            b"ps1-0000000000000001-2-3x",
+            b"ps1-0000000000000001-+2-3",
+            b"ps1-0000000000000001-2-99999999999999999999999",
+            b"ngx-push-stream-1-abc-2",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(
+                parse_own_message_id(id),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(id)
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -175,7 +175,7 @@ fn register() {
         Some(Err(e)) => ngx_log!(
             error,
             std::ptr::null_mut(),
-            "push_stream: worker {pid} cannot register in the shared zone ({e:?}): it refuses subscribers until it can (retried every second)"
+            "push_stream: worker {pid} cannot register in the shared zone ({e}): it refuses subscribers until it can (retried every second)"
         ),
         None => {}
     }
@@ -221,6 +221,23 @@ fn wake_others(zone: Zone, slots: &[(usize, u32)]) {
             if token != 0 {
                 event::send_wake(from, token);
             }
+        }
+    });
+}
+
+/// Pokes the worker in process slot `slot` (not this one).
+pub fn wake_slot(zone: Zone, slot: usize) {
+    let me = with(|w| w.slot);
+    if me == Some(slot) {
+        return;
+    }
+    let token = zone.wake_token(slot);
+    WORKER.with(|w| {
+        if let (Some(from), true) = (
+            w.borrow().as_ref().and_then(|w| w.wake.as_ref()),
+            token != 0,
+        ) {
+            event::send_wake(from, token);
         }
     });
 }

@@ -92,6 +92,17 @@ pub fn count() -> usize {
     HELD.with(|m| m.borrow().len())
 }
 
+/// What a held request's read events do.
+#[derive(Clone, Copy)]
+enum ReadMode {
+    /// `A::held_read` (WebSocket frames).
+    Module,
+    /// nginx's check for a client that went away.
+    TestClose,
+    /// Left as nginx set it.
+    Keep,
+}
+
 impl Request<'_> {
     /// Holds the request open after its content handler returns (which must then return
     /// [`Status::DONE`]). The returned `HeldRef` is how the module reaches it from then on:
@@ -99,7 +110,12 @@ impl Request<'_> {
     /// when `read` is set (else nginx's own check for a client that went away), its timers,
     /// and `A::held_ended` at its end.
     pub fn hold<A: App>(self, read: bool) -> Result<HeldRef, Status> {
-        self.hold_inner::<A>(read, true)
+        let mode = if read {
+            ReadMode::Module
+        } else {
+            ReadMode::TestClose
+        };
+        self.hold_inner::<A>(mode, true)
     }
 
     /// `hold` from a request body's handler (`App::body_read`): the reference nginx took
@@ -108,7 +124,7 @@ impl Request<'_> {
     /// returned.
     pub fn hold_after_body<A: App>(self) -> Option<HeldRef> {
         let r = self.raw();
-        match self.hold_inner::<A>(false, false) {
+        match self.hold_inner::<A>(ReadMode::Keep, false) {
             Ok(h) => Some(h),
             Err(rc) => {
                 // SAFETY: not held: still the body handler's live request.
@@ -120,7 +136,7 @@ impl Request<'_> {
         }
     }
 
-    fn hold_inner<A: App>(self, read: bool, count: bool) -> Result<HeldRef, Status> {
+    fn hold_inner<A: App>(self, read: ReadMode, count: bool) -> Result<HeldRef, Status> {
         let r = self.raw();
         // SAFETY: a live request; the cleanup records are allocated from and owned by its
         // pool; the handlers are the layer's own entry points.
@@ -164,11 +180,14 @@ impl Request<'_> {
             if count {
                 (*(*r).main).set_count((*(*r).main).count() + 1);
             }
-            (*r).read_event_handler = if read {
-                Some(read_handler::<A>)
-            } else {
-                Some(nginx_sys::ngx_http_test_reading)
-            };
+            match read {
+                ReadMode::Module => (*r).read_event_handler = Some(read_handler::<A>),
+                ReadMode::TestClose => {
+                    (*r).read_event_handler = Some(nginx_sys::ngx_http_test_reading)
+                }
+                // After its body, nginx blocks reading (a publisher waits for its answer).
+                ReadMode::Keep => {}
+            }
             (*r).write_event_handler = Some(write_handler::<A>);
             self.nodelay();
             Ok(HeldRef {
@@ -339,8 +358,20 @@ impl HeldRef {
         }
     }
 
-    /// Arms (or re-arms) one of the request's timers; `A::held_timer` runs when it fires.
+    /// Arms (or re-arms) one of the request's timers; `A::held_timer` runs when it fires. A
+    /// graceful shutdown does not wait for it (see `set_deadline`).
     pub fn set_timer(self, which: Timer, ms: u64) {
+        self.arm(which, ms, true)
+    }
+
+    /// `set_timer` for a timer a graceful shutdown waits for (nginx's worker exits only when
+    /// no such timer is left): a request that must be answered, such as a publish waiting
+    /// for the broker.
+    pub fn set_deadline(self, which: Timer, ms: u64) {
+        self.arm(which, ms, false)
+    }
+
+    fn arm(self, which: Timer, ms: u64, cancelable: bool) {
         let r = self.r.as_ptr();
         let Some(ev) = entry(self, |e| {
             let handler = e.on_timer;
@@ -365,7 +396,10 @@ impl HeldRef {
         };
         if !ev.is_null() {
             // SAFETY: a timer event of a live held request.
-            unsafe { nginx_sys::ngx_add_timer(ev, ms as _) };
+            unsafe {
+                (*ev).set_cancelable(cancelable as u32);
+                nginx_sys::ngx_add_timer(ev, ms as _)
+            };
         }
     }
 

@@ -80,6 +80,11 @@ pub struct ZoneHeader {
     /// at start: the name of its wake-up socket, which only the host's workers can read.
     /// (Workers in slots beyond `MAX_SLOTS` are not woken: their 1 s timer catches up.)
     pub wake: [[AtomicU64; 2]; MAX_SLOTS],
+    /// The publish epoch of the worker in each slot (random per worker start, 0: none) and
+    /// the highest publish token of that epoch this host's store has consumed back from the
+    /// broker (read-your-writes).
+    pub publish_epoch: [AtomicU64; MAX_SLOTS],
+    pub stored_up_to: [AtomicU64; MAX_SLOTS],
 }
 
 /// Latency histogram buckets (core's bounds and +Inf).
@@ -110,7 +115,7 @@ pub struct SlotStats {
     pub latency_sum_ms: std::sync::atomic::AtomicU64,
 }
 
-const MAGIC: u64 = 0x7073_7472_6561_6d34; // "pstream4"
+const MAGIC: u64 = 0x7073_7472_6561_6d35; // "pstream5"
 
 /// What a zone is initialised with, in the declaring configuration's pool (dropped with it).
 #[repr(C)]
@@ -369,6 +374,54 @@ impl Zone {
                 w[0].load(Ordering::Acquire) as u128 | (w[1].load(Ordering::Acquire) as u128) << 64
             })
             .unwrap_or(0)
+    }
+
+    /// Starts a worker's publish epoch in its slot (its consumed-back mark starts at 0).
+    pub fn set_publish_epoch(self, slot: usize, epoch: u64) {
+        // SAFETY: the header lives as long as the zone; the words are atomics.
+        if let Some(h) = self.header() {
+            unsafe {
+                if let (Some(e), Some(m)) =
+                    ((*h).publish_epoch.get(slot), (*h).stored_up_to.get(slot))
+                {
+                    m.store(0, Ordering::Release);
+                    e.store(epoch, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// The publish epoch of the worker in `slot` (0: none).
+    pub fn publish_epoch(self, slot: usize) -> u64 {
+        // SAFETY: as above.
+        self.header()
+            .and_then(|h| unsafe { (*h).publish_epoch.get(slot) })
+            .map_or(0, |e| e.load(Ordering::Acquire))
+    }
+
+    /// Records that the store has consumed back the publish `token` of `slot`'s `epoch`
+    /// (ignored when that slot's epoch changed: a later worker there).
+    pub fn raise_stored_up_to(self, slot: usize, epoch: u64, token: u64) {
+        // SAFETY: as above.
+        if let Some(h) = self.header() {
+            unsafe {
+                if let (Some(e), Some(m)) =
+                    ((*h).publish_epoch.get(slot), (*h).stored_up_to.get(slot))
+                {
+                    if e.load(Ordering::Acquire) == epoch && epoch != 0 {
+                        m.fetch_max(token, Ordering::AcqRel);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The highest publish token of `slot` the store has consumed back.
+    pub fn stored_up_to(self, slot: usize) -> u64 {
+        // SAFETY: as above.
+        self.header()
+            .and_then(|h| unsafe { (*h).stored_up_to.get(slot) })
+            .map_or(0, |m| m.load(Ordering::Acquire))
     }
 
     /// When the zone was created (survives reloads).

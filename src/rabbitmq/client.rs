@@ -42,12 +42,16 @@ pub struct BrokerMessage {
     pub text: Vec<u8>,
     /// The AMQP timestamp property (unix seconds), if the publisher set one.
     pub time: Option<i64>,
+    /// The AMQP message-id property (a worker of this module sets `amqp::own_message_id`).
+    pub message_id: Option<Vec<u8>>,
 }
 
 /// An HTTP publish handed to the bridge.
 #[derive(Debug)]
 pub struct PublishReq {
     pub token: u64,
+    /// Its AMQP message-id (`push_stream_core::amqp::own_message_id`).
+    pub message_id: String,
     pub channel_path: Vec<u8>,
     pub body: Vec<u8>,
     pub event_id: Option<Vec<u8>>,
@@ -399,24 +403,6 @@ impl Acks {
     }
 }
 
-/// A process-unique AMQP message-id for what nginx publishes to an exchange: the host's
-/// workers recognise their copies of one message by it.
-fn message_id() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    });
-    format!(
-        "ngx-push-stream-{}-{start:x}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 async fn session(
     ctx: &BridgeCtx,
     s: &Settings,
@@ -520,6 +506,11 @@ async fn session(
                             event_type: m.event_type,
                             text: delivery.data.clone(),
                             time: delivery.properties.timestamp().map(|t| t as i64),
+                            message_id: delivery
+                                .properties
+                                .message_id()
+                                .as_ref()
+                                .map(|i| i.as_str().as_bytes().to_vec()),
                         };
                         // Never drop: wait for room in the inbox (the worker drains it on every wake-up).
                         let mut item = InboxItem::Broker(Box::new(msg));
@@ -556,13 +547,16 @@ async fn session(
                 if let Some(v) = &req.event_type { headers.insert("event-type".into(), long_string(v)); }
                 if req.delete { headers.insert(OP_HEADER.into(), long_string(b"delete")); }
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                let mut props = BasicProperties::default().with_headers(headers).with_timestamp(now).with_delivery_mode(2);
+                let props = BasicProperties::default()
+                    .with_headers(headers)
+                    .with_timestamp(now)
+                    .with_delivery_mode(2)
+                    .with_message_id(req.message_id.as_str().into());
                 // Streams: the default exchange with the stream as routing key. Exchanges: the
                 // channel path as routing key, mandatory (an unroutable message is an error).
                 let (exchange, routing_key, mandatory) = match &s.source {
                     Source::Stream { name, .. } => (String::new(), name.clone(), false),
                     Source::Exchange(x) => {
-                        props = props.with_message_id(message_id().into());
                         (x.name.clone(), String::from_utf8_lossy(&req.channel_path).into_owned(), true)
                     }
                 };
@@ -591,7 +585,13 @@ async fn session(
                             if result.is_ok() {
                                 status.messages_out.fetch_add(1, Ordering::Relaxed);
                             }
-                            let _ = waker.deliver(InboxItem::PublishDone { token: req.token, result });
+                            // Never dropped: the answer waits for room in the inbox (the
+                            // worker drains it on every wake-up).
+                            let mut item = InboxItem::PublishDone { token: req.token, result };
+                            while let Err(crossbeam_channel::TrySendError::Full(back)) = waker.offer(item) {
+                                item = back;
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
                         });
                     }
                 }

@@ -99,6 +99,7 @@ pub fn consumed(m: BrokerMessage) {
     let Some((offset, event_id, inserted, refused)) = placed else {
         return;
     };
+    note_consumed(mcf, m.message_id.as_deref());
     for (ch, e) in refused {
         // When this worker consumes for the host, the others cannot get it: say so.
         ngx_log!(
@@ -127,6 +128,28 @@ pub fn consumed(m: BrokerMessage) {
             tag: *tag,
         };
         delivery::deliver_message(msg, delivery::Since::Offset(offset + 1));
+    }
+}
+
+/// A message (or delete) this host now has: when one of this host's workers published it
+/// (its own message-id), raise that worker's consumed-back mark so it answers its publisher
+/// (read-your-writes). Done by the publisher's own consumer, or by the worker consuming for
+/// the host, which then wakes the publisher.
+fn note_consumed(mcf: &MainConf, message_id: Option<&[u8]>) {
+    let Some((epoch, slot, token)) =
+        message_id.and_then(push_stream_core::amqp::parse_own_message_id)
+    else {
+        return;
+    };
+    let Some(zone) = mcf.zone() else { return };
+    let mine = delivery::slot() == slot;
+    let for_host = with(|s| s.host && s.consumer).unwrap_or(false);
+    if !(mine || for_host) || zone.publish_epoch(slot) != epoch {
+        return;
+    }
+    zone.raise_stored_up_to(slot, epoch, token);
+    if !mine {
+        delivery::wake_slot(zone, slot);
     }
 }
 
@@ -161,6 +184,7 @@ fn consumed_delete(mcf: &'static MainConf, m: &BrokerMessage, place: Place, now:
     let Some((claimed, deleted, failed)) = outcome else {
         return;
     };
+    note_consumed(mcf, m.message_id.as_deref());
     for (ch, e) in failed {
         ngx_log!(
             error,

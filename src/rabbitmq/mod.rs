@@ -33,7 +33,16 @@ struct State {
     status: Arc<Status>,
     connected: bool,
     next_token: u64,
+    /// Publishes waiting for the broker's confirm, by token.
     pending: HashMap<u64, publish::Pending>,
+    /// Confirmed publishes waiting for this host's store to consume them back (stream
+    /// source: read-your-writes), by token.
+    awaiting: std::collections::BTreeMap<u64, publish::Pending>,
+    /// This worker's publish epoch (`amqp::own_message_id`).
+    epoch: u64,
+    /// The source is a stream: every host consumes every message, so a publish is answered
+    /// once this host's store has it.
+    stream: bool,
     /// The last stream offset this worker delivered (redeliveries after a reconnect are
     /// skipped).
     last_offset: Option<u64>,
@@ -64,6 +73,7 @@ pub fn configured(mcf: &MainConf) -> bool {
 pub enum StartError {
     NoWorkerState,
     Thread(std::io::Error),
+    Epoch(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -71,6 +81,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::NoWorkerState => write!(f, "the worker's delivery state is missing"),
             StartError::Thread(e) => write!(f, "cannot start the background thread: {e}"),
+            StartError::Epoch(e) => write!(f, "cannot draw a publish epoch: {e}"),
         }
     }
 }
@@ -97,6 +108,10 @@ pub fn start(mcf: &'static MainConf) -> Result<bool, StartError> {
             .map(|o| o + 1)
     };
     let consumer = settings.consume;
+    let epoch = event::random_token().map_err(|e| StartError::Epoch(e.to_string()))? as u64;
+    if let Some(zone) = mcf.zone() {
+        zone.set_publish_epoch(delivery::slot(), epoch);
+    }
     let (tx, rx) = mpsc::channel(client::OUTBOX_CAPACITY);
     let status = Arc::new(Status::default());
     let waker = delivery::inbox_waker().ok_or(StartError::NoWorkerState)?;
@@ -109,6 +124,9 @@ pub fn start(mcf: &'static MainConf) -> Result<bool, StartError> {
             connected: false,
             next_token: 1,
             pending: HashMap::new(),
+            awaiting: Default::default(),
+            epoch,
+            stream: !exchange,
             last_offset: start.map(|o| o.saturating_sub(1)),
             seen: exchange.then(Occurrences::default),
             main: mcf,
@@ -239,6 +257,12 @@ pub fn drain_inbox() {
             }
         }
     });
+    publish::answer_stored();
+}
+
+/// Another worker consumed back some of this worker's publishes (its wake-up): answer them.
+pub fn check_stored() {
+    publish::answer_stored();
 }
 
 /// Stops the bridge (exit_process); true when no thread is left running.

@@ -1,6 +1,13 @@
 //! Publishes handed to the broker, answered on its confirm: an HTTP publisher's request is
 //! held until then (with a timer: 504 if no answer comes in time); a WebSocket publisher
 //! whose message the broker did not take is told with a close frame.
+//!
+//! Read-your-writes (stream source): a confirmed publish is answered only once this host's
+//! store has consumed it back (the consumer recognises the worker's own message-id and
+//! raises that worker's mark in the zone), so a `DELETE`, a channel-info `GET`, a backtrack
+//! or a long-poll sent after the `200` to any worker of this nginx finds the message. The
+//! wait is bounded by the same timer: past it the publish is answered `200` anyway (it is
+//! in the broker) with a `warn` line.
 
 use super::client::{PublishError, PublishReq};
 use super::with;
@@ -54,6 +61,10 @@ pub struct Message {
 /// Why the broker path refused a publish at once: (HTTP status, explain).
 pub type Refused = (u16, &'static str);
 
+/// Publishes one worker may have waiting for the broker or for its store (each holds a
+/// request and a body until answered): more are refused with 503.
+const MAX_WAITING: usize = 4096;
+
 /// Hands a publish to the bridge; `req` is answered when the broker confirms (or not).
 pub fn publish(
     req: HeldRef,
@@ -76,10 +87,18 @@ pub fn publish(
         if !s.connected {
             return Err((503, "RabbitMQ is unavailable."));
         }
+        if s.pending.len() + s.awaiting.len() >= MAX_WAITING {
+            return Err((503, "RabbitMQ publish queue is full."));
+        }
         let token = s.next_token;
         s.next_token += 1;
         let r = PublishReq {
             token,
+            message_id: push_stream_core::amqp::own_message_id(
+                s.epoch,
+                crate::delivery::slot(),
+                token,
+            ),
             channel_path: path,
             body: m.body,
             event_id: m.event_id,
@@ -107,9 +126,10 @@ pub fn publish(
     match queued {
         Ok(()) => {
             if let Publisher::Http { .. } = who {
-                // The thread answers within the confirm timeout; this bounds the wait even
-                // if that answer were lost.
-                req.set_timer(Timer::Ttl, confirm_ms + 1000);
+                // The thread answers within the confirm timeout; this bounds the wait for
+                // the confirm and for the store (read-your-writes). A graceful shutdown waits
+                // for it: every publish is answered before the worker exits.
+                req.set_deadline(Timer::Ttl, 2 * confirm_ms + 1000);
             }
             Ok(())
         }
@@ -134,22 +154,70 @@ fn answer(p: &Pending, outcome: Outcome) {
     }
 }
 
-/// A held publish request's timer fired: the broker's answer did not come in time.
+/// A held publish request's timer fired: the broker's confirm did not come in time (504),
+/// or the confirmed message did not come back into this host's store in time (200 all the
+/// same: it is in the broker, and every host that consumes it gets it).
 pub fn timed_out(req: HeldRef) {
     let found = with(|s| {
-        let token = s
+        if let Some(t) = s
             .pending
             .iter()
             .find(|(_, p)| p.req == req)
+            .map(|(t, _)| *t)
+        {
+            return s.pending.remove(&t).map(|p| (p, false));
+        }
+        let t = s
+            .awaiting
+            .iter()
+            .find(|(_, p)| p.req == req)
             .map(|(t, _)| *t)?;
-        s.pending.remove(&token)
+        s.awaiting.remove(&t).map(|p| (p, true))
     })
     .flatten();
-    if let Some(p) = found {
-        answer(
+    match found {
+        Some((p, false)) => answer(
             &p,
             Outcome::Failed(504, "RabbitMQ did not confirm the message in time."),
-        );
+        ),
+        Some((p, true)) => {
+            ngx_log!(
+                warn,
+                req.log(),
+                "push_stream: amqp: a confirmed publish did not come back into this host's store in time; answered without it"
+            );
+            answer_confirmed(&p);
+        }
+        None => {}
+    }
+}
+
+/// Answers the confirmed publishes this host's store has consumed back.
+pub(super) fn answer_stored() {
+    let ready: Vec<Pending> = with(|s| {
+        if s.awaiting.is_empty() {
+            return Vec::new();
+        }
+        let stored = s
+            .main
+            .zone()
+            .map_or(0, |z| z.stored_up_to(crate::delivery::slot()));
+        let later = s.awaiting.split_off(&(stored + 1));
+        std::mem::replace(&mut s.awaiting, later)
+            .into_values()
+            .collect()
+    })
+    .unwrap_or_default();
+    for p in &ready {
+        answer_confirmed(p);
+    }
+}
+
+fn answer_confirmed(p: &Pending) {
+    if p.delete {
+        answer(p, Outcome::Deleted)
+    } else {
+        answer(p, Outcome::Published)
     }
 }
 
@@ -188,7 +256,21 @@ pub(super) fn confirmed(token: u64, result: Result<(), PublishError>) {
         (Publisher::Http { .. }, Some((status, explain))) => {
             answer(&p, Outcome::Failed(status, explain))
         }
-        (Publisher::Http { .. }, None) if p.delete => answer(&p, Outcome::Deleted),
-        (Publisher::Http { .. }, None) => answer(&p, Outcome::Published),
+        (Publisher::Http { .. }, None) => {
+            // Read-your-writes: with a stream, wait until this host's store has it.
+            let wait = with(|s| {
+                let stored = s
+                    .main
+                    .zone()
+                    .map_or(0, |z| z.stored_up_to(crate::delivery::slot()));
+                s.stream && token > stored
+            })
+            .unwrap_or(false);
+            if wait {
+                with(|s| s.awaiting.insert(token, p));
+            } else {
+                answer_confirmed(&p);
+            }
+        }
     }
 }

@@ -57,6 +57,14 @@ impl InboxHandle {
         }
     }
 
+    /// Like `deliver`, for a caller that waits for room and retries (a full inbox is not a
+    /// drop then): the item comes back with why it was not taken.
+    pub fn offer(&self, item: InboxItem) -> Result<(), TrySendError<InboxItem>> {
+        self.inbox.try_send(item)?;
+        self.waker.wake();
+        Ok(())
+    }
+
     pub fn depth(&self) -> usize {
         self.inbox.len()
     }
