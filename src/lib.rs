@@ -34,6 +34,7 @@ use crate::ngx::conf::{Conf, Level};
 use crate::ngx::event::Source;
 use crate::ngx::guard::guard;
 use crate::ngx::held::HeldRef;
+use crate::ngx::log::Log;
 use crate::ngx::request::Request;
 use crate::ngx::{Status, Timer};
 
@@ -96,7 +97,9 @@ impl crate::ngx::App for Module {
     }
 
     fn held_ended(key: usize, serial: u64) {
-        delivery::forget(key, serial)
+        if !delivery::forget(key, serial) {
+            rabbitmq::forget(key, serial);
+        }
     }
 
     fn wakeup(source: Source) {
@@ -109,6 +112,8 @@ impl crate::ngx::App for Module {
             }
             Source::Tick => {
                 delivery::tick();
+                // What the inbox holds is drained at least once a second (after a pause).
+                rabbitmq::drain_inbox();
                 if let Some(mcf) = main_conf_of_cycle() {
                     rabbitmq::publish_slot_stats(mcf);
                 }
@@ -165,57 +170,67 @@ static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
 
 /// `init_module` (master, every configuration): say so when the module is loaded but unused.
 unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    guard((*cycle).log, "init_module", Status::OK.0, || {
-        if !Module::main_conf(&*cycle).is_some_and(|m| m.used) {
-            crate::ngx::log::notice(
-                (*cycle).log,
-                "ngx_http_push_stream_module will not be used with this configuration.",
-            );
-        }
-        Status::OK.0
-    })
+    guard(
+        Log::from_raw((*cycle).log),
+        "init_module",
+        Status::OK.0,
+        || {
+            if !Module::main_conf(&*cycle).is_some_and(|m| m.used) {
+                crate::ngx::log::notice(
+                    Log::from_raw((*cycle).log),
+                    "ngx_http_push_stream_module will not be used with this configuration.",
+                );
+            }
+            Status::OK.0
+        },
+    )
 }
 
 /// `init_process` (each worker, after fork): the delivery state and, when configured, the
 /// background thread. Never fails the worker (a failing worker would be respawned in a
 /// loop): problems are logged, and a worker without its state refuses subscribers (503).
 unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    guard((*cycle).log, "init_process", Status::OK.0, || {
-        let Some(mcf) = main_conf_of_cycle() else {
-            return Status::OK.0;
-        };
-        if !mcf.used {
-            return Status::OK.0;
-        }
-        if let Err(e) = delivery::init::<Module>(mcf.zone(), &mcf.limits) {
-            ngx_log!(
-                error,
-                (*cycle).log,
+    guard(
+        Log::from_raw((*cycle).log),
+        "init_process",
+        Status::OK.0,
+        || {
+            let Some(mcf) = main_conf_of_cycle() else {
+                return Status::OK.0;
+            };
+            if !mcf.used {
+                return Status::OK.0;
+            }
+            if let Err(e) = delivery::init::<Module>(mcf.zone(), &mcf.limits) {
+                ngx_log!(error, Log::from_raw((*cycle).log),
                 "push_stream: this worker cannot deliver ({e}): it refuses subscribers with 503"
             );
-            return Status::OK.0;
-        }
-        if let Err(e) = rabbitmq::start(mcf) {
-            ngx_log!(alert, (*cycle).log, "push_stream: amqp: {e}");
-        }
-        #[cfg(feature = "test-hooks")]
-        if mcf.test_ticks_ms > 0 {
-            let every = std::time::Duration::from_millis(mcf.test_ticks_ms);
-            let started = delivery::inbox_waker()
-                .map(|w| rabbitmq::thread::start(w, rabbitmq::thread::ticker(every)));
-            if let Some(Err(e)) = started {
-                ngx_log!(alert, (*cycle).log, "push_stream: {e}");
+                return Status::OK.0;
             }
-        }
-        Status::OK.0
-    })
+            if let Err(e) = rabbitmq::start(mcf) {
+                ngx_log!(alert, Log::from_raw((*cycle).log), "push_stream: amqp: {e}");
+            }
+            #[cfg(feature = "test-hooks")]
+            if mcf.test_ticks_ms > 0 {
+                let every = std::time::Duration::from_millis(mcf.test_ticks_ms);
+                let started = delivery::inbox_waker().map(|w| {
+                    let ticker = rabbitmq::thread::ticker(every);
+                    rabbitmq::thread::start(w, mcf.test_inbox_capacity, ticker)
+                });
+                if let Some(Err(e)) = started {
+                    ngx_log!(alert, Log::from_raw((*cycle).log), "push_stream: {e}");
+                }
+            }
+            Status::OK.0
+        },
+    )
 }
 
 /// `exit_process`: end the subscribers, stop and join the thread (bounded), then leave the
 /// store and close the worker's connections, in that order (a closed fd number could be
 /// reused by a client socket the thread would then write to).
 unsafe extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
-    guard((*cycle).log, "exit_process", (), || {
+    guard(Log::from_raw((*cycle).log), "exit_process", (), || {
         delivery::shutdown();
         let joined = rabbitmq::stop();
         delivery::exit(joined);

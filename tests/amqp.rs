@@ -1076,3 +1076,59 @@ fn a_reload_with_publishes_in_flight_answers_every_one() {
     assert_eq!(sub.got.len(), ok);
     n.stop();
 }
+
+/// Publishes' answers are never dropped: with a 2-item inbox that the worker does not drain
+/// for 1.5 s (test hook), 12 concurrent publishes (12 confirms and 12 consumed messages for a
+/// 2-item inbox) are all answered 200 once it drains (within 5 s), not by the backstop timer
+/// (7 s: twice the 3 s confirm timeout plus a second). Before, the thread dropped a confirm
+/// the full inbox refused and its publisher waited forever.
+#[test]
+fn a_filled_inbox_still_answers_every_publish() {
+    let _broker = shared_broker();
+    let stream = unique_stream();
+    let conf = conf_with(URL, &format!("push_stream_amqp_stream {stream};"))
+        .replacen(
+            "push_stream_amqp_confirm_timeout 3s;",
+            "push_stream_amqp_confirm_timeout 3s;\n    push_stream_test_inbox_capacity 2;",
+            1,
+        )
+        .replacen(
+            "location /pub {",
+            "location /pause { push_stream_test_hook pause-inbox; }\n        location /pub {",
+            1,
+        );
+    let n = start_conf(&conf, 1);
+    wait_connected(&n, 1);
+    let port = n.port;
+    assert_eq!(get(port, "/pause?ms=1500").status, 200);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..12)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let r = request(
+                    port,
+                    "POST",
+                    "/pub?id=full",
+                    &[],
+                    format!("m{i}").as_bytes(),
+                );
+                (
+                    r.status,
+                    r.header("X-Nginx-PushStream-Explain").map(str::to_string),
+                )
+            })
+        })
+        .collect();
+    for t in threads {
+        let (status, explain) = t.join().unwrap();
+        assert_eq!(status, 200, "{explain:?}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "answered after {took:?}: by the 7 s backstop timer, not the broker's confirm"
+    );
+    let info = json(&get(port, "/pub?id=full"));
+    assert_eq!(info["published_messages"].as_u64(), Some(12), "{info}");
+    n.stop();
+}

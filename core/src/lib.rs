@@ -11,6 +11,7 @@ pub mod escape;
 pub mod format;
 pub mod hash;
 pub mod metrics;
+pub mod parts;
 pub mod query;
 pub mod resume;
 pub mod store;

@@ -50,9 +50,10 @@ enum MainField {
     AmqpExchange,
     AmqpConsumer,
     TestBridgeTicks,
+    TestInboxCapacity,
 }
 
-const MAIN_FIELDS: [MainField; 24] = [
+const MAIN_FIELDS: [MainField; 25] = [
     MainField::SharedMemorySize,
     MainField::ChannelDeletedMessageText,
     MainField::ChannelInactivityTime,
@@ -77,6 +78,7 @@ const MAIN_FIELDS: [MainField; 24] = [
     MainField::AmqpExchange,
     MainField::AmqpConsumer,
     MainField::TestBridgeTicks,
+    MainField::TestInboxCapacity,
 ];
 
 /// Which location-level field a directive sets (the command's `offset`).
@@ -152,7 +154,7 @@ const T1: u32 = NGX_CONF_TAKE1;
 #[cfg(not(feature = "test-hooks"))]
 pub const N_COMMANDS: usize = 49;
 #[cfg(feature = "test-hooks")]
-pub const N_COMMANDS: usize = 51;
+pub const N_COMMANDS: usize = 52;
 
 /// The command table (its last entry is the empty terminator).
 #[rustfmt::skip]
@@ -217,6 +219,8 @@ where
         command(c"push_stream_test_hook", NGX_HTTP_LOC_CONF | T1, sl, LOC, L::TestHook as usize),
         #[cfg(feature = "test-hooks")]
         command(c"push_stream_test_bridge_ticks", M | T1, sm, MAIN, F::TestBridgeTicks as usize),
+        #[cfg(feature = "test-hooks")]
+        command(c"push_stream_test_inbox_capacity", M | T1, sm, MAIN, F::TestInboxCapacity as usize),
         ngx_command_t::empty(),
     ]
 }
@@ -393,6 +397,10 @@ where
                     format!("push stream module: invalid push_stream_test_bridge_ticks: {e}")
                 })?;
                 m.test_ticks_ms = nonzero(ms, "push_stream_test_bridge_ticks")?;
+                Ok(())
+            }
+            MainField::TestInboxCapacity => {
+                m.test_inbox_capacity = nonzero(num()?, &name)? as usize;
                 Ok(())
             }
         }
@@ -585,9 +593,10 @@ where
             "panic" => TestHook::Panic,
             "hold" => TestHook::Hold,
             "inbox" => TestHook::Inbox,
+            "pause-inbox" => TestHook::PauseInbox,
             other => {
                 return Err(format!(
-                    "push stream module: invalid push_stream_test_hook value: {other}, accepted values (ok, panic, hold, inbox)"
+                    "push stream module: invalid push_stream_test_hook value: {other}, accepted values (ok, panic, hold, inbox, pause-inbox)"
                 ))
             }
         }),

@@ -56,6 +56,8 @@ pub enum TestHook {
     Hold,
     /// Reports the inbox counters.
     Inbox,
+    /// Stops draining the inbox for `?ms=` milliseconds (the thread must then wait).
+    PauseInbox,
 }
 
 /// `http{}`-level configuration.
@@ -87,6 +89,8 @@ pub struct MainConf {
     pub limits: Limits,
     /// `push_stream_test_bridge_ticks` (test-hooks): start the thread skeleton with a ticker.
     pub test_ticks_ms: u64,
+    /// `push_stream_test_inbox_capacity` (test-hooks): a smaller inbox (0: the default).
+    pub test_inbox_capacity: usize,
 }
 
 impl Default for MainConf {
@@ -113,6 +117,7 @@ impl Default for MainConf {
             amqp: amqp::Directives::default(),
             limits: Limits::default(),
             test_ticks_ms: 0,
+            test_inbox_capacity: 0,
         }
     }
 }

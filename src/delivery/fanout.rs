@@ -43,7 +43,7 @@ pub fn process_log() {
             with(|w| w.stats.lost += batch.lost);
             ngx_log!(
                 error,
-                std::ptr::null_mut(),
+                crate::ngx::log::Log::cycle(),
                 "push_stream: worker {pid} missed {} message(s) that left the store before it could deliver them",
                 batch.lost
             );

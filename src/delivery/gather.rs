@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use push_stream_core::hash::PtrHash;
+use push_stream_core::parts::Parts;
 
 use super::subscribers::{rearm_ping, send_n};
 use super::with;
@@ -46,7 +47,7 @@ struct Gather {
 /// One subscriber's gathered messages.
 struct Pending {
     req: HeldRef,
-    parts: Parts,
+    parts: Parts<Rc<[u8]>>,
     messages: u64,
 }
 
@@ -132,43 +133,6 @@ fn write_pending(p: Pending) {
     if p.req.alive() {
         send_n(p.req, p.parts.as_slice(), p.messages);
         rearm_ping(p.req);
-    }
-}
-
-/// A subscriber's gathered parts. The usual batch holds one message (and maybe its padding):
-/// kept inline, so gathering allocates nothing per subscriber then; later messages spill into
-/// a vector.
-enum Parts {
-    One(Rc<[u8]>),
-    Two([Rc<[u8]>; 2]),
-    Many(Vec<Rc<[u8]>>),
-}
-
-impl Parts {
-    fn new(p: &[Rc<[u8]>]) -> Parts {
-        match p {
-            [a] => Parts::One(a.clone()),
-            [a, b] => Parts::Two([a.clone(), b.clone()]),
-            _ => Parts::Many(p.to_vec()),
-        }
-    }
-
-    fn push(&mut self, p: &[Rc<[u8]>]) {
-        let mut v = match std::mem::replace(self, Parts::Many(Vec::new())) {
-            Parts::One(a) => vec![a],
-            Parts::Two([a, b]) => vec![a, b],
-            Parts::Many(v) => v,
-        };
-        v.extend(p.iter().cloned());
-        *self = Parts::Many(v);
-    }
-
-    fn as_slice(&self) -> &[Rc<[u8]>] {
-        match self {
-            Parts::One(a) => std::slice::from_ref(a),
-            Parts::Two(a) => a,
-            Parts::Many(v) => v,
-        }
     }
 }
 

@@ -174,7 +174,7 @@ fn register() {
         }
         Some(Err(e)) => ngx_log!(
             error,
-            std::ptr::null_mut(),
+            crate::ngx::log::Log::cycle(),
             "push_stream: worker {pid} cannot register in the shared zone ({e}): it refuses subscribers until it can (retried every second)"
         ),
         None => {}
@@ -262,7 +262,7 @@ pub fn tick() {
             if let Some(r) = report.filter(|r| !r.dead_workers.is_empty()) {
                 ngx_log!(
                     warn,
-                    std::ptr::null_mut(),
+                    crate::ngx::log::Log::cycle(),
                     "push_stream: workers {:?} died without unregistering; their share of the store was released",
                     r.dead_workers
                 );
@@ -328,7 +328,7 @@ pub fn exit(joined: bool) {
     } else {
         ngx_log!(
             alert,
-            std::ptr::null_mut(),
+            crate::ngx::log::Log::cycle(),
             "push_stream: the background thread did not stop in time; leaving its eventfd open"
         );
         w.inbox.leak();

@@ -196,8 +196,9 @@ pub fn hold(sub: Sub) {
     }
 }
 
-/// The held request `key` ended (its cleanup): forget it here and in the store.
-pub fn forget(key: usize, serial: u64) {
+/// The held request `key` ended (its cleanup): forget it here and in the store. False when
+/// it was not a subscriber.
+pub fn forget(key: usize, serial: u64) -> bool {
     let gone = with(|w| {
         if w.subs.get(&key).is_none_or(|s| s.req.serial() != serial) {
             return None;
@@ -217,16 +218,18 @@ pub fn forget(key: usize, serial: u64) {
         Some((sub, w.zone, w.limits, w.slot))
     })
     .flatten();
-    if let Some((sub, Some(zone), limits, slot)) = gone {
-        if !sub.channels.is_empty() {
-            let t = event::now();
-            zone.with_store(|s| {
-                for c in &sub.channels {
-                    s.remove_subscriber(c, slot, t, limits);
-                }
-            });
-        }
+    let Some((sub, zone, limits, slot)) = gone else {
+        return false;
+    };
+    if let (Some(zone), false) = (zone, sub.channels.is_empty()) {
+        let t = event::now();
+        zone.with_store(|s| {
+            for c in &sub.channels {
+                s.remove_subscriber(c, slot, t, limits);
+            }
+        });
     }
+    true
 }
 
 /// Writes shared payloads to a held request (no copy per request); closes it when the write
@@ -466,7 +469,7 @@ pub fn shutdown() {
     if !subs.is_empty() {
         ngx_log!(
             info,
-            std::ptr::null_mut(),
+            crate::ngx::log::Log::cycle(),
             "push_stream: shutting down, ending {} subscriber(s)",
             subs.len()
         );

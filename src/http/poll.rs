@@ -5,13 +5,12 @@
 use push_stream_core::channel_path::{self as cp, ChannelError};
 use push_stream_core::template::{valid_jsonp_callback, JSONP_CONTENT_TYPE};
 
-use super::subscribe::{prepare, render_old, resume_time_tag, Subscribe};
+use super::subscribe::{held_sub, prepare, render_old, resume_time_tag, Subscribe};
 use super::{fail, fail_channel, zone_full, ERR500};
 use crate::conf::{LocConf, MainConf};
-use crate::delivery::{self, Mode, Sub};
+use crate::delivery::{self, Mode};
 use crate::ngx::request::Request;
 use crate::ngx::Status;
-use crate::Module;
 
 pub fn handle(
     req: Request<'_>,
@@ -68,22 +67,10 @@ pub fn handle(
         req.set_header_only();
         return req.send_header();
     }
-    let h = match req.hold::<Module>(false) {
-        Ok(h) => h,
-        Err(rc) => {
-            super::subscribe::release(mcf, &p);
-            return rc;
-        }
+    let mut sub = match held_sub(req, mcf, &p, tpl, Mode::LongPoll { jsonp }) {
+        Ok(sub) => sub,
+        Err(rc) => return rc,
     };
-    let mut sub = Sub::new(
-        h,
-        p.channels.iter().map(|c| c.id.clone()).collect(),
-        Some(tpl),
-        tpl.footer.clone(),
-        p.since_seq,
-        Mode::LongPoll { jsonp },
-    );
-    sub.since_offset = p.since_offset;
     sub.ttl = lcf.longpolling_ttl();
     sub.timeout_body = mcf.timeout_with_body();
     delivery::hold(sub);

@@ -6,13 +6,12 @@ use push_stream_core::channel_path::ChannelError;
 use push_stream_core::conf_values::{self, SubscriberMode};
 use push_stream_core::template::Kind;
 
-use super::subscribe::{padding_for, prepare, release, render_old, Subscribe};
+use super::subscribe::{held_sub, padding_for, prepare, release, render_old, Subscribe};
 use super::{cors, fail, fail_channel, no_cache, poll, zone_full, ERR500, GET, OPTIONS};
 use crate::conf::{LocConf, MainConf};
-use crate::delivery::{self, Mode, Sub};
+use crate::delivery::{self, Mode};
 use crate::ngx::request::Request;
 use crate::ngx::Status;
-use crate::Module;
 
 pub fn handle(
     req: Request<'_>,
@@ -88,22 +87,11 @@ pub fn handle(
     }
     // From here on the request is held; its cleanup releases the subscriptions on every
     // path (the subscriptions are registered with the subscriber before anything is written).
-    let h = match req.hold::<Module>(false) {
-        Ok(h) => h,
-        Err(rc) => {
-            release(mcf, &p);
-            return rc;
-        }
+    let mut sub = match held_sub(req, mcf, &p, tpl, Mode::Stream) {
+        Ok(sub) => sub,
+        Err(rc) => return rc,
     };
-    let mut sub = Sub::new(
-        h,
-        p.channels.iter().map(|c| c.id.clone()).collect(),
-        Some(tpl),
-        tpl.footer.clone(),
-        p.since_seq,
-        Mode::Stream,
-    );
-    sub.since_offset = p.since_offset;
+    let h = sub.req;
     sub.ping = lcf
         .ping_message_interval
         .map(|ms| (tpl.ping(mcf.ping_text()), ms));

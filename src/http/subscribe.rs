@@ -9,10 +9,12 @@ use push_stream_core::template::{LocationTemplates, Message};
 
 use super::{requested_channels, store_error, too_long};
 use crate::conf::{LocConf, MainConf};
-use crate::delivery;
+use crate::delivery::{self, Mode, Sub};
 use crate::ngx::conf::Complex;
 use crate::ngx::event;
 use crate::ngx::request::Request;
+use crate::ngx::Status;
+use crate::Module;
 
 /// When a subscribe request registers as a subscriber of its channels.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -234,4 +236,28 @@ pub fn padding_for(req: &Request<'_>, lcf: &LocConf) -> Option<(usize, usize)> {
         .iter()
         .find(|r| req.regex_matches(r.regex, &ua))
         .map(|r| (r.header_min, r.message_min))
+}
+
+/// Holds a prepared subscriber request and makes its subscriber state (the caller sets what
+/// its transport adds, then registers it with `delivery::hold`). On failure the request's
+/// subscriptions are released and the handler returns the status.
+pub fn held_sub(
+    req: Request<'_>,
+    mcf: &MainConf,
+    p: &Prepared,
+    tpl: &'static LocationTemplates,
+    mode: Mode,
+) -> Result<Sub, Status> {
+    let read = matches!(mode, Mode::WebSocket(_));
+    let h = req.hold::<Module>(read).inspect_err(|_| release(mcf, p))?;
+    let mut sub = Sub::new(
+        h,
+        p.channels.iter().map(|c| c.id.clone()).collect(),
+        Some(tpl),
+        tpl.footer.clone(),
+        p.since_seq,
+        mode,
+    );
+    sub.since_offset = p.since_offset;
+    Ok(sub)
 }

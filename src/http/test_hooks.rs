@@ -31,6 +31,18 @@ pub fn handle(req: Request<'_>, hook: TestHook) -> Status {
             );
             req.respond(200, Some(b"application/json"), &[], body.as_bytes())
         }
+        TestHook::PauseInbox => {
+            let ms = push_stream_core::query::arg(req.args(), b"ms")
+                .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+                .unwrap_or(1000);
+            crate::rabbitmq::pause_inbox(ms);
+            req.respond(
+                200,
+                Some(b"text/plain"),
+                &[],
+                format!("paused {ms}\n").as_bytes(),
+            )
+        }
         TestHook::Hold => {
             req.set_status(200);
             if !req.set_content_type(Some(b"text/plain")) {

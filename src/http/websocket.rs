@@ -7,15 +7,15 @@
 use push_stream_core::channel_path::ChannelError;
 use push_stream_core::websocket::{self as ws, Decoder, Event, Limits};
 
-use super::subscribe::{prepare, render_old, Subscribe};
+use super::subscribe::{held_sub, prepare, render_old, Subscribe};
 use super::{fail, no_cache, GET};
 use crate::conf::{LocConf, MainConf};
-use crate::delivery::{self, Mode, Sub, WsState};
+use crate::delivery::{self, Mode, WsState};
 use crate::ngx::held::{HeldRef, Recv, Sent};
 use crate::ngx::request::Request;
 use crate::ngx::{event, Status, Timer};
+use crate::ngx_log;
 use crate::publish::{self, Route};
-use crate::{ngx_log, Module};
 
 /// Bytes read from one client per read event; the rest waits for the next turn of the
 /// event loop (other clients and publishers are served in between).
@@ -95,13 +95,6 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
     };
     // Frames the client sent in the same packet as the handshake.
     let preread = req.take_preread();
-    let held = match req.hold::<Module>(true) {
-        Ok(h) => h,
-        Err(rc) => {
-            super::subscribe::release(mcf, &p);
-            return rc;
-        }
-    };
     let state = WsState {
         decoder: Decoder::new(limits),
         mcf,
@@ -109,15 +102,11 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
         partial_since: None,
         partial_counted: 0,
     };
-    let mut sub = Sub::new(
-        held,
-        p.channels.iter().map(|c| c.id.clone()).collect(),
-        Some(tpl),
-        tpl.footer.clone(),
-        p.since_seq,
-        Mode::WebSocket(Box::new(state)),
-    );
-    sub.since_offset = p.since_offset;
+    let mut sub = match held_sub(req, mcf, &p, tpl, Mode::WebSocket(Box::new(state))) {
+        Ok(sub) => sub,
+        Err(rc) => return rc,
+    };
+    let held = sub.req;
     sub.ping = lcf
         .ping_message_interval
         .map(|ms| (ws::PING_FRAME.to_vec(), ms));

@@ -38,9 +38,9 @@ impl Conf {
         self.0
     }
 
-    pub fn log(self) -> *mut nginx_sys::ngx_log_t {
-        // SAFETY: a live configuration.
-        unsafe { (*self.0).log }
+    pub fn log(self) -> super::log::Log {
+        // SAFETY: the log of a live configuration, which outlives the running call.
+        unsafe { super::log::Log::from_raw((*self.0).log) }
     }
 
     /// The arguments of the directive being parsed (without its name).

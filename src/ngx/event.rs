@@ -10,6 +10,7 @@ use nginx_sys::{
 };
 
 use super::guard::guard;
+use super::log::Log;
 use super::thread::drain_eventfd;
 use super::App;
 
@@ -128,7 +129,7 @@ unsafe fn post(ev: *mut ngx_event_t, q: *mut nginx_sys::ngx_queue_t) {
 
 unsafe extern "C" fn inbox_handler<A: App>(ev: *mut ngx_event_t) {
     let c = (*ev).data as *mut ngx_connection_t;
-    guard((*c).log, "inbox handler", (), || {
+    guard(Log::from_raw((*c).log), "inbox handler", (), || {
         // SAFETY: c is our eventfd connection, alive until the module closes it.
         let closing = unsafe { (*c).close() } != 0;
         if closing {
@@ -147,7 +148,7 @@ unsafe extern "C" fn inbox_handler<A: App>(ev: *mut ngx_event_t) {
 
 unsafe extern "C" fn wake_handler<A: App>(ev: *mut ngx_event_t) {
     let c = (*ev).data as *mut ngx_connection_t;
-    guard((*c).log, "wake-up handler", (), || {
+    guard(Log::from_raw((*c).log), "wake-up handler", (), || {
         let mut buf = [0u8; 64];
         // SAFETY: non-blocking recv on our own socket into a stack buffer.
         while unsafe { libc::recv((*c).fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) }
@@ -189,7 +190,9 @@ impl Drop for Ticker {
 }
 
 unsafe extern "C" fn tick_handler<A: App>(ev: *mut ngx_event_t) {
-    guard((*ev).log, "timer", (), || A::wakeup(Source::Tick))
+    guard(Log::from_raw((*ev).log), "timer", (), || {
+        A::wakeup(Source::Tick)
+    })
 }
 
 /// nginx's cached wall clock in milliseconds.

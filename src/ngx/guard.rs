@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
-use nginx_sys::{ngx_log_t, NGX_LOG_ALERT};
+use nginx_sys::NGX_LOG_ALERT;
 
 use super::log;
 
@@ -57,7 +57,7 @@ fn payload_text(payload: &(dyn Any + Send)) -> String {
 
 /// Runs `f`; on a panic logs `push_stream: panic in <what>: <message>` to `log` (or the cycle
 /// log when null) and returns `on_panic`.
-pub fn guard<R>(log_ptr: *mut ngx_log_t, what: &str, on_panic: R, f: impl FnOnce() -> R) -> R {
+pub fn guard<R>(log_ptr: log::Log, what: &str, on_panic: R, f: impl FnOnce() -> R) -> R {
     match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {

@@ -23,6 +23,7 @@ use nginx_sys::{ngx_event_t, ngx_http_request_t, ngx_int_t};
 use push_stream_core::hash::PtrHash;
 
 use super::guard::guard;
+use super::log::Log;
 use super::output::Out;
 use super::request::Request;
 use super::{App, Status, Timer};
@@ -237,29 +238,13 @@ impl HeldRef {
         Some(f(&req))
     }
 
-    pub fn log(self) -> *mut nginx_sys::ngx_log_t {
-        self.with(|r| r.log()).unwrap_or(ptr::null_mut())
+    pub fn log(self) -> Log {
+        self.with(|r| r.log()).unwrap_or(Log::cycle())
     }
 
     /// Writes shared payloads without a copy per request (see `Request::send_shared`).
     pub fn send(self, parts: &[Rc<[u8]>]) -> Sent {
-        // The output state is taken out of the registry for the call (nginx's filters may run
-        // other requests' code, which must find the registry free) and put back after.
-        let Some(mut out) = entry(self, |e| std::mem::take(&mut e.out)) else {
-            return Sent::Gone;
-        };
-        // SAFETY: see `with`.
-        let rc = unsafe { Request::from_raw(self.r.as_ptr()) }
-            .map_or(nginx_sys::NGX_ERROR as ngx_int_t, |req| {
-                req.send_shared(&mut out, parts)
-            });
-        let pending = out.pending;
-        self.put_out(out);
-        if rc == nginx_sys::NGX_ERROR as ngx_int_t {
-            Sent::Failed
-        } else {
-            Sent::Ok { pending }
-        }
+        self.write(|req, out| req.send_shared(out, parts))
     }
 
     /// `send` of one payload copied once.
@@ -270,14 +255,19 @@ impl HeldRef {
     /// The first bytes of a held response, right after its header: copied into the request
     /// pool and flushed (with the header nginx may still hold), even when empty.
     pub fn send_first(self, bytes: &[u8]) -> Sent {
+        self.write(|req, out| req.send_copy(out, bytes))
+    }
+
+    /// Runs a write with the request and its output state. The output state is taken out of
+    /// the registry for the call (nginx's filters may run other requests' code, which must
+    /// find the registry free) and put back after.
+    fn write(self, f: impl FnOnce(&Request<'_>, &mut Out) -> ngx_int_t) -> Sent {
         let Some(mut out) = entry(self, |e| std::mem::take(&mut e.out)) else {
             return Sent::Gone;
         };
         // SAFETY: see `with`.
         let rc = unsafe { Request::from_raw(self.r.as_ptr()) }
-            .map_or(nginx_sys::NGX_ERROR as ngx_int_t, |req| {
-                req.send_copy(&mut out, bytes)
-            });
+            .map_or(nginx_sys::NGX_ERROR as ngx_int_t, |req| f(&req, &mut out));
         let pending = out.pending;
         self.put_out(out);
         if rc == nginx_sys::NGX_ERROR as ngx_int_t {
@@ -493,7 +483,7 @@ fn closer_event() -> *mut ngx_event_t {
 }
 
 unsafe extern "C" fn closer_handler(ev: *mut ngx_event_t) {
-    guard((*ev).log, "deferred close", (), run_closes)
+    guard(Log::from_raw((*ev).log), "deferred close", (), run_closes)
 }
 
 unsafe extern "C" fn write_handler<A: App>(r: *mut ngx_http_request_t) {
@@ -522,14 +512,16 @@ unsafe extern "C" fn timer_handler<A: App>(ev: *mut ngx_event_t) {
     })
     .flatten();
     if let Some(which) = which {
-        guard((*ev).log, "timer", (), || A::held_timer(h, which))
+        guard(Log::from_raw((*ev).log), "timer", (), || {
+            A::held_timer(h, which)
+        })
     }
 }
 
 /// The request's cleanup: forget it, delete its timers, settle its byte count, keep the
 /// payloads nginx may still reference until its pool goes, then tell the module.
 unsafe extern "C" fn cleanup<A: App>(data: *mut core::ffi::c_void) {
-    guard(ptr::null_mut(), "request cleanup", (), || {
+    guard(Log::cycle(), "request cleanup", (), || {
         let key = data as usize;
         let Some(mut e) = HELD.with(|m| m.borrow_mut().remove(&key)) else {
             return;

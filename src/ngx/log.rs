@@ -2,10 +2,29 @@
 
 use nginx_sys::{ngx_cycle, ngx_log_t};
 
-/// Writes `msg` at `level` (NGX_LOG_*) to `log`, or to the cycle's log when `log` is null.
-pub fn write(level: usize, log: *mut ngx_log_t, msg: &str) {
+/// Where a log line goes: the log of a request, connection or configuration (obtained from
+/// the layer's wrappers, valid for the running call), or the cycle's.
+#[derive(Clone, Copy, Debug)]
+pub struct Log(*mut ngx_log_t);
+
+impl Log {
+    /// The running cycle's error log.
+    pub const fn cycle() -> Log {
+        Log(core::ptr::null_mut())
+    }
+
+    /// # Safety
+    /// `log` is null (the cycle's log) or an nginx log that outlives every use of the result.
+    pub unsafe fn from_raw(log: *mut ngx_log_t) -> Log {
+        Log(log)
+    }
+}
+
+/// Writes `msg` at `level` (NGX_LOG_*) to `log`.
+pub fn write(level: usize, log: Log, msg: &str) {
+    let log = log.0;
     // SAFETY: nginx's globals are only touched on the worker's (or master's) main thread, where
-    // every caller of this function runs; the log pointer is nginx's own.
+    // every caller of this function runs; the log pointer is nginx's own (Log's contract).
     unsafe {
         let log = if log.is_null() {
             if ngx_cycle.is_null() {
@@ -25,7 +44,7 @@ pub fn write(level: usize, log: *mut ngx_log_t, msg: &str) {
 macro_rules! log_at {
     ($name:ident, $level:ident) => {
         #[allow(dead_code)]
-        pub fn $name(log: *mut ngx_log_t, msg: &str) {
+        pub fn $name(log: Log, msg: &str) {
             write(nginx_sys::$level as usize, log, msg)
         }
     };
@@ -37,8 +56,8 @@ log_at!(warn, NGX_LOG_WARN);
 log_at!(notice, NGX_LOG_NOTICE);
 log_at!(info, NGX_LOG_INFO);
 
-/// Format-style logging: `ngx_log!(warn, log_ptr, "push_stream: {} …", x)` writes at that
-/// level to `log_ptr` (null: the cycle's log). Levels: alert, error, warn, notice, info.
+/// Format-style logging: `ngx_log!(warn, log, "push_stream: {} …", x)` writes at that
+/// level to `log` (a [`Log`]). Levels: alert, error, warn, notice, info.
 #[macro_export]
 macro_rules! ngx_log {
     ($level:ident, $log:expr, $($arg:tt)+) => {

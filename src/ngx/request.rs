@@ -82,9 +82,9 @@ impl<'a> Request<'a> {
         self.r.as_ptr() as usize
     }
 
-    pub fn log(&self) -> *mut nginx_sys::ngx_log_t {
-        // SAFETY: the connection of a live request.
-        unsafe { (*self.r().connection).log }
+    pub fn log(&self) -> log::Log {
+        // SAFETY: the log of a live request's connection, used within the running call.
+        unsafe { log::Log::from_raw((*self.r().connection).log) }
     }
 
     pub fn method(&self) -> usize {

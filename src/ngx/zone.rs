@@ -216,72 +216,77 @@ unsafe fn existing_size(name: &[u8], tag: *mut c_void) -> Option<usize> {
 }
 
 unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
-    guard(ptr::null_mut(), "zone init", NGX_ERROR as ngx_int_t, || {
-        let zone = &mut *zone;
-        let spec = &*(zone.data as *const ZoneSpec);
-        let limits = &spec.limits;
-        let name = String::from_utf8_lossy(zone.shm.name.as_bytes()).into_owned();
-        let sp = zone.shm.addr as *mut ngx_slab_pool_t;
-        // The store reports a full zone itself (a clear error and a log line of ours): the
-        // slab's own "ngx_slab_alloc() failed: no memory" at crit would only add noise.
-        (*sp).set_log_nomem(0);
-        if !data.is_null() {
-            // Reload: the previous cycle's zone, same name and size, is reused as it is.
-            zone.data = data;
-            let hdr = data as *mut ZoneHeader;
-            if let Some(events) = &limits.events_channel_id {
-                // An events channel configured only now gets created (the C module crashed here).
-                let alloc_ok = with_header(hdr, |s| {
-                    s.get_or_create(events, ngx_time() as i64, limits).is_ok()
-                });
-                if !alloc_ok {
-                    log::warn(
-                        ptr::null_mut(),
-                        "push_stream: cannot create the events channel: shared memory full",
-                    );
+    guard(
+        log::Log::cycle(),
+        "zone init",
+        NGX_ERROR as ngx_int_t,
+        || {
+            let zone = &mut *zone;
+            let spec = &*(zone.data as *const ZoneSpec);
+            let limits = &spec.limits;
+            let name = String::from_utf8_lossy(zone.shm.name.as_bytes()).into_owned();
+            let sp = zone.shm.addr as *mut ngx_slab_pool_t;
+            // The store reports a full zone itself (a clear error and a log line of ours): the
+            // slab's own "ngx_slab_alloc() failed: no memory" at crit would only add noise.
+            (*sp).set_log_nomem(0);
+            if !data.is_null() {
+                // Reload: the previous cycle's zone, same name and size, is reused as it is.
+                zone.data = data;
+                let hdr = data as *mut ZoneHeader;
+                if let Some(events) = &limits.events_channel_id {
+                    // An events channel configured only now gets created (the C module crashed here).
+                    let alloc_ok = with_header(hdr, |s| {
+                        s.get_or_create(events, ngx_time() as i64, limits).is_ok()
+                    });
+                    if !alloc_ok {
+                        log::warn(
+                            log::Log::cycle(),
+                            "push_stream: cannot create the events channel: shared memory full",
+                        );
+                    }
                 }
+                return NGX_OK as ngx_int_t;
             }
-            return NGX_OK as ngx_int_t;
-        }
-        let alloc = ZoneAlloc(NonNull::new(sp).expect("slab pool"));
-        let now = ngx_time() as i64;
-        ngx_shmtx_lock(&mut (*sp).mutex);
-        let made = (|| {
-            let store = Store::new_in(alloc, now, limits).ok()?;
-            let store = ZBox::try_new_in(store, alloc).ok()?;
-            let hdr =
-                ngx_slab_alloc_locked(sp, core::mem::size_of::<ZoneHeader>()) as *mut ZoneHeader;
-            if hdr.is_null() {
-                return None;
-            }
-            // All zero is a valid ZoneHeader (atomics, integers, null pointers); then the fields.
-            core::ptr::write_bytes(hdr as *mut u8, 0, core::mem::size_of::<ZoneHeader>());
-            (*hdr).magic = MAGIC;
-            (*hdr).created = now;
-            (*hdr).store = ZBox::into_raw(store);
-            (*hdr).pool = sp;
-            Some(hdr)
-        })();
-        ngx_shmtx_unlock(&mut (*sp).mutex);
-        let Some(hdr) = made else {
-            log::alert(
-                ptr::null_mut(),
-                &format!("push_stream: zone \"{name}\" is too small for the store"),
+            let alloc = ZoneAlloc(NonNull::new(sp).expect("slab pool"));
+            let now = ngx_time() as i64;
+            ngx_shmtx_lock(&mut (*sp).mutex);
+            let made = (|| {
+                let store = Store::new_in(alloc, now, limits).ok()?;
+                let store = ZBox::try_new_in(store, alloc).ok()?;
+                let hdr = ngx_slab_alloc_locked(sp, core::mem::size_of::<ZoneHeader>())
+                    as *mut ZoneHeader;
+                if hdr.is_null() {
+                    return None;
+                }
+                // All zero is a valid ZoneHeader (atomics, integers, null pointers); then the fields.
+                core::ptr::write_bytes(hdr as *mut u8, 0, core::mem::size_of::<ZoneHeader>());
+                (*hdr).magic = MAGIC;
+                (*hdr).created = now;
+                (*hdr).store = ZBox::into_raw(store);
+                (*hdr).pool = sp;
+                Some(hdr)
+            })();
+            ngx_shmtx_unlock(&mut (*sp).mutex);
+            let Some(hdr) = made else {
+                log::alert(
+                    log::Log::cycle(),
+                    &format!("push_stream: zone \"{name}\" is too small for the store"),
+                );
+                return NGX_ERROR as ngx_int_t;
+            };
+            (*sp).data = hdr as *mut c_void;
+            zone.data = hdr as *mut c_void;
+            log::info(
+                log::Log::cycle(),
+                &format!(
+                    "Using {}KiB of shared memory for push stream module on zone: {}",
+                    zone.shm.size / 1024,
+                    name
+                ),
             );
-            return NGX_ERROR as ngx_int_t;
-        };
-        (*sp).data = hdr as *mut c_void;
-        zone.data = hdr as *mut c_void;
-        log::info(
-            ptr::null_mut(),
-            &format!(
-                "Using {}KiB of shared memory for push stream module on zone: {}",
-                zone.shm.size / 1024,
-                name
-            ),
-        );
-        NGX_OK as ngx_int_t
-    })
+            NGX_OK as ngx_int_t
+        },
+    )
 }
 
 /// Holds the zone's mutex; released on drop (also while unwinding from a panic).

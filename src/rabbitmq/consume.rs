@@ -104,7 +104,7 @@ pub fn consumed(m: BrokerMessage) {
         // When this worker consumes for the host, the others cannot get it: say so.
         ngx_log!(
             error,
-            std::ptr::null_mut(),
+            crate::ngx::log::Log::cycle(),
             "push_stream: amqp: message {} for channel \"{}\" not stored{}: {e}",
             offset + 1,
             String::from_utf8_lossy(&ch),
@@ -188,7 +188,7 @@ fn consumed_delete(mcf: &'static MainConf, m: &BrokerMessage, place: Place, now:
     for (ch, e) in failed {
         ngx_log!(
             error,
-            std::ptr::null_mut(),
+            crate::ngx::log::Log::cycle(),
             "push_stream: amqp: delete of channel \"{}\" failed: {e}",
             String::from_utf8_lossy(&ch)
         );
@@ -196,7 +196,7 @@ fn consumed_delete(mcf: &'static MainConf, m: &BrokerMessage, place: Place, now:
     if claimed {
         ngx_log!(
             notice,
-            std::ptr::null_mut(),
+            crate::ngx::log::Log::cycle(),
             "push_stream: amqp: channel delete from the broker: {deleted} of {} channel(s) deleted on this host",
             m.channels.len()
         );

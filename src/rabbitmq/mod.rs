@@ -25,7 +25,7 @@ use client::Status;
 use push_stream_core::amqp::Source;
 use thread::InboxItem;
 
-pub use publish::{publish, timed_out, Answer, Message, Outcome, Publisher};
+pub use publish::{forget, publish, timed_out, Answer, Message, Outcome, Publisher};
 
 /// The event-loop side's state.
 struct State {
@@ -115,8 +115,12 @@ pub fn start(mcf: &'static MainConf) -> Result<bool, StartError> {
     let (tx, rx) = mpsc::channel(client::OUTBOX_CAPACITY);
     let status = Arc::new(Status::default());
     let waker = delivery::inbox_waker().ok_or(StartError::NoWorkerState)?;
-    thread::start(waker, client::run(settings, start, rx, status.clone()))
-        .map_err(StartError::Thread)?;
+    thread::start(
+        waker,
+        mcf.test_inbox_capacity,
+        client::run(settings, start, rx, status.clone()),
+    )
+    .map_err(StartError::Thread)?;
     STATE.with(|s| {
         *s.borrow_mut() = Some(State {
             outbox: tx,
@@ -219,13 +223,13 @@ fn state(connected: bool, detail: &str) {
     if connected {
         ngx_log!(
             notice,
-            std::ptr::null_mut(),
+            crate::ngx::log::Log::cycle(),
             "push_stream: amqp: connected, {detail}"
         );
     } else {
         ngx_log!(
             warn,
-            std::ptr::null_mut(),
+            crate::ngx::log::Log::cycle(),
             "push_stream: amqp: broker unavailable ({detail}); reconnecting"
         );
     }
@@ -235,6 +239,10 @@ fn state(connected: bool, detail: &str) {
 /// batch go first; the inbox waits (it is bounded and the thread holds back) until they are
 /// out, so a worker under load keeps its turns short.
 pub fn drain_inbox() {
+    #[cfg(feature = "test-hooks")]
+    if PAUSED_UNTIL.with(|p| p.get()) > event::now_ms() {
+        return; // the periodic timer drains it once the pause is over
+    }
     if !delivery::leftover_first() {
         delivery::inbox_next_turn();
         return;
@@ -250,7 +258,7 @@ pub fn drain_inbox() {
                         w.last_tick = n;
                     });
                 }
-                InboxItem::Log(msg) => ngx_log!(warn, std::ptr::null_mut(), "{msg}"),
+                InboxItem::Log(msg) => ngx_log!(warn, crate::ngx::log::Log::cycle(), "{msg}"),
                 InboxItem::AmqpState { connected, detail } => state(connected, &detail),
                 InboxItem::Broker(m) => consume::consumed(*m),
                 InboxItem::PublishDone { token, result } => publish::confirmed(token, result),
@@ -263,6 +271,18 @@ pub fn drain_inbox() {
 /// Another worker consumed back some of this worker's publishes (its wake-up): answer them.
 pub fn check_stored() {
     publish::answer_stored();
+}
+
+#[cfg(feature = "test-hooks")]
+thread_local! {
+    static PAUSED_UNTIL: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// Test hook: the inbox is not drained for `ms` milliseconds (its items wait; the thread
+/// waits for room rather than drop a stream message or a publish's answer).
+#[cfg(feature = "test-hooks")]
+pub fn pause_inbox(ms: i64) {
+    PAUSED_UNTIL.with(|p| p.set(event::now_ms() + ms));
 }
 
 /// Stops the bridge (exit_process); true when no thread is left running.

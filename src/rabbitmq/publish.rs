@@ -192,6 +192,16 @@ pub fn timed_out(req: HeldRef) {
     }
 }
 
+/// An HTTP publisher's request ended before its answer (the client left, the worker is
+/// exiting): forget its confirmed publish waiting for the store (one waiting for the
+/// broker's confirm is forgotten when the confirm comes).
+pub fn forget(key: usize, serial: u64) {
+    with(|s| {
+        s.awaiting
+            .retain(|_, p| !(p.req.key() == key && p.req.serial() == serial))
+    });
+}
+
 /// Answers the confirmed publishes this host's store has consumed back.
 pub(super) fn answer_stored() {
     let ready: Vec<Pending> = with(|s| {

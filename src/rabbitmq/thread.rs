@@ -205,12 +205,18 @@ thread_local! {
     static RUNNING: std::cell::RefCell<Option<Running>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Starts the worker's background thread with `body`, waking the event loop through `waker`.
-pub fn start<F>(waker: Waker, body: F) -> std::io::Result<()>
+/// Starts the worker's background thread with `body`, waking the event loop through `waker`;
+/// its inbox holds `capacity` items (0: `INBOX_CAPACITY`).
+pub fn start<F>(waker: Waker, capacity: usize, body: F) -> std::io::Result<()>
 where
     F: FnOnce(&BridgeCtx) + Send + 'static,
 {
-    let (tx, rx) = bounded(INBOX_CAPACITY);
+    let capacity = if capacity == 0 {
+        INBOX_CAPACITY
+    } else {
+        capacity
+    };
+    let (tx, rx) = bounded(capacity);
     let bridge = Bridge::start(waker, tx, body)?;
     RUNNING.with(|r| *r.borrow_mut() = Some(Running { bridge, inbox: rx }));
     Ok(())
