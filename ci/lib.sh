@@ -32,7 +32,9 @@ ensure_build_deps() {
 
 # The module signature string nginx embeds (e.g. 8,4,8,0011...): the ABI a module must match.
 module_signature() {
-    { strings "$1" | grep -E '^[0-9]+,[0-9]+,[0-9]+,[01]+$' || true; } | head -n 1
+    # The signature is a NUL-terminated string, but the linker may place it right after a
+    # string literal that is not (Rust's), so `strings` can print it glued to that text.
+    { strings "$1" | grep -oE '[0-9]+,[0-9]+,[0-9]+,[01]+$' || true; } | head -n 1
 }
 
 # RabbitMQ on 127.0.0.1:5672, installed and started when it does not answer.
