@@ -587,7 +587,11 @@ async fn session(
                             }
                             // Never dropped: the answer waits for room in the inbox (the
                             // worker drains it on every wake-up).
-                            let _ = waker.deliver(InboxItem::PublishDone { token: req.token, result });
+                            let mut item = InboxItem::PublishDone { token: req.token, result };
+                            while let Err(crossbeam_channel::TrySendError::Full(back)) = waker.offer(item) {
+                                item = back;
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
                         });
                     }
                 }
