@@ -1048,14 +1048,16 @@ fn a_configuration_with_all_36_directives_is_accepted_and_serves() {
            }}\n\
          }}"
     );
-    // The C module's 36 directives (push_stream_amqp_*, push_stream_metrics and
-    // push_stream_max_channels_per_request are this module's own).
+    // The C module's 36 directives (push_stream_amqp_*, push_stream_metrics,
+    // push_stream_max_channels_per_request and push_stream_max_pending_bytes are this
+    // module's own).
     let names: Vec<String> = command_table_names()
         .into_iter()
         .filter(|n| {
             !n.starts_with("push_stream_amqp_")
                 && n != "push_stream_metrics"
                 && n != "push_stream_max_channels_per_request"
+                && n != "push_stream_max_pending_bytes"
         })
         .collect();
     assert_eq!(names.len(), 36, "the command table: {names:?}");

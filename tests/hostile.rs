@@ -1278,3 +1278,57 @@ fn a_subscriber_request_finished_after_the_shutdown_began_is_refused() {
     drop(c);
     n.stop();
 }
+
+/// Attack: request smuggling (CL.0). A request the module answers without reading its body
+/// (statistics, a publisher's GET or OPTIONS, a non-admin publisher's DELETE (405), a polling
+/// subscriber, an error answer) carries a body that is itself an HTTP request.
+///
+/// Expected: the body is discarded: the connection gives exactly one response per request
+/// really sent (the smuggled `GET /pub?id=smuggled` is never answered and creates nothing).
+#[test]
+fn a_body_the_module_does_not_read_is_discarded_not_parsed_as_a_request() {
+    let _g = shared();
+    let n = start(1, "");
+    let smuggled = "GET /pub?id=smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (method, path) in [
+        ("GET", "/stats"),
+        ("GET", "/pub?id=a"),
+        ("OPTIONS", "/pub?id=a"),
+        ("DELETE", "/pub-nostore?id=a"),
+        ("GET", "/poll/a"),
+        ("GET", "/sub/ALL"),
+    ] {
+        let mut s = connect(n.port);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{smuggled}",
+            smuggled.len()
+        );
+        let close = "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        s.write_all(format!("{head}{close}").as_bytes()).unwrap();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match read_some(&mut s, &mut buf) {
+                Ok(0) => break,
+                Ok(k) => all.extend_from_slice(&buf[..k]),
+                Err(e) => panic!(
+                    "{method} {path}: {e} after {:?}",
+                    String::from_utf8_lossy(&all)
+                ),
+            }
+        }
+        let text = String::from_utf8_lossy(&all);
+        assert_eq!(
+            text.matches("HTTP/1.1 ").count(),
+            2,
+            "{method} {path}: one response per request sent, none for the body:\n{text}"
+        );
+    }
+    assert_eq!(
+        get(n.port, "/pub?id=smuggled").status,
+        404,
+        "the smuggled request ran"
+    );
+    n.stop();
+}

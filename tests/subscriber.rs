@@ -1211,3 +1211,44 @@ fn tls_and_http2_subscribers_get_every_message_through_nginxs_own_writer() {
     }
     n.stop();
 }
+
+/// A message larger than `push_stream_max_pending_bytes` (4 MB against the default 1 MiB,
+/// the body spooled to a temporary file) reaches a subscriber that reads it: the bound is on
+/// a backlog the client does not drain besides the message it is receiving, never on that
+/// message. A later `.b1` subscriber gets it whole from the store too (as with the C module).
+#[test]
+fn a_message_larger_than_the_backlog_bound_reaches_a_reading_subscriber() {
+    let conf = conf().replacen(
+        "location /pub {",
+        "location /pubbig { push_stream_publisher admin; push_stream_channels_path $arg_id; push_stream_store_messages on; client_max_body_size 5m; client_body_buffer_size 1m; }\n        location /pub {",
+        1,
+    );
+    let n = Nginx::start_with(
+        &conf,
+        Options {
+            workers: 1,
+            ..Default::default()
+        },
+    );
+    let mut live = Stream::open(n.port, "/sub/big", &[]);
+    let text = "z".repeat(4_000_000);
+    let r = request(n.port, "POST", "/pubbig?id=big", &[], text.as_bytes());
+    assert_eq!(r.status, 200, "{r:?}");
+    let got = read_until(&mut live, "\n");
+    assert_eq!(
+        got,
+        format!("1|big|{text}\n").as_str().to_string(),
+        "the live subscriber"
+    );
+    let mut later = Stream::open(n.port, "/sub/big.b1", &[]);
+    let got = read_until(&mut later, "\n");
+    assert_eq!(
+        got.len(),
+        text.len() + "1|big|\n".len(),
+        "the .b1 subscriber"
+    );
+    let log = n.error_log();
+    assert!(!log.contains("stopped reading"), "{log}");
+    drop((live, later));
+    n.stop();
+}

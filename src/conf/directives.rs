@@ -111,9 +111,10 @@ enum LocField {
     UserAgent,
     PaddingByUserAgent,
     MaxChannelsPerRequest,
+    MaxPendingBytes,
 }
 
-const LOC_FIELDS: [LocField; 26] = [
+const LOC_FIELDS: [LocField; 27] = [
     LocField::Publisher,
     LocField::Subscriber,
     LocField::Statistics,
@@ -140,6 +141,7 @@ const LOC_FIELDS: [LocField; 26] = [
     LocField::UserAgent,
     LocField::PaddingByUserAgent,
     LocField::MaxChannelsPerRequest,
+    LocField::MaxPendingBytes,
 ];
 
 const MAIN: usize = NGX_HTTP_MAIN_CONF_OFFSET;
@@ -152,9 +154,9 @@ const ANY_IF: u32 = ANY | NGX_HTTP_LIF_CONF;
 const T1: u32 = NGX_CONF_TAKE1;
 
 #[cfg(not(feature = "test-hooks"))]
-pub const N_COMMANDS: usize = 49;
+pub const N_COMMANDS: usize = 50;
 #[cfg(feature = "test-hooks")]
-pub const N_COMMANDS: usize = 52;
+pub const N_COMMANDS: usize = 53;
 
 /// The command table (its last entry is the empty terminator).
 #[rustfmt::skip]
@@ -215,6 +217,7 @@ where
         command(c"push_stream_user_agent", ANY | T1, sl, LOC, L::UserAgent as usize),
         command(c"push_stream_padding_by_user_agent", ANY | T1, sl, LOC, L::PaddingByUserAgent as usize),
         command(c"push_stream_max_channels_per_request", ANY | T1, sl, LOC, L::MaxChannelsPerRequest as usize),
+        command(c"push_stream_max_pending_bytes", ANY | T1, sl, LOC, L::MaxPendingBytes as usize),
         #[cfg(feature = "test-hooks")]
         command(c"push_stream_test_hook", NGX_HTTP_LOC_CONF | T1, sl, LOC, L::TestHook as usize),
         #[cfg(feature = "test-hooks")]
@@ -496,6 +499,10 @@ where
             LocField::UserAgent => {
                 set_once(&mut l.user_agent, cf.compile_complex(&args[0])?, &name)
             }
+            LocField::MaxPendingBytes => {
+                let n = cv::parse_size(&a).map_err(|e| invalid(&name, e))?;
+                set_once(&mut l.max_pending_bytes, nonzero(n, &name)?, &name)
+            }
             LocField::MaxChannelsPerRequest => {
                 let n = cv::parse_number(&a).map_err(|e| invalid(&name, e))?;
                 set_once(&mut l.max_channels_per_request, nonzero(n, &name)?, &name)
@@ -686,6 +693,7 @@ where
         &mut conf.max_channels_per_request,
         &prev.max_channels_per_request,
     );
+    inherit(&mut conf.max_pending_bytes, &prev.max_pending_bytes);
     if let Some(mcf) = cf.main_conf_mut::<A>() {
         let prefix_set = mcf
             .wildcard_channel_prefix

@@ -30,6 +30,8 @@ pub mod defaults {
     pub const MESSAGE_TEMPLATE: &[u8] = b"~text~";
     /// `push_stream_max_channels_per_request`.
     pub const MAX_CHANNELS_PER_REQUEST: u64 = 100;
+    /// `push_stream_max_pending_bytes`: 1 MiB.
+    pub const MAX_PENDING_BYTES: u64 = 1024 * 1024;
     // The push_stream_amqp_* defaults: push_stream_core::amqp (DEFAULT_PREFETCH, …).
 }
 
@@ -199,6 +201,8 @@ pub struct LocConf {
     pub user_agent: Option<Complex>,
     /// `push_stream_max_channels_per_request`.
     pub max_channels_per_request: Option<u64>,
+    /// `push_stream_max_pending_bytes`.
+    pub max_pending_bytes: Option<u64>,
     pub padding: Option<std::rc::Rc<Vec<Padding>>>,
     /// Built at merge time for subscriber locations.
     pub templates: Option<LocationTemplates>,
@@ -228,6 +232,13 @@ impl LocConf {
     pub fn max_channels_per_request(&self) -> usize {
         self.max_channels_per_request
             .unwrap_or(defaults::MAX_CHANNELS_PER_REQUEST) as usize
+    }
+
+    /// The backlog a subscriber may leave unread besides the message it is receiving.
+    pub fn max_pending_bytes(&self) -> usize {
+        self.max_pending_bytes
+            .unwrap_or(defaults::MAX_PENDING_BYTES)
+            .min(usize::MAX as u64) as usize
     }
 
     /// How long a waiting long-poll waits (ms); None: forever.

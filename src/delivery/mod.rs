@@ -25,7 +25,7 @@ pub use fanout::{deliver_message, process_log, schedule_delivery, Since};
 pub use gather::{gathered, leftover_first};
 pub use subscribers::{
     forget, hold, is_subscriber, on_timer, on_write, reply_batch, send_bytes, shutdown, ws_context,
-    ws_feed, ws_in_message, Mode, Sub, WsState, WS_PARTIAL_BUDGET,
+    ws_feed, ws_in_message, ws_release, Mode, Sub, WsState, WS_PARTIAL_BUDGET,
 };
 
 /// The periodic timer: log catch-up, GC, subscriber census, registration retry.

@@ -16,9 +16,6 @@ use crate::ngx::held::{HeldRef, Sent};
 use crate::ngx::{Status, Timer};
 use crate::ngx_log;
 
-/// Bytes a subscriber may leave unsent (it stopped reading) before it is closed.
-pub const MAX_PENDING_BYTES: usize = 1024 * 1024;
-
 /// Per-connection WebSocket state kept with the subscriber.
 pub struct WsState {
     pub decoder: Decoder,
@@ -50,10 +47,23 @@ pub struct Fed {
 /// Feeds bytes a WebSocket client sent to its decoder. None: not a WebSocket subscriber.
 pub fn ws_feed(h: HeldRef, data: &[u8], now_ms: i64) -> Option<Fed> {
     with(|w| {
-        let Some(Mode::WebSocket(st)) = w.subs.get_mut(&h.key()).map(|s| &mut s.mode) else {
+        let Some(Mode::WebSocket(st)) = w
+            .subs
+            .get_mut(&h.key())
+            .filter(|s| s.req == h)
+            .map(|s| &mut s.mode)
+        else {
             return None;
         };
         let events = st.decoder.feed(data);
+        // A message that completed in this read: an unfinished one now is a new message.
+        let completed = events.iter().any(|e| {
+            matches!(
+                e,
+                push_stream_core::websocket::Event::Text(_)
+                    | push_stream_core::websocket::Event::Binary(_)
+            )
+        });
         let partial = st.decoder.partial_len();
         let total = WS_PARTIAL_TOTAL.with(|t| {
             let v = t.get() - st.partial_counted.min(t.get()) + partial;
@@ -67,6 +77,11 @@ pub fn ws_feed(h: HeldRef, data: &[u8], now_ms: i64) -> Option<Fed> {
                 st.partial_since = Some(now_ms);
                 started_partial = true;
             }
+            // Progress: the earlier message completed and another began (its own time limit).
+            (true, Some(_)) if completed => {
+                st.partial_since = Some(now_ms);
+                started_partial = true;
+            }
             (false, Some(_)) => st.partial_since = None,
             _ => {}
         }
@@ -77,6 +92,24 @@ pub fn ws_feed(h: HeldRef, data: &[u8], now_ms: i64) -> Option<Fed> {
         })
     })
     .flatten()
+}
+
+/// A WebSocket subscriber is ending: what it had unfinished leaves the worker's budget at
+/// once (not only at its request's cleanup), and its decoder buffers go.
+pub fn ws_release(h: HeldRef) {
+    with(|w| {
+        if let Some(Mode::WebSocket(st)) = w
+            .subs
+            .get_mut(&h.key())
+            .filter(|s| s.req == h)
+            .map(|s| &mut s.mode)
+        {
+            WS_PARTIAL_TOTAL.with(|t| t.set(t.get().saturating_sub(st.partial_counted)));
+            st.partial_counted = 0;
+            st.partial_since = None;
+            st.decoder = Decoder::new(st.decoder.limits());
+        }
+    });
 }
 
 /// A WebSocket subscriber has an unfinished message.
@@ -137,6 +170,9 @@ pub struct Sub {
     pub padding: Option<(usize, usize, bool)>,
     /// What a long-poll timeout or a shutdown answers (timeout_with_body).
     pub timeout_body: bool,
+    /// `push_stream_max_pending_bytes`: the backlog a subscriber may leave unread beyond the
+    /// message it is receiving.
+    pub max_pending: usize,
 }
 
 impl Sub {
@@ -160,6 +196,7 @@ impl Sub {
             ttl: None,
             padding: None,
             timeout_body: false,
+            max_pending: crate::conf::defaults::MAX_PENDING_BYTES as usize,
         }
     }
 
@@ -233,7 +270,9 @@ pub fn forget(key: usize, serial: u64) -> bool {
 }
 
 /// Writes shared payloads to a held request (no copy per request); closes it when the write
-/// fails, or when it has stopped reading and more than MAX_PENDING_BYTES wait for it.
+/// fails, or when it has stopped reading: more than its `push_stream_max_pending_bytes` wait
+/// for it besides the largest message it is receiving (so one message larger than the bound
+/// is never a reason to close a reader, only a backlog it does not drain).
 pub fn send(h: HeldRef, parts: &[Rc<[u8]>]) {
     send_n(h, parts, 1)
 }
@@ -244,17 +283,20 @@ pub(super) fn send_n(h: HeldRef, parts: &[Rc<[u8]>], messages: u64) {
     match h.send(parts) {
         Sent::Gone => {}
         Sent::Failed | Sent::TimedOut => h.close(Status::ERROR),
-        Sent::Ok { pending } => {
-            with(|w| {
+        Sent::Ok { pending, largest } => {
+            let limit = with(|w| {
                 w.stats.delivered += messages;
                 w.stats.bytes += bytes as u64;
-            });
-            if pending > MAX_PENDING_BYTES {
+                w.subs.get(&h.key()).map(|s| s.max_pending)
+            })
+            .flatten()
+            .unwrap_or(crate::conf::defaults::MAX_PENDING_BYTES as usize);
+            if pending > limit.saturating_add(largest) {
                 with(|w| w.stats.slow_closed += 1);
                 ngx_log!(
                     warn,
                     h.log(),
-                    "push_stream: closing a subscriber that stopped reading ({pending} bytes unsent, limit {MAX_PENDING_BYTES})"
+                    "push_stream: closing a subscriber that stopped reading ({pending} bytes unsent, of which {largest} the largest message; push_stream_max_pending_bytes {limit})"
                 );
                 h.close(Status::ERROR);
             }
@@ -445,6 +487,7 @@ pub fn end(h: HeldRef) {
             }
         }
         (Kind::WebSocket, _) => {
+            ws_release(h);
             let mut tail = Vec::new();
             if !footer.is_empty() {
                 tail = push_stream_core::websocket::text_frame(&footer);

@@ -15,7 +15,7 @@ mod test_hooks;
 mod websocket;
 
 use push_stream_core::channel_path::{self as cp, ChannelError};
-use push_stream_core::conf_values::SubscriberMode;
+use push_stream_core::conf_values::{PublisherMode, SubscriberMode};
 use push_stream_core::format::{self, ChannelInfo as FmtInfo, GroupHead};
 use push_stream_core::store::{ChannelInfo, StoreError};
 
@@ -44,6 +44,20 @@ pub fn content(req: Request<'_>) -> Status {
     let (Some(lcf), Some(mcf)) = (req.loc_conf::<Module>(), req.main_conf::<Module>()) else {
         return ERR500;
     };
+    // Only a publisher's POST/PUT (and an admin's DELETE) read the body; every other request
+    // has it discarded, or nginx would parse it as the next pipelined request (smuggling).
+    let m = req.method();
+    let reads_body = match lcf.role {
+        Some(LocationRole::Publisher(mode)) => {
+            m == POST || m == PUT || (m == DELETE && mode == PublisherMode::Admin)
+        }
+        _ => false,
+    };
+    if !reads_body {
+        if let Err(rc) = req.discard_body() {
+            return rc;
+        }
+    }
     match lcf.role {
         Some(LocationRole::Publisher(mode)) => publisher::handle(req, mcf, lcf, mode),
         Some(LocationRole::Statistics) => statistics::handle(&req, mcf, lcf),
@@ -95,6 +109,13 @@ fn cors(req: &Request<'_>, lcf: &LocConf, methods: &[u8]) {
     }
     req.add_header("Access-Control-Allow-Methods", methods);
     req.add_header("Access-Control-Allow-Headers", ALLOW_HEADERS);
+}
+
+/// A subscriber request whose body is still arriving cannot be held open (nginx owns its
+/// read events until the body is discarded): `400`.
+fn refuse_if_body_pending(req: &Request<'_>) -> Option<Status> {
+    req.discarding_body()
+        .then(|| fail(req, 400, "A subscriber request cannot have a body."))
 }
 
 /// A header-only error with the C module's explain header.

@@ -29,6 +29,9 @@ pub fn handle(
         return fail(&req, 400, "Invalid JSONP callback name.");
     }
     if long_polling {
+        if let Some(rc) = super::refuse_if_body_pending(&req) {
+            return rc;
+        }
         if let Err(why) = delivery::accepting() {
             return fail(&req, 503, why.explain());
         }
@@ -67,7 +70,7 @@ pub fn handle(
         req.set_header_only();
         return req.send_header();
     }
-    let mut sub = match held_sub(req, mcf, &p, tpl, Mode::LongPoll { jsonp }) {
+    let mut sub = match held_sub(req, mcf, lcf, &p, tpl, Mode::LongPoll { jsonp }) {
         Ok(sub) => sub,
         Err(rc) => return rc,
     };

@@ -43,6 +43,9 @@ pub fn handle(
     if polling || long_polling {
         return poll::handle(req, mcf, lcf, long_polling);
     }
+    if let Some(rc) = super::refuse_if_body_pending(&req) {
+        return rc;
+    }
     if let Err(why) = delivery::accepting() {
         return fail(&req, 503, why.explain());
     }
@@ -87,7 +90,7 @@ pub fn handle(
     }
     // From here on the request is held; its cleanup releases the subscriptions on every
     // path (the subscriptions are registered with the subscriber before anything is written).
-    let mut sub = match held_sub(req, mcf, &p, tpl, Mode::Stream) {
+    let mut sub = match held_sub(req, mcf, lcf, &p, tpl, Mode::Stream) {
         Ok(sub) => sub,
         Err(rc) => return rc,
     };

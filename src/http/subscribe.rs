@@ -244,6 +244,7 @@ pub fn padding_for(req: &Request<'_>, lcf: &LocConf) -> Option<(usize, usize)> {
 pub fn held_sub(
     req: Request<'_>,
     mcf: &MainConf,
+    lcf: &LocConf,
     p: &Prepared,
     tpl: &'static LocationTemplates,
     mode: Mode,
@@ -259,5 +260,6 @@ pub fn held_sub(
         mode,
     );
     sub.since_offset = p.since_offset;
+    sub.max_pending = lcf.max_pending_bytes();
     Ok(sub)
 }

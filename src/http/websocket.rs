@@ -50,6 +50,9 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
         }
         return req.respond(e.status() as usize, None, &headers, b"");
     }
+    if let Some(rc) = super::refuse_if_body_pending(&req) {
+        return rc;
+    }
     if let Err(why) = delivery::accepting() {
         return fail(&req, 503, why.explain());
     }
@@ -102,7 +105,7 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
         partial_since: None,
         partial_counted: 0,
     };
-    let mut sub = match held_sub(req, mcf, &p, tpl, Mode::WebSocket(Box::new(state))) {
+    let mut sub = match held_sub(req, mcf, lcf, &p, tpl, Mode::WebSocket(Box::new(state))) {
         Ok(sub) => sub,
         Err(rc) => return rc,
     };
@@ -233,6 +236,7 @@ fn handle(h: HeldRef, e: Event) -> bool {
 }
 
 fn close(h: HeldRef, frame: &[u8]) {
+    delivery::ws_release(h);
     h.finish(frame);
 }
 
@@ -240,6 +244,10 @@ fn close(h: HeldRef, frame: &[u8]) {
 /// connection except the events channel, through the one publish path (RabbitMQ when
 /// configured). False when the connection is ending.
 fn publish_text(h: HeldRef, text: Vec<u8>) -> bool {
+    if text.is_empty() {
+        // As an HTTP publish with an empty body, nothing is published.
+        return true;
+    }
     let Some((channels, mcf, lcf)) = delivery::ws_context(h) else {
         return false;
     };

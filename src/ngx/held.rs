@@ -39,8 +39,9 @@ pub struct HeldRef {
 /// The outcome of a write to a held request.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Sent {
-    /// Written, or queued in nginx: `pending` bytes wait for the socket.
-    Ok { pending: usize },
+    /// Written, or queued in nginx: `pending` bytes wait for the socket, of which the
+    /// largest single payload still in flight is `largest` bytes.
+    Ok { pending: usize, largest: usize },
     /// The write failed: the request must be closed.
     Failed,
     /// The client took nothing for `send_timeout` while output waited (logged at `info`).
@@ -77,6 +78,29 @@ thread_local! {
     static NEXT_GEN: Cell<u64> = const { Cell::new(0) };
     static CLOSING: RefCell<VecDeque<(HeldRef, Status)>> = const { RefCell::new(VecDeque::new()) };
     static CLOSER: Cell<*mut ngx_event_t> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// `entry` also for a request whose end is pending.
+fn entry_any<R>(h: HeldRef, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+    HELD.with(|m| {
+        m.borrow_mut()
+            .get_mut(&(h.r.as_ptr() as usize))
+            .filter(|e| e.gen == h.gen)
+            .map(f)
+    })
+}
+
+/// Asks for the end of `r` when it is held (a handler that handed it over panicked); false
+/// when it is not held.
+pub(super) fn close_if_held(r: *mut ngx_http_request_t, rc: Status) -> bool {
+    let gen = HELD.with(|m| m.borrow().get(&(r as usize)).map(|e| e.gen));
+    match (gen, NonNull::new(r)) {
+        (Some(gen), Some(r)) => {
+            HeldRef { r, gen }.close(rc);
+            true
+        }
+        _ => false,
+    }
 }
 
 fn entry<R>(h: HeldRef, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
@@ -139,6 +163,11 @@ impl Request<'_> {
 
     fn hold_inner<A: App>(self, read: ReadMode, count: bool) -> Result<HeldRef, Status> {
         let r = self.raw();
+        if HELD.with(|m| m.borrow().contains_key(&(r as usize))) {
+            // Already held (e.g. error_page or post_action leading back to the module):
+            // one owner only.
+            return Err(Status::INTERNAL_SERVER_ERROR);
+        }
         // SAFETY: a live request; the cleanup records are allocated from and owned by its
         // pool; the handlers are the layer's own entry points.
         unsafe {
@@ -211,6 +240,16 @@ impl HeldRef {
         })
     }
 
+    /// `of_raw` also for a request whose end is pending.
+    fn of_raw_any(r: *mut ngx_http_request_t) -> Option<HeldRef> {
+        let r = NonNull::new(r)?;
+        HELD.with(|m| {
+            m.borrow()
+                .get(&(r.as_ptr() as usize))
+                .map(|e| HeldRef { r, gen: e.gen })
+        })
+    }
+
     /// The request's address (the key of the module's per-request state).
     pub fn key(self) -> usize {
         self.r.as_ptr() as usize
@@ -268,34 +307,46 @@ impl HeldRef {
         // SAFETY: see `with`.
         let rc = unsafe { Request::from_raw(self.r.as_ptr()) }
             .map_or(nginx_sys::NGX_ERROR as ngx_int_t, |req| f(&req, &mut out));
-        let pending = out.pending;
+        let (pending, largest) = (out.pending, out.largest_inflight());
         self.put_out(out);
         if rc == nginx_sys::NGX_ERROR as ngx_int_t {
             Sent::Failed
         } else {
-            Sent::Ok { pending }
+            Sent::Ok { pending, largest }
         }
     }
 
     fn put_out(self, out: Out) {
-        HELD.with(|m| {
-            if let Some(e) = m
+        let mut back = HELD.with(|m| {
+            match m
                 .borrow_mut()
                 .get_mut(&self.key())
                 .filter(|e| e.gen == self.gen)
             {
-                e.out = out;
+                Some(e) => {
+                    e.out = out;
+                    None
+                }
+                None => Some(out),
             }
         });
+        if let Some(out) = back.as_mut() {
+            // The request ended inside the write (not something stock nginx does): its pool
+            // cleanup already ran its course without these payloads, and nginx may still
+            // point into them. Leak them rather than free memory nginx may read.
+            std::mem::forget(out.take_inflight());
+        }
     }
 
-    /// The write event fired: flushes what waits in nginx.
+    /// The write event fired: flushes what waits in nginx (also while the request's end is
+    /// pending: its last bytes must still go out).
     pub fn flush(self) -> Sent {
-        let Some(mut out) = entry(self, |e| std::mem::take(&mut e.out)) else {
+        let Some(mut out) = entry_any(self, |e| std::mem::take(&mut e.out)) else {
             return Sent::Gone;
         };
-        // SAFETY: see `with`.
+        // SAFETY: see `with` (a non-null pointer: always Some).
         let Some(req) = (unsafe { Request::from_raw(self.r.as_ptr()) }) else {
+            self.put_out(out);
             return Sent::Gone;
         };
         if req.write_timed_out() {
@@ -307,12 +358,12 @@ impl HeldRef {
             return Sent::TimedOut;
         }
         let rc = req.flush(Some(&mut out));
-        let pending = out.pending;
+        let (pending, largest) = (out.pending, out.largest_inflight());
         self.put_out(out);
         if rc == nginx_sys::NGX_ERROR as ngx_int_t {
             Sent::Failed
         } else {
-            Sent::Ok { pending }
+            Sent::Ok { pending, largest }
         }
     }
 
@@ -487,7 +538,8 @@ unsafe extern "C" fn closer_handler(ev: *mut ngx_event_t) {
 }
 
 unsafe extern "C" fn write_handler<A: App>(r: *mut ngx_http_request_t) {
-    let Some(h) = HeldRef::of_raw(r) else {
+    // Also while its end is pending: an edge of the write event must not be lost.
+    let Some(h) = HeldRef::of_raw_any(r) else {
         return;
     };
     guard(h.log(), "write handler", (), || A::held_write(h))

@@ -16,6 +16,10 @@ const NGX_OK: ngx_int_t = nginx_sys::NGX_OK as ngx_int_t;
 const NGX_ERROR: ngx_int_t = nginx_sys::NGX_ERROR as ngx_int_t;
 const NGX_AGAIN: ngx_int_t = nginx_sys::NGX_AGAIN as ngx_int_t;
 
+/// What one queued payload costs besides its bytes (an `ngx_buf_t` and an `ngx_chain_t` from
+/// the request pool), counted in the pending output.
+const BUF_OVERHEAD: usize = core::mem::size_of::<ngx_buf_t>() + core::mem::size_of::<ngx_chain_t>();
+
 /// The tag of the module's buffers in nginx's free/busy chains: any address unique to the
 /// module.
 static BUF_TAG: u8 = 0;
@@ -94,6 +98,11 @@ impl Out {
     /// The payloads nginx may still reference, for the request's pool cleanup to release.
     pub(super) fn take_inflight(&mut self) -> std::collections::VecDeque<Rc<[u8]>> {
         std::mem::take(&mut self.inflight)
+    }
+
+    /// The largest single payload nginx still holds for this request.
+    pub(super) fn largest_inflight(&self) -> usize {
+        self.inflight.iter().map(|p| p.len()).max().unwrap_or(0)
     }
 }
 
@@ -387,7 +396,10 @@ impl Request<'_> {
         while out.inflight.len() > busy {
             out.inflight.pop_front();
         }
-        out.pending = out.inflight.iter().map(|p| p.len()).sum();
+        // Each queued payload also holds a buffer and a chain link from the request pool
+        // (reused once written): count them, so that many tiny messages cannot hold ten
+        // times the bound.
+        out.pending = out.inflight.iter().map(|p| p.len() + BUF_OVERHEAD).sum();
     }
 
     /// TCP_NODELAY on a held HTTP/1.x connection when the location's `tcp_nodelay` is on

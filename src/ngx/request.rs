@@ -308,6 +308,25 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// Discards the request body (a handler that does not read it must, or nginx would parse
+    /// the body as the next pipelined request: request smuggling). `Err` with the status to
+    /// answer when nginx cannot; `Ok(true)` when the body is still arriving and being
+    /// discarded (the request must then not be held: nginx owns its read events until the
+    /// discard ends).
+    pub fn discard_body(&self) -> Result<bool, Status> {
+        // SAFETY: a live request.
+        let rc = unsafe { nginx_sys::ngx_http_discard_request_body(self.r_mut()) };
+        if rc != NGX_OK as ngx_int_t {
+            return Err(Status(rc));
+        }
+        Ok(self.discarding_body())
+    }
+
+    /// Its body is still arriving and being discarded.
+    pub fn discarding_body(&self) -> bool {
+        self.r().discard_body() != 0
+    }
+
     /// Starts reading the request body; `A::body_read` gets the request when it is complete.
     /// Returns what the content handler should return.
     pub fn read_body<A: App>(self) -> Status {
@@ -434,9 +453,12 @@ unsafe extern "C" fn body_read<A: App>(r: *mut ngx_http_request_t) {
         false
     });
     if panicked {
-        // The handler did not get to answer (a panic before its end): 500.
-        if let Some(req) = Request::from_raw(r) {
-            req.finalize(Status::INTERNAL_SERVER_ERROR);
+        // The handler did not get to answer (a panic before its end): 500, by whoever owns
+        // the request now (the held registry, when the handler had handed it over).
+        if !super::held::close_if_held(r, Status::INTERNAL_SERVER_ERROR) {
+            if let Some(req) = Request::from_raw(r) {
+                req.finalize(Status::INTERNAL_SERVER_ERROR);
+            }
         }
     }
 }
