@@ -223,6 +223,32 @@ fn statistics_in_four_formats() {
     assert!(v["by_worker"][0]["pid"].is_string());
     assert!(v["shared_memory_used"].as_u64().unwrap() > 0);
     assert_eq!(v["shared_memory_limit"], 32 * 1024 * 1024);
+    // The C module's fields in its order, `by_worker` included; this module's own after them.
+    let plain = request(n.port, "GET", "/stats", &["Accept: text/plain"], b"").text();
+    let keys: Vec<&str> = plain
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    assert_eq!(
+        keys[..12],
+        [
+            "hostname",
+            "time",
+            "channels",
+            "wildcard_channels",
+            "published_messages",
+            "stored_messages",
+            "messages_in_trash",
+            "channels_in_delete",
+            "channels_in_trash",
+            "subscribers",
+            "uptime",
+            "by_worker"
+        ],
+        "{plain}"
+    );
+    assert_eq!(keys[12], "shared_memory_used", "{plain}");
     let one = json(&get(n.port, "/stats?id=s1"));
     assert_eq!(one["channel"], "s1");
     let all = json(&get(n.port, "/stats?id=ALL"));

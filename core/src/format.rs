@@ -332,7 +332,13 @@ pub fn render_summary(fmt: Format, s: &Summary) -> Vec<u8> {
     let numbers: Vec<(Vec<u8>, u64)> = numbers
         .iter()
         .map(|&(k, v)| (k.as_bytes().to_vec(), v))
-        .chain(s.extra.iter().map(|(k, v)| (sanitized_key(k), *v)))
+        .collect();
+    // This module's own fields come after the C module's, `by_worker` included, so tools that
+    // read the C module's output in order see it unchanged.
+    let extra: Vec<(Vec<u8>, u64)> = s
+        .extra
+        .iter()
+        .map(|(k, v)| (sanitized_key(k), *v))
         .collect();
     let nw = s.by_worker.len();
     match fmt {
@@ -360,7 +366,14 @@ pub fn render_summary(fmt: Format, s: &Summary) -> Vec<u8> {
                     out.extend_from_slice(b",\r\n");
                 }
             }
-            out.extend_from_slice(b"\r\n]}\r\n");
+            out.extend_from_slice(b"\r\n]");
+            for (k, v) in &extra {
+                out.extend_from_slice(b", \"");
+                out.extend_from_slice(k);
+                out.extend_from_slice(b"\": ");
+                push_num(&mut out, *v);
+            }
+            out.extend_from_slice(b"}\r\n");
         }
         Format::Plain | Format::Yaml => {
             let yaml = fmt == Format::Yaml;
@@ -406,6 +419,13 @@ pub fn render_summary(fmt: Format, s: &Summary) -> Vec<u8> {
                 }
             }
             out.extend_from_slice(b"\r\n");
+            for (k, v) in &extra {
+                out.extend_from_slice(indent);
+                out.extend_from_slice(k);
+                out.extend_from_slice(b": ");
+                push_num(&mut out, *v);
+                out.extend_from_slice(b"\r\n");
+            }
         }
         Format::Xml => {
             out.extend_from_slice(XML_DECL);
@@ -433,7 +453,17 @@ pub fn render_summary(fmt: Format, s: &Summary) -> Vec<u8> {
                 push_num(&mut out, w.uptime);
                 out.extend_from_slice(b"</uptime>\r\n</worker>\r\n");
             }
-            out.extend_from_slice(b"</by_worker>\r\n</infos>\r\n");
+            out.extend_from_slice(b"</by_worker>\r\n");
+            for (k, v) in &extra {
+                out.extend_from_slice(b"  <");
+                out.extend_from_slice(k);
+                out.push(b'>');
+                push_num(&mut out, *v);
+                out.extend_from_slice(b"</");
+                out.extend_from_slice(k);
+                out.extend_from_slice(b">\r\n");
+            }
+            out.extend_from_slice(b"</infos>\r\n");
         }
     }
     out
@@ -740,7 +770,7 @@ mod tests {
         assert!(json_valid(&with_extra));
         let text = String::from_utf8(with_extra).unwrap();
         assert!(text.contains(
-            "\"uptime\": 9, \"shm_used\": 77, \"shm_limit\": 88, \"by_worker\": [\r\n{\"pid\": \"100\""
+            "\"uptime\": 9, \"by_worker\": [\r\n{\"pid\": \"100\", \"subscribers\": 0, \"uptime\": 10}\r\n], \"shm_used\": 77, \"shm_limit\": 88}\r\n"
         ));
         assert!(json_valid(&render_summary(
             Format::Json,
@@ -753,15 +783,15 @@ mod tests {
         let s = summary(vec![("shm_used".into(), 77)], 2);
         assert_eq!(
             render_summary(Format::Plain, &s),
-            b"hostname: h\r\ntime: T\r\nchannels: 1\r\nwildcard_channels: 2\r\npublished_messages: 3\r\nstored_messages: 4\r\nmessages_in_trash: 5\r\nchannels_in_delete: 6\r\nchannels_in_trash: 7\r\nsubscribers: 8\r\nuptime: 9\r\nshm_used: 77\r\nby_worker:\r\n  pid: 100\r\n  subscribers: 0\r\n  uptime: 10,\r\n  pid: 101\r\n  subscribers: 1\r\n  uptime: 11\r\n".to_vec()
+            b"hostname: h\r\ntime: T\r\nchannels: 1\r\nwildcard_channels: 2\r\npublished_messages: 3\r\nstored_messages: 4\r\nmessages_in_trash: 5\r\nchannels_in_delete: 6\r\nchannels_in_trash: 7\r\nsubscribers: 8\r\nuptime: 9\r\nby_worker:\r\n  pid: 100\r\n  subscribers: 0\r\n  uptime: 10,\r\n  pid: 101\r\n  subscribers: 1\r\n  uptime: 11\r\nshm_used: 77\r\n".to_vec()
         );
         assert_eq!(
             render_summary(Format::Yaml, &s),
-            b"  hostname: h\r\n  time: T\r\n  channels: 1\r\n  wildcard_channels: 2\r\n  published_messages: 3\r\n  stored_messages: 4\r\n  messages_in_trash: 5\r\n  channels_in_delete: 6\r\n  channels_in_trash: 7\r\n  subscribers: 8\r\n  uptime: 9\r\n  shm_used: 77\r\n  by_worker:\r\n   -\r\n    pid: 100\r\n    subscribers: 0\r\n    uptime: 10\r\n   -\r\n    pid: 101\r\n    subscribers: 1\r\n    uptime: 11\r\n".to_vec()
+            b"  hostname: h\r\n  time: T\r\n  channels: 1\r\n  wildcard_channels: 2\r\n  published_messages: 3\r\n  stored_messages: 4\r\n  messages_in_trash: 5\r\n  channels_in_delete: 6\r\n  channels_in_trash: 7\r\n  subscribers: 8\r\n  uptime: 9\r\n  by_worker:\r\n   -\r\n    pid: 100\r\n    subscribers: 0\r\n    uptime: 10\r\n   -\r\n    pid: 101\r\n    subscribers: 1\r\n    uptime: 11\r\n  shm_used: 77\r\n".to_vec()
         );
         assert_eq!(
             render_summary(Format::Xml, &summary(vec![("shm_used".into(), 77)], 1)),
-            b"<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\r\n<infos>\r\n  <hostname>h</hostname>\r\n  <time>T</time>\r\n  <channels>1</channels>\r\n  <wildcard_channels>2</wildcard_channels>\r\n  <published_messages>3</published_messages>\r\n  <stored_messages>4</stored_messages>\r\n  <messages_in_trash>5</messages_in_trash>\r\n  <channels_in_delete>6</channels_in_delete>\r\n  <channels_in_trash>7</channels_in_trash>\r\n  <subscribers>8</subscribers>\r\n  <uptime>9</uptime>\r\n  <shm_used>77</shm_used>\r\n  <by_worker><worker>\r\n  <pid>100</pid>\r\n  <subscribers>0</subscribers>\r\n  <uptime>10</uptime>\r\n</worker>\r\n</by_worker>\r\n</infos>\r\n".to_vec()
+            b"<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\r\n<infos>\r\n  <hostname>h</hostname>\r\n  <time>T</time>\r\n  <channels>1</channels>\r\n  <wildcard_channels>2</wildcard_channels>\r\n  <published_messages>3</published_messages>\r\n  <stored_messages>4</stored_messages>\r\n  <messages_in_trash>5</messages_in_trash>\r\n  <channels_in_delete>6</channels_in_delete>\r\n  <channels_in_trash>7</channels_in_trash>\r\n  <subscribers>8</subscribers>\r\n  <uptime>9</uptime>\r\n  <by_worker><worker>\r\n  <pid>100</pid>\r\n  <subscribers>0</subscribers>\r\n  <uptime>10</uptime>\r\n</worker>\r\n</by_worker>\r\n  <shm_used>77</shm_used>\r\n</infos>\r\n".to_vec()
         );
     }
 }
