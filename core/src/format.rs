@@ -434,15 +434,18 @@ pub fn render_summary(fmt: Format, s: &Summary) -> Vec<u8> {
             out.extend_from_slice(b"</hostname>\r\n  <time>");
             xml_escape_into(&mut out, s.time.as_bytes());
             out.extend_from_slice(b"</time>\r\n");
-            for (k, v) in &numbers {
-                out.extend_from_slice(b"  <");
-                out.extend_from_slice(k);
-                out.push(b'>');
-                push_num(&mut out, *v);
-                out.extend_from_slice(b"</");
-                out.extend_from_slice(k);
-                out.extend_from_slice(b">\r\n");
-            }
+            let fields = |out: &mut Vec<u8>, fields: &[(Vec<u8>, u64)]| {
+                for (k, v) in fields {
+                    out.extend_from_slice(b"  <");
+                    out.extend_from_slice(k);
+                    out.push(b'>');
+                    push_num(out, *v);
+                    out.extend_from_slice(b"</");
+                    out.extend_from_slice(k);
+                    out.extend_from_slice(b">\r\n");
+                }
+            };
+            fields(&mut out, &numbers);
             out.extend_from_slice(b"  <by_worker>");
             for w in &s.by_worker {
                 out.extend_from_slice(b"<worker>\r\n  <pid>");
@@ -454,15 +457,7 @@ pub fn render_summary(fmt: Format, s: &Summary) -> Vec<u8> {
                 out.extend_from_slice(b"</uptime>\r\n</worker>\r\n");
             }
             out.extend_from_slice(b"</by_worker>\r\n");
-            for (k, v) in &extra {
-                out.extend_from_slice(b"  <");
-                out.extend_from_slice(k);
-                out.push(b'>');
-                push_num(&mut out, *v);
-                out.extend_from_slice(b"</");
-                out.extend_from_slice(k);
-                out.extend_from_slice(b">\r\n");
-            }
+            fields(&mut out, &extra);
             out.extend_from_slice(b"</infos>\r\n");
         }
     }

@@ -307,6 +307,11 @@ impl HeldRef {
         // SAFETY: see `with`.
         let rc = unsafe { Request::from_raw(self.r.as_ptr()) }
             .map_or(nginx_sys::NGX_ERROR as ngx_int_t, |req| f(&req, &mut out));
+        self.put_back(out, rc)
+    }
+
+    /// Puts the output state back after a write that returned `rc`, and says how it went.
+    fn put_back(self, out: Out, rc: ngx_int_t) -> Sent {
         let (pending, largest) = (out.pending, out.largest_inflight());
         self.put_out(out);
         if rc == nginx_sys::NGX_ERROR as ngx_int_t {
@@ -358,13 +363,7 @@ impl HeldRef {
             return Sent::TimedOut;
         }
         let rc = req.flush(Some(&mut out));
-        let (pending, largest) = (out.pending, out.largest_inflight());
-        self.put_out(out);
-        if rc == nginx_sys::NGX_ERROR as ngx_int_t {
-            Sent::Failed
-        } else {
-            Sent::Ok { pending, largest }
-        }
+        self.put_back(out, rc)
     }
 
     /// Sends `tail` (e.g. a footer) and the end of the response, then closes the request.
