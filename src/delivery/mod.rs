@@ -24,8 +24,8 @@ use crate::ngx_log;
 pub use fanout::{deliver_message, process_log, schedule_delivery, Since};
 pub use gather::{gathered, leftover_first};
 pub use subscribers::{
-    forget, hold, is_subscriber, on_timer, on_write, reply_batch, send_bytes, shutdown, ws_context,
-    ws_feed, ws_in_message, ws_release, Mode, Sub, WsState, WS_PARTIAL_BUDGET,
+    end, forget, hold, is_subscriber, on_timer, on_write, reply_batch, send_bytes, shutdown,
+    ws_context, ws_feed, ws_in_message, ws_release, Mode, Sub, WsState, WS_PARTIAL_BUDGET,
 };
 
 /// The periodic timer: log catch-up, GC, subscriber census, registration retry.
@@ -91,31 +91,31 @@ pub fn with<R>(f: impl FnOnce(&mut Worker) -> R) -> Option<R> {
     WORKER.with(|w| w.borrow_mut().as_mut().map(f))
 }
 
-/// Whether this worker can take subscribers: its delivery state is set up, it is registered
-/// in the store, and no shutdown has begun. The reason when not.
+/// Whether this worker can take subscribers: its delivery state is set up and it is
+/// registered in the store. The reason when not.
 pub fn accepting() -> Result<(), Refusal> {
-    if event::exiting() {
-        return Err(Refusal::ShuttingDown);
+    match with(|w| w.cursor.is_some() || w.zone.is_none()) {
+        Some(true) => Ok(()),
+        None | Some(false) => Err(Refusal::NoState),
     }
-    match with(|w| (w.shutting_down, w.cursor.is_some() || w.zone.is_none())) {
-        None => Err(Refusal::NoState),
-        Some((true, _)) => Err(Refusal::ShuttingDown),
-        Some((false, false)) => Err(Refusal::NoState),
-        Some((false, true)) => Ok(()),
-    }
+}
+
+/// A graceful shutdown of this worker began: a subscriber that arrives now is ended at once
+/// (footer, close frame or the long-poll's timeout answer), as the ones it held were, so its
+/// client reconnects to a new worker (a browser's EventSource gives up on an error status).
+pub fn shutting_down() -> bool {
+    event::exiting() || with(|w| w.shutting_down).unwrap_or(false)
 }
 
 /// Why a worker refuses a subscriber (503).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Refusal {
-    ShuttingDown,
     NoState,
 }
 
 impl Refusal {
     pub fn explain(self) -> &'static str {
         match self {
-            Refusal::ShuttingDown => "The server is shutting down.",
             Refusal::NoState => "Subscriptions are unavailable on this worker.",
         }
     }

@@ -76,6 +76,10 @@ pub fn handle(
     };
     sub.ttl = lcf.longpolling_ttl();
     sub.timeout_body = mcf.timeout_with_body();
+    let h = sub.req;
     delivery::hold(sub);
+    if delivery::shutting_down() {
+        delivery::end(h);
+    }
     Status::DONE
 }

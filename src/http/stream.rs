@@ -103,6 +103,8 @@ pub fn handle(
     delivery::hold(sub);
     if h.send_first(&first) == crate::ngx::held::Sent::Failed {
         h.close(Status::ERROR);
+    } else if delivery::shutting_down() {
+        delivery::end(h);
     }
     Status::DONE
 }

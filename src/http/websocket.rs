@@ -122,6 +122,10 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
     if !preread.is_empty() {
         feed(held, &preread);
     }
+    if delivery::shutting_down() {
+        delivery::end(held);
+        return Status::DONE;
+    }
     // Frames the client sent right after the handshake are read on the next loop turn.
     held.read_again_next_turn();
     Status::DONE
