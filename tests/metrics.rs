@@ -120,6 +120,31 @@ fn metrics_expose_the_host_and_every_worker() {
         })
         .sum();
     assert!((3..=6).contains(&count), "{count} latency observations");
+    // How long each worker held the zone's lock: every store operation is counted (both
+    // workers registered, subscribed and were scraped, so each has some), and the longest
+    // hold is far below a second on an idle host.
+    let holds: Vec<&prometheus_parse::Sample> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "push_stream_zone_lock_hold_seconds")
+        .collect();
+    assert_eq!(holds.len(), 2, "one lock-hold histogram per worker");
+    for h in &holds {
+        match &h.value {
+            prometheus_parse::Value::Histogram(buckets) => {
+                let inf = buckets
+                    .iter()
+                    .find(|b| b.less_than == f64::INFINITY)
+                    .unwrap()
+                    .count;
+                assert!(inf >= 2.0, "{h:?}");
+            }
+            other => panic!("not a histogram: {other:?}"),
+        }
+    }
+    let longest = value("push_stream_zone_lock_hold_max_seconds", &[]);
+    assert!(longest > 0.0 && longest < 1.0, "{longest}");
+    assert_eq!(value("push_stream_store_recoveries_total", &[]), 0.0);
     assert_eq!(request(n.port, "POST", "/metrics", &[], b"x").status, 405);
     drop(e);
     n.stop();

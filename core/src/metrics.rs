@@ -13,6 +13,8 @@ pub struct Host {
     pub shared_memory_used: u64,
     pub shared_memory_limit: u64,
     pub uptime: u64,
+    /// Times the store was rebuilt after a worker died (or panicked) in the middle of a change.
+    pub store_recoveries: u64,
 }
 
 /// Upper bounds (seconds) of the delivery-latency histogram's buckets (+Inf is implied).
@@ -29,6 +31,18 @@ pub fn latency_bucket(ms: i64) -> usize {
         .unwrap_or(LATENCY_BUCKETS.len())
 }
 
+/// Upper bounds (seconds) of the zone lock-hold histogram's buckets (+Inf is implied).
+pub const LOCK_HOLD_BUCKETS: [f64; 6] = [0.00001, 0.0001, 0.001, 0.01, 0.1, 1.0];
+
+/// Which bucket (index into LOCK_HOLD_BUCKETS, or its length for +Inf) a hold of `ns` falls in.
+pub fn lock_hold_bucket(ns: u64) -> usize {
+    let s = ns as f64 / 1e9;
+    LOCK_HOLD_BUCKETS
+        .iter()
+        .position(|b| s <= *b)
+        .unwrap_or(LOCK_HOLD_BUCKETS.len())
+}
+
 /// One worker's figures.
 #[derive(Clone, Debug, Default)]
 pub struct Worker {
@@ -43,6 +57,11 @@ pub struct Worker {
     /// cumulative; the last is +Inf), their sum in milliseconds.
     pub latency_buckets: [u64; 13],
     pub latency_sum_ms: u64,
+    /// How long this worker held the shared zone's lock per store operation: per-bucket
+    /// counts (the last is +Inf), their sum and the longest, in nanoseconds.
+    pub lock_hold_buckets: [u64; 7],
+    pub lock_hold_sum_ns: u64,
+    pub lock_hold_max_ns: u64,
     /// None when the worker has no RabbitMQ bridge.
     pub amqp: Option<Amqp>,
 }
@@ -61,6 +80,22 @@ pub const MODES: [&str; 4] = ["streaming", "eventsource", "long-polling", "webso
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// One worker's series of a histogram: cumulative buckets (`counts` per bucket, the last is
+/// +Inf), sum and count.
+fn histogram(o: &mut String, name: &str, pid: u64, bounds: &[f64], counts: &[u64], sum: f64) {
+    let mut cumulative = 0;
+    for (i, n) in counts.iter().enumerate() {
+        cumulative += n;
+        let le = bounds
+            .get(i)
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "+Inf".into());
+        let _ = writeln!(o, "{name}_bucket{{pid=\"{pid}\",le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(o, "{name}_sum{{pid=\"{pid}\"}} {sum}");
+    let _ = writeln!(o, "{name}_count{{pid=\"{pid}\"}} {cumulative}");
 }
 
 /// Renders every metric; worker series carry a `pid` label.
@@ -82,7 +117,7 @@ pub fn render(h: &Host, workers: &[Worker]) -> String {
         "push_stream_channels{{kind=\"wildcard\"}} {}",
         h.counters.wildcard_channels
     );
-    let host: [(&str, &str, &str, u64); 9] = [
+    let host: [(&str, &str, &str, u64); 10] = [
         (
             "push_stream_messages_published_total",
             "counter",
@@ -136,6 +171,12 @@ pub fn render(h: &Host, workers: &[Worker]) -> String {
             "gauge",
             "Seconds since the shared zone was created (survives reloads).",
             h.uptime,
+        ),
+        (
+            "push_stream_store_recoveries_total",
+            "counter",
+            "Times the shared store was rebuilt because a worker died (or a change panicked) in the middle of changing it.",
+            h.store_recoveries,
         ),
     ];
     for (name, kind, help, v) in host {
@@ -191,25 +232,43 @@ pub fn render(h: &Host, workers: &[Worker]) -> String {
     }
     family(&mut o, "push_stream_delivery_latency_seconds", "histogram", "From publish to the write to this worker's subscribers (messages published over HTTP on this host).");
     for w in workers {
-        let mut cumulative = 0;
-        for (i, n) in w.latency_buckets.iter().enumerate() {
-            cumulative += n;
-            let le = LATENCY_BUCKETS
-                .get(i)
-                .map(|b| b.to_string())
-                .unwrap_or_else(|| "+Inf".into());
-            let _ = writeln!(o, "push_stream_delivery_latency_seconds_bucket{{pid=\"{}\",le=\"{le}\"}} {cumulative}", w.pid);
-        }
-        let _ = writeln!(
-            o,
-            "push_stream_delivery_latency_seconds_sum{{pid=\"{}\"}} {}",
+        histogram(
+            &mut o,
+            "push_stream_delivery_latency_seconds",
             w.pid,
-            w.latency_sum_ms as f64 / 1000.0
+            &LATENCY_BUCKETS,
+            &w.latency_buckets,
+            w.latency_sum_ms as f64 / 1000.0,
         );
+    }
+    family(
+        &mut o,
+        "push_stream_zone_lock_hold_seconds",
+        "histogram",
+        "How long this worker held the shared zone's lock per store operation.",
+    );
+    for w in workers {
+        histogram(
+            &mut o,
+            "push_stream_zone_lock_hold_seconds",
+            w.pid,
+            &LOCK_HOLD_BUCKETS,
+            &w.lock_hold_buckets,
+            w.lock_hold_sum_ns as f64 / 1e9,
+        );
+    }
+    family(
+        &mut o,
+        "push_stream_zone_lock_hold_max_seconds",
+        "gauge",
+        "The longest this worker held the shared zone's lock for one store operation.",
+    );
+    for w in workers {
         let _ = writeln!(
             o,
-            "push_stream_delivery_latency_seconds_count{{pid=\"{}\"}} {cumulative}",
-            w.pid
+            "push_stream_zone_lock_hold_max_seconds{{pid=\"{}\"}} {}",
+            w.pid,
+            w.lock_hold_max_ns as f64 / 1e9
         );
     }
     if workers.iter().any(|w| w.amqp.is_some()) {
@@ -302,7 +361,7 @@ mod tests {
                 assert!(name.starts_with("push_stream_"), "{line}");
             }
         }
-        assert_eq!(families, 1 + 9 + 1 + 4 + 1 + 5);
+        assert_eq!(families, 1 + 10 + 1 + 4 + 1 + 2 + 5);
         assert!(text.contains("push_stream_worker_subscribers{pid=\"42\",mode=\"websocket\"} 4\n"));
         assert!(text.contains("push_stream_channels{kind=\"normal\"} 3\n"));
         assert!(text.contains("push_stream_worker_amqp_connected{pid=\"42\"} 1\n"));
@@ -327,6 +386,36 @@ mod tests {
         );
         assert!(t.contains("push_stream_delivery_latency_seconds_count{pid=\"7\"} 3\n"));
         assert!(t.contains("push_stream_delivery_latency_seconds_sum{pid=\"7\"} 6.003\n"));
+        assert_eq!(lock_hold_bucket(0), 0);
+        assert_eq!(lock_hold_bucket(10_000), 0);
+        assert_eq!(lock_hold_bucket(10_001), 1);
+        assert_eq!(lock_hold_bucket(5_000_000_000), 6);
+        let mut hw = Worker {
+            pid: 8,
+            ..Default::default()
+        };
+        hw.lock_hold_buckets[1] = 3;
+        hw.lock_hold_buckets[6] = 1;
+        hw.lock_hold_sum_ns = 2_000_150_000;
+        hw.lock_hold_max_ns = 2_000_000_000;
+        let t = render(
+            &Host {
+                store_recoveries: 2,
+                ..Default::default()
+            },
+            &[hw],
+        );
+        assert!(
+            t.contains("push_stream_zone_lock_hold_seconds_bucket{pid=\"8\",le=\"0.00001\"} 0\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("push_stream_zone_lock_hold_seconds_bucket{pid=\"8\",le=\"0.0001\"} 3\n")
+        );
+        assert!(t.contains("push_stream_zone_lock_hold_seconds_bucket{pid=\"8\",le=\"+Inf\"} 4\n"));
+        assert!(t.contains("push_stream_zone_lock_hold_seconds_sum{pid=\"8\"} 2.00015\n"));
+        assert!(t.contains("push_stream_zone_lock_hold_max_seconds{pid=\"8\"} 2\n"));
+        assert!(t.contains("push_stream_store_recoveries_total 2\n"));
         let no_amqp = render(&Host::default(), &[Worker::default()]);
         assert!(!no_amqp.contains("amqp"));
     }

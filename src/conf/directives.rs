@@ -601,9 +601,10 @@ where
             "hold" => TestHook::Hold,
             "inbox" => TestHook::Inbox,
             "pause-inbox" => TestHook::PauseInbox,
+            "die-in-lock" => TestHook::DieInLock,
             other => {
                 return Err(format!(
-                    "push stream module: invalid push_stream_test_hook value: {other}, accepted values (ok, panic, hold, inbox, pause-inbox)"
+                    "push stream module: invalid push_stream_test_hook value: {other}, accepted values (ok, panic, hold, inbox, pause-inbox, die-in-lock)"
                 ))
             }
         }),

@@ -60,6 +60,9 @@ pub enum TestHook {
     Inbox,
     /// Stops draining the inbox for `?ms=` milliseconds (the thread must then wait).
     PauseInbox,
+    /// Takes the zone's lock, applies half of a store change (`?kind=`) and kills the worker
+    /// with SIGKILL while it holds the lock; `kind=panic` panics inside the change instead.
+    DieInLock,
 }
 
 /// `http{}`-level configuration.

@@ -25,6 +25,7 @@ pub fn schedule_delivery() {
 
 /// Delivers what the host-wide log holds beyond this worker's cursor.
 pub fn process_log() {
+    super::rejoin_if_rebuilt();
     // Writes left from an earlier batch go first; new records wait in the log meanwhile.
     if !write_leftover() {
         next_turn();

@@ -71,6 +71,8 @@ pub struct Worker {
     pub pid: u32,
     /// This worker's place in the store's registry: None until registration succeeded.
     cursor: Option<u64>,
+    /// The store generation this worker is registered in (a rebuild bumps it).
+    generation: u64,
     subs: HashMap<usize, Sub, PtrHash>,
     /// Subscribers (keys) of each channel: a set, so a subscriber leaving a channel of
     /// 100 000 is O(1), not a scan.
@@ -147,6 +149,7 @@ pub fn init<A: App>(zone: Option<Zone>, limits: &'static Limits) -> Result<(), I
             slot,
             pid,
             cursor: None,
+            generation: 0,
             subs: HashMap::default(),
             by_channel: HashMap::new(),
             shutting_down: false,
@@ -170,7 +173,12 @@ fn register() {
     let Some(zone) = zone else { return };
     match zone.with_store(|s| s.register_worker(slot, pid, event::now(), limits)) {
         Some(Ok(cursor)) => {
-            with(|w| w.cursor = Some(cursor));
+            // Read after the operation: a rebuild happens inside the lock, before it.
+            let generation = zone.generation();
+            with(|w| {
+                w.cursor = Some(cursor);
+                w.generation = generation;
+            });
         }
         Some(Err(e)) => ngx_log!(
             error,
@@ -202,7 +210,82 @@ pub fn commit<R>(zone: Zone, f: impl FnOnce(&mut ZoneStore) -> R) -> Option<R> {
     })?;
     schedule_delivery();
     wake_others(zone, &slots);
+    rejoin_if_rebuilt();
     Some(r)
+}
+
+/// When the store was rebuilt (a worker died inside a change; see `ngx::zone`), registers
+/// this worker again and gives back its subscriber counts from its own registry; the first
+/// worker of the host to notice wakes the others so they do the same at once.
+pub fn rejoin_if_rebuilt() {
+    let Some((Some(zone), known, Some(cursor))) = with(|w| (w.zone, w.generation, w.cursor)) else {
+        return;
+    };
+    let generation = zone.generation();
+    if generation == known {
+        return;
+    }
+    let Some((slot, pid, limits, counts)) = with(|w| {
+        let counts: Vec<(Vec<u8>, u64)> = w
+            .by_channel
+            .iter()
+            .map(|(id, subs)| (id.clone(), subs.len() as u64))
+            .collect();
+        (w.slot, w.pid, w.limits, counts)
+    }) else {
+        return;
+    };
+    let now = event::now();
+    let done = zone.with_store(|s| {
+        s.rejoin_worker(slot, pid, Some(cursor), now, limits)?;
+        let mut refused = 0u64;
+        for (id, n) in &counts {
+            if s.restore_subscribers(id, slot, *n, now, limits).is_err() {
+                refused += n;
+            }
+        }
+        Ok::<u64, push_stream_core::store::StoreError>(refused)
+    });
+    let given: u64 = counts.iter().map(|(_, n)| n).sum();
+    match done {
+        Some(Ok(refused)) => {
+            let generation = zone.generation();
+            with(|w| w.generation = generation);
+            ngx_log!(
+                warn,
+                crate::ngx::log::Log::cycle(),
+                "push_stream: worker {pid} registered again in the rebuilt shared store: {} subscriber(s) of {} channel(s) given back{}",
+                given - refused,
+                counts.len(),
+                if refused > 0 {
+                    format!(", {refused} not counted (shared memory full)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        // Retried on the next tick.
+        Some(Err(e)) => ngx_log!(
+            error,
+            crate::ngx::log::Log::cycle(),
+            "push_stream: worker {pid} cannot register in the rebuilt shared store ({e}); retried every second"
+        ),
+        None => {}
+    }
+    if zone.claim_rebuild_wake(generation) {
+        WORKER.with(|w| {
+            let w = w.borrow();
+            let Some(from) = w.as_ref().and_then(|w| w.wake.as_ref()) else {
+                return;
+            };
+            for (s, token) in zone.wake_tokens() {
+                if s != slot {
+                    event::send_wake(from, token);
+                }
+            }
+        });
+    }
+    schedule_delivery();
 }
 
 /// Pokes every other registered worker (by the token its slot published).
@@ -247,6 +330,7 @@ pub fn tick() {
     if with(|w| w.cursor.is_none()).unwrap_or(false) {
         register();
     }
+    rejoin_if_rebuilt();
     process_log();
     let Some((zone, limits, slot, pid, n)) =
         with(|w| (w.zone, w.limits, w.slot, w.pid, w.subs.len() as u64))

@@ -31,6 +31,7 @@ pub fn handle(req: &Request<'_>, mcf: &MainConf) -> Status {
         shared_memory_used: used,
         shared_memory_limit: size,
         uptime: (now - c.created).max(0) as u64,
+        store_recoveries: zone.recoveries().0,
     };
     let amqp = crate::rabbitmq::configured(mcf);
     let workers: Vec<Worker> = zone
@@ -49,6 +50,9 @@ pub fn handle(req: &Request<'_>, mcf: &MainConf) -> Status {
             lost: s.lost.load(Relaxed),
             latency_buckets: std::array::from_fn(|i| s.latency[i].load(Relaxed)),
             latency_sum_ms: s.latency_sum_ms.load(Relaxed),
+            lock_hold_buckets: std::array::from_fn(|i| s.lock_hold[i].load(Relaxed)),
+            lock_hold_sum_ns: s.lock_hold_sum_ns.load(Relaxed),
+            lock_hold_max_ns: s.lock_hold_max_ns.load(Relaxed),
             amqp: amqp.then(|| Amqp {
                 connected: s.amqp_connected.load(Relaxed) != 0,
                 messages_in: s.amqp_in.load(Relaxed),

@@ -12,6 +12,7 @@ use crate::Module;
 pub fn handle(req: Request<'_>, hook: TestHook) -> Status {
     let pid = std::process::id();
     match hook {
+        TestHook::DieInLock => die_in_lock(req),
         TestHook::Ok => req.respond(
             200,
             Some(b"text/plain"),
@@ -70,5 +71,52 @@ pub fn handle(req: Request<'_>, hook: TestHook) -> Status {
             }
             Status::DONE
         }
+    }
+}
+
+/// `?kind=publish|subscribe|delete|cleanup|scribble|panic`: half of a store change under the
+/// zone's lock, then this worker dies holding it (or, for `panic`, the change panics). The
+/// next locker must rebuild the store.
+fn die_in_lock(req: Request<'_>) -> Status {
+    let Some(zone) = req.main_conf::<Module>().and_then(|m| m.zone()) else {
+        return Status::INTERNAL_SERVER_ERROR;
+    };
+    let kind = push_stream_core::query::arg(req.args(), b"kind").unwrap_or_default();
+    let limits = delivery::with(|w| w.limits);
+    let Some(limits) = limits else {
+        return Status::INTERNAL_SERVER_ERROR;
+    };
+    let now = crate::ngx::event::now();
+    let slot = delivery::slot();
+    match &kind[..] {
+        b"panic" => {
+            zone.with_store(|s| {
+                let _ = s.publish(b"half", b"first half", None, None, true, now, limits);
+                panic!("test hook: panic inside a store change");
+            });
+            Status::INTERNAL_SERVER_ERROR
+        }
+        b"publish" => zone.die_inside(false, |s| {
+            // The first channel of a two-channel publish.
+            let _ = s.publish(b"half", b"first half", None, None, true, now, limits);
+        }),
+        b"subscribe" => zone.die_inside(false, |s| {
+            let _ = s.add_subscriber(b"half", slot, now, limits);
+        }),
+        b"delete" => zone.die_inside(false, |s| {
+            let _ = s.delete(b"keep", b"", now, limits);
+        }),
+        b"cleanup" => zone.die_inside(false, |s| {
+            let _ = s.gc(now + 3600, limits, &|_| false);
+        }),
+        b"scribble" => zone.die_inside(true, |s| {
+            let _ = s.publish(b"half", b"first half", None, None, true, now, limits);
+        }),
+        _ => req.respond(
+            400,
+            Some(b"text/plain"),
+            &[],
+            b"kind: publish, subscribe, delete, cleanup, scribble or panic\n",
+        ),
     }
 }

@@ -227,11 +227,37 @@ pub fn process_slot() -> usize {
     unsafe { nginx_sys::ngx_process_slot }.max(0) as usize
 }
 
-/// Whether a process exists (signal 0).
+/// Whether `pid` is a live process of this nginx: it exists (signal 0) and, where /proc
+/// tells, its parent is this process's parent (the master), so a pid the kernel reused for
+/// some other process does not look like a live worker.
 pub fn pid_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks existence.
     let r = unsafe { libc::kill(pid as i32, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return false;
+    }
+    match parent_of(pid) {
+        // SAFETY: getppid cannot fail.
+        Some(ppid) => ppid == unsafe { libc::getppid() } as u32,
+        None => true,
+    }
+}
+
+/// The parent pid of `pid` from /proc (None when it cannot be read).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...: the command may hold spaces and parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// True in a process that serves requests: an nginx worker, or nginx without a master.
+pub fn is_worker() -> bool {
+    // SAFETY: nginx global, read on the process's main thread.
+    let p = unsafe { nginx_sys::ngx_process };
+    p == nginx_sys::NGX_PROCESS_WORKER as nginx_sys::ngx_uint_t
+        || p == nginx_sys::NGX_PROCESS_SINGLE as nginx_sys::ngx_uint_t
 }
 
 /// The abstract UNIX socket address of a wake-up token: not guessable, and distinct between

@@ -8,6 +8,16 @@
 //!
 //! The zone survives `nginx -s reload` when its name and size are unchanged; a size change on
 //! reload is ignored with the C module's warning, so the data is kept.
+//!
+//! **Crash consistency.** A worker can die while it holds the mutex (`kill -9`, the OOM
+//! killer, an abort) or a store operation can panic, leaving the store half changed. Every
+//! operation marks the header busy (pid and slot) after locking and clears the mark just
+//! before unlocking; a panic inside marks the store poisoned. The next process that takes the
+//! lock and finds either mark rebuilds the store from nothing instead of using it: the slab is
+//! re-initialised (the header is its first allocation, so it keeps its address), a new empty
+//! store continues from the figures copied out after the last operation that completed
+//! ([`Carry`]: sequence, tags, published count, uptime), the generation is bumped so every
+//! worker re-registers and gives back its subscribers, and one `[alert]` says what was lost.
 
 use core::alloc::Layout;
 use core::ffi::c_void;
@@ -22,7 +32,7 @@ use nginx_sys::{
     ngx_slab_alloc_locked, ngx_slab_free_locked, ngx_slab_pool_t, ngx_str_t, ngx_time, NGX_ERROR,
     NGX_OK,
 };
-use push_stream_core::store::{Limits, Store};
+use push_stream_core::store::{Carry, Limits, Store};
 
 use super::conf::{Conf, Level};
 use super::guard::guard;
@@ -85,6 +95,25 @@ pub struct ZoneHeader {
     /// broker (read-your-writes).
     pub publish_epoch: [AtomicU64; MAX_SLOTS],
     pub stored_up_to: [AtomicU64; MAX_SLOTS],
+    /// The process inside a store operation (pid, 0: none; and its process slot): set after
+    /// locking, cleared before unlocking. Found set by the next locker, its owner died inside
+    /// (nginx's master force-unlocked the mutex).
+    pub busy_pid: AtomicU64,
+    pub busy_slot: AtomicU64,
+    /// A store operation panicked: the store may be half changed.
+    pub poisoned: AtomicU64,
+    /// Bumped by every rebuild: a worker that sees it change registers again.
+    pub generation: AtomicU64,
+    /// The generation whose rebuild the host's workers were woken for.
+    pub woken_generation: AtomicU64,
+    /// Rebuilds since the zone was created, and the unix second of the last one.
+    pub recoveries: AtomicU64,
+    pub last_recovery: AtomicU64,
+    /// The store's figures after the last operation that completed (written under the mutex).
+    pub carry: Carry,
+    /// Channels and stored messages then (only to say what a rebuild lost).
+    pub channels: u64,
+    pub stored: u64,
 }
 
 /// Latency histogram buckets (core's bounds and +Inf).
@@ -113,9 +142,21 @@ pub struct SlotStats {
     /// Publish-to-write latency histogram (per bucket, not cumulative) and its sum (ms).
     pub latency: [std::sync::atomic::AtomicU64; LATENCY_SLOTS],
     pub latency_sum_ms: std::sync::atomic::AtomicU64,
+    /// How long this worker held the zone's mutex per store operation: a histogram (per
+    /// bucket, see `core::metrics::LOCK_HOLD_BUCKETS`), its sum and the longest (ns).
+    pub lock_hold: [std::sync::atomic::AtomicU64; LOCK_HOLD_SLOTS],
+    pub lock_hold_sum_ns: std::sync::atomic::AtomicU64,
+    pub lock_hold_max_ns: std::sync::atomic::AtomicU64,
 }
 
-const MAGIC: u64 = 0x7073_7472_6561_6d35; // "pstream5"
+/// Lock-hold histogram buckets (core's bounds and +Inf).
+pub const LOCK_HOLD_SLOTS: usize = push_stream_core::metrics::LOCK_HOLD_BUCKETS.len() + 1;
+
+const MAGIC: u64 = 0x7073_7472_6561_6d36; // "pstream6"
+
+/// The limits a rebuilt store is made with (this process's configuration; set by
+/// [`Zone::configure`] in the master, inherited by the workers it forks).
+static REBUILD_LIMITS: std::sync::Mutex<Option<Limits>> = std::sync::Mutex::new(None);
 
 /// What a zone is initialised with, in the declaring configuration's pool (dropped with it).
 #[repr(C)]
@@ -237,7 +278,7 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
                     // An events channel configured only now gets created (the C module crashed here).
                     let alloc_ok = with_header(hdr, |s| {
                         s.get_or_create(events, ngx_time() as i64, limits).is_ok()
-                    });
+                    }) == Some(true);
                     if !alloc_ok {
                         log::warn(
                             log::Log::cycle(),
@@ -251,17 +292,20 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
             let now = ngx_time() as i64;
             ngx_shmtx_lock(&mut (*sp).mutex);
             let made = (|| {
-                let store = Store::new_in(alloc, now, limits).ok()?;
-                let store = ZBox::try_new_in(store, alloc).ok()?;
+                // The header is the slab's first allocation: a rebuild re-initialises the slab
+                // and allocates it first again, at the same address (see `rebuild`).
                 let hdr = ngx_slab_alloc_locked(sp, core::mem::size_of::<ZoneHeader>())
                     as *mut ZoneHeader;
                 if hdr.is_null() {
                     return None;
                 }
+                let store = Store::new_in(alloc, now, limits).ok()?;
+                let store = ZBox::try_new_in(store, alloc).ok()?;
                 // All zero is a valid ZoneHeader (atomics, integers, null pointers); then the fields.
                 core::ptr::write_bytes(hdr as *mut u8, 0, core::mem::size_of::<ZoneHeader>());
                 (*hdr).magic = MAGIC;
                 (*hdr).created = now;
+                (*hdr).carry = store.carry();
                 (*hdr).store = ZBox::into_raw(store);
                 (*hdr).pool = sp;
                 Some(hdr)
@@ -289,22 +333,162 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
     )
 }
 
-/// Holds the zone's mutex; released on drop (also while unwinding from a panic).
-struct Locked(*mut ngx_slab_pool_t);
+/// Holds the zone's mutex; released on drop (also while unwinding from a panic, which marks
+/// the store poisoned first). Clears the busy mark and records how long it was held.
+struct Locked {
+    hdr: *mut ZoneHeader,
+    since: std::time::Instant,
+}
 
 impl Drop for Locked {
     fn drop(&mut self) {
-        // SAFETY: locked in with_header.
-        unsafe { ngx_shmtx_unlock(&mut (*self.0).mutex) }
+        // SAFETY: locked in with_header; the header lives as long as the zone.
+        unsafe {
+            let h = &*self.hdr;
+            if std::thread::panicking() {
+                let _ = h
+                    .poisoned
+                    .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed);
+            }
+            h.busy_pid.store(0, Ordering::Relaxed);
+            let held = self.since.elapsed().as_nanos() as u64;
+            ngx_shmtx_unlock(&mut (*h.pool).mutex);
+            record_hold(h, held);
+        }
     }
 }
 
-unsafe fn with_header<R>(hdr: *mut ZoneHeader, f: impl FnOnce(&mut ZoneStore) -> R) -> R {
-    let store = (*hdr).store;
+/// Adds one lock hold to this worker's histogram (workers only: the master's few operations
+/// at start-up would land in some worker's slot).
+fn record_hold(h: &ZoneHeader, ns: u64) {
+    if !super::event::is_worker() {
+        return;
+    }
+    let Some(s) = h.slots.get(super::event::process_slot()) else {
+        return;
+    };
+    let b = push_stream_core::metrics::lock_hold_bucket(ns);
+    s.lock_hold[b].fetch_add(1, Ordering::Relaxed);
+    s.lock_hold_sum_ns.fetch_add(ns, Ordering::Relaxed);
+    s.lock_hold_max_ns.fetch_max(ns, Ordering::Relaxed);
+}
+
+/// Runs `f` on the store under the mutex, rebuilding the store first when the last
+/// operation did not complete. None when the store cannot be rebuilt (never expected: the
+/// empty store fitted when the zone was made).
+unsafe fn with_header<R>(hdr: *mut ZoneHeader, f: impl FnOnce(&mut ZoneStore) -> R) -> Option<R> {
     let pool = (*hdr).pool;
     ngx_shmtx_lock(&mut (*pool).mutex);
-    let _locked = Locked(pool);
-    f(&mut *store)
+    let locked = Locked {
+        hdr,
+        since: std::time::Instant::now(),
+    };
+    let h = &*hdr;
+    let mut report: Option<Result<String, String>> = None;
+    match h.poisoned.load(Ordering::Relaxed) {
+        // A rebuild failed before (said once): the store stays unusable.
+        UNUSABLE => return None,
+        0 if h.busy_pid.load(Ordering::Relaxed) == 0 => {}
+        _ => report = Some(rebuild(hdr)),
+    }
+    let r = if matches!(report, Some(Err(_))) {
+        None
+    } else {
+        h.busy_slot
+            .store(super::event::process_slot() as u64, Ordering::Relaxed);
+        h.busy_pid
+            .store(u64::from(std::process::id()), Ordering::Relaxed);
+        let store = &mut *(*hdr).store;
+        let r = f(store);
+        // The operation completed: this is the consistent state a rebuild continues from.
+        let c = store.counters();
+        (*hdr).carry = store.carry();
+        (*hdr).channels = c.channels + c.wildcard_channels;
+        (*hdr).stored = c.stored_messages;
+        Some(r)
+    };
+    drop(locked);
+    // Logged once the mutex is released.
+    match report {
+        Some(Ok(msg)) => log::alert(log::Log::cycle(), &msg),
+        Some(Err(msg)) => log::alert(log::Log::cycle(), &msg),
+        None => {}
+    }
+    r
+}
+
+/// Rebuilds the store after an operation that did not complete (called with the mutex held
+/// and the busy or poisoned mark set). Nothing of the damaged store is read: the slab is
+/// re-initialised and a new store continues from the header's [`Carry`]. The message to log
+/// (after unlocking) says what happened.
+/// `poisoned` of a store that could not be rebuilt.
+const UNUSABLE: u64 = 2;
+
+unsafe fn rebuild(hdr: *mut ZoneHeader) -> Result<String, String> {
+    let h = &*hdr;
+    let dead = h.busy_pid.load(Ordering::Relaxed);
+    let dead_slot = h.busy_slot.load(Ordering::Relaxed);
+    let sp = h.pool;
+    let name = "push_stream";
+    // The header, copied to this process's heap while the slab is re-initialised.
+    let size = core::mem::size_of::<ZoneHeader>();
+    let mut saved = std::vec::Vec::<u8>::new();
+    if saved.try_reserve_exact(size).is_err() {
+        return Err(format!(
+            "{name}: the shared store must be rebuilt but this worker cannot allocate {size} bytes; another worker will try"
+        ));
+    }
+    saved.resize(size, 0);
+    ptr::copy_nonoverlapping(hdr as *const u8, saved.as_mut_ptr(), size);
+    nginx_sys::ngx_slab_init(sp);
+    (*sp).set_log_nomem(0);
+    let again = ngx_slab_alloc_locked(sp, size) as *mut ZoneHeader;
+    // The header goes back where it was, whatever happens next.
+    ptr::copy_nonoverlapping(saved.as_ptr(), hdr as *mut u8, size);
+    drop(saved);
+    let h = &*hdr;
+    if again != hdr {
+        // Cannot happen (a fresh slab gives its first pages first); the store stays marked
+        // and unusable rather than corrupt.
+        h.poisoned.store(UNUSABLE, Ordering::Relaxed);
+        return Err(format!(
+            "{name}: the shared store could not be rebuilt (its header would move); the module's shared zone is unusable until nginx restarts"
+        ));
+    }
+    let limits = REBUILD_LIMITS
+        .lock()
+        .map(|l| l.clone().unwrap_or_default())
+        .unwrap_or_default();
+    let alloc = ZoneAlloc(NonNull::new(sp).expect("slab pool"));
+    let now = ngx_time() as i64;
+    let carry = (*hdr).carry;
+    let made = Store::new_in(alloc, now, &limits).ok().and_then(|mut s| {
+        s.carry_over(&carry);
+        ZBox::try_new_in(s, alloc).ok()
+    });
+    let Some(store) = made else {
+        h.poisoned.store(UNUSABLE, Ordering::Relaxed);
+        return Err(format!(
+            "{name}: the shared store could not be rebuilt (no memory for an empty store); the module's shared zone is unusable until nginx restarts"
+        ));
+    };
+    (*hdr).store = ZBox::into_raw(store);
+    let (lost_channels, lost_stored) = ((*hdr).channels, (*hdr).stored);
+    (*hdr).channels = 0;
+    (*hdr).stored = 0;
+    h.busy_pid.store(0, Ordering::Relaxed);
+    h.poisoned.store(0, Ordering::Relaxed);
+    let generation = h.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    let n = h.recoveries.fetch_add(1, Ordering::Relaxed) + 1;
+    h.last_recovery.store(now.max(0) as u64, Ordering::Relaxed);
+    let why = if dead != 0 {
+        format!("worker {dead} (process slot {dead_slot}) died while changing the shared store")
+    } else {
+        "a change of the shared store failed halfway (a panic)".to_string()
+    };
+    Ok(format!(
+        "{name}: {why}; the store was rebuilt empty (recovery {n}, generation {generation}): about {lost_channels} channel(s) and {lost_stored} stored message(s) were lost; subscribers are kept and the published count, message ids and tags continue"
+    ))
 }
 
 /// The module's shared zone: a typed handle to a zone declared by [`add`]. Its methods
@@ -316,6 +500,9 @@ impl Zone {
     /// Gives the zone the store's limits (from `init_main_conf`, before nginx initialises
     /// the zone).
     pub fn configure(self, limits: Limits) {
+        if let Ok(mut l) = REBUILD_LIMITS.lock() {
+            *l = Some(limits.clone());
+        }
         // SAFETY: before init_zone, the zone's data is the spec `add` put there.
         unsafe {
             let z = self.0.as_ptr();
@@ -344,7 +531,75 @@ impl Zone {
         let hdr = self.header()?;
         // SAFETY: the mutex serialises access between workers; this runs on a worker's
         // event-loop thread.
-        Some(unsafe { with_header(hdr, f) })
+        unsafe { with_header(hdr, f) }
+    }
+
+    /// The store's generation (changes when a rebuild replaced it).
+    pub fn generation(self) -> u64 {
+        // SAFETY: the header lives as long as the zone; the word is atomic.
+        self.header()
+            .map_or(0, |h| unsafe { (*h).generation.load(Ordering::Acquire) })
+    }
+
+    /// True for the one caller per `generation` that should wake the host's workers.
+    pub fn claim_rebuild_wake(self, generation: u64) -> bool {
+        // SAFETY: as above.
+        self.header().is_some_and(|h| unsafe {
+            (*h).woken_generation
+                .fetch_max(generation, Ordering::AcqRel)
+                < generation
+        })
+    }
+
+    /// Rebuilds since the zone was created, and the unix second of the last one.
+    pub fn recoveries(self) -> (u64, u64) {
+        // SAFETY: as above.
+        self.header().map_or((0, 0), |h| unsafe {
+            (
+                (*h).recoveries.load(Ordering::Relaxed),
+                (*h).last_recovery.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Every process slot's wake-up token (0: none).
+    pub fn wake_tokens(self) -> Vec<(usize, u128)> {
+        (0..MAX_SLOTS)
+            .map(|slot| (slot, self.wake_token(slot)))
+            .filter(|(_, t)| *t != 0)
+            .collect()
+    }
+
+    /// Test hook: takes the mutex, marks the store busy, runs `f` (half of a mutation), then,
+    /// when `scribble`, overwrites the store's own record with garbage, and kills this worker
+    /// with SIGKILL while it holds the mutex.
+    #[cfg(feature = "test-hooks")]
+    pub fn die_inside(self, scribble: bool, f: impl FnOnce(&mut ZoneStore)) -> ! {
+        if let Some(hdr) = self.header() {
+            // SAFETY: as with_header, but the mutex is never released: the process dies.
+            unsafe {
+                let pool = (*hdr).pool;
+                ngx_shmtx_lock(&mut (*pool).mutex);
+                (*hdr)
+                    .busy_slot
+                    .store(super::event::process_slot() as u64, Ordering::Relaxed);
+                (*hdr)
+                    .busy_pid
+                    .store(u64::from(std::process::id()), Ordering::Relaxed);
+                let store = (*hdr).store;
+                f(&mut *store);
+                if scribble {
+                    ptr::write_bytes(store as *mut u8, 0xA5, core::mem::size_of::<ZoneStore>());
+                }
+            }
+        }
+        // SAFETY: kills this process.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
     }
 
     /// The counters of process slot `slot`, if it has a place.
@@ -467,12 +722,13 @@ impl Zone {
             if nginx_sys::ngx_shmtx_trylock(&mut (*pool).mutex) == 0 {
                 return false;
             }
-            let _locked = Locked(pool);
-            if (*h).last_gc >= now {
-                return false;
+            // Two plain words, nothing that can fail or panic in between: no busy mark.
+            let claimed = (*h).last_gc < now;
+            if claimed {
+                (*h).last_gc = now;
             }
-            (*h).last_gc = now;
-            true
+            ngx_shmtx_unlock(&mut (*pool).mutex);
+            claimed
         }
     }
 }

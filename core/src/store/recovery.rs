@@ -1,0 +1,210 @@
+//! What a store rebuilt after a crash keeps of the one it replaces: the host-wide figures
+//! that only grow (so tags, sequence numbers and stream offsets never go back), and the
+//! subscriber counts each worker gives back from its own registry.
+//!
+//! The nginx layer copies [`Store::carry`] out after every store operation that completed
+//! (when the store is known to be consistent) and gives it to [`Store::carry_over`] of the
+//! store it builds when an operation did not complete (its worker died, or it panicked).
+//! The damaged store itself is never read again.
+
+use allocator_api2::alloc::Allocator;
+
+use super::keys::KeyRef;
+use super::{Limits, Store, StoreError};
+
+/// Scalar figures of a consistent store that a rebuilt one starts from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Carry {
+    pub created: i64,
+    pub published: u64,
+    pub last_seq: u64,
+    pub last_time: i64,
+    pub last_tag: u64,
+    /// `u64::MAX`: none (the layout stays plain integers for shared memory).
+    pub broker_offset: u64,
+    pub ops_mark: u64,
+    pub next_xoff: u64,
+}
+
+fn opt(v: Option<u64>) -> u64 {
+    v.unwrap_or(u64::MAX)
+}
+
+fn unopt(v: u64) -> Option<u64> {
+    (v != u64::MAX).then_some(v)
+}
+
+impl<A: Allocator + Clone> Store<A> {
+    /// This store's carried figures (call it when the store is consistent).
+    pub fn carry(&self) -> Carry {
+        Carry {
+            created: self.created,
+            published: self.published,
+            last_seq: self.last_seq,
+            last_time: self.last_time,
+            last_tag: self.last_tag,
+            broker_offset: opt(self.broker_offset),
+            ops_mark: opt(self.ops_mark),
+            next_xoff: self.next_xoff,
+        }
+    }
+
+    /// Makes a new, empty store continue from `c`: the log starts after `c.last_seq` (a
+    /// worker's cursor from before stays valid, nothing below it is offered again), tags and
+    /// times do not go back, `published_messages` and the uptime are kept.
+    pub fn carry_over(&mut self, c: &Carry) {
+        self.created = c.created;
+        self.published = c.published;
+        self.last_seq = c.last_seq;
+        self.log_floor = c.last_seq;
+        self.last_time = c.last_time;
+        self.last_tag = c.last_tag;
+        self.broker_offset = unopt(c.broker_offset);
+        self.ops_mark = unopt(c.ops_mark);
+        self.next_xoff = c.next_xoff;
+    }
+
+    /// Registers the worker `pid` in `slot` again after a rebuild (as `register_worker`),
+    /// keeping its place in the log: its cursor `cursor` from before, raised to what the new
+    /// store still holds. Its subscribers are given back with `restore_subscribers`.
+    pub fn rejoin_worker(
+        &mut self,
+        slot: usize,
+        pid: u32,
+        cursor: Option<u64>,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<(), StoreError> {
+        self.register_worker(slot, pid, now, limits)?;
+        if let (Some(c), Some(w)) = (
+            cursor,
+            self.workers
+                .iter_mut()
+                .find(|w| w.slot == slot && w.pid == pid),
+        ) {
+            w.cursor = c.clamp(self.log_floor, self.last_seq);
+        }
+        Ok(())
+    }
+
+    /// Gives back `n` subscribers of `id` held by the worker in `slot` (after a rebuild: the
+    /// worker's own registry is the truth). Creates the channel if needed; no events are
+    /// emitted and the per-channel limit is not applied (they were admitted before).
+    pub fn restore_subscribers(
+        &mut self,
+        id: &[u8],
+        slot: usize,
+        n: u64,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<(), StoreError> {
+        let sk = u32::try_from(slot).map_err(|_| StoreError::SubscribersLimit)?;
+        if self.channels.get(&KeyRef(id)).is_none() {
+            let events = limits.events_channel_id.as_deref() == Some(id);
+            // Without the events channel's id: re-creating it announces nothing.
+            let quiet = Limits {
+                events_channel_id: None,
+                ..limits.clone()
+            };
+            self.create_channel(id, now, &quiet, events)?;
+        }
+        let Some(ch) = self.channels.get_mut(&KeyRef(id)) else {
+            return Err(StoreError::OutOfMemory);
+        };
+        for _ in 0..n {
+            ch.subs.try_add(sk)?;
+        }
+        ch.inactive_at = now.saturating_add(limits.channel_inactivity_time);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Record;
+    use allocator_api2::alloc::Global;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn a_rebuilt_store_continues_the_old_ones_sequence_tags_and_counters() {
+        let l = limits();
+        let mut old = Store::new_in(Global, 100, &l).unwrap();
+        for i in 0..5 {
+            old.publish(b"a", format!("m{i}").as_bytes(), None, None, true, 200, &l)
+                .unwrap();
+        }
+        let c = old.carry();
+        assert_eq!(c.published, 5);
+        let mut new = Store::new_in(Global, 300, &l).unwrap();
+        new.carry_over(&c);
+        assert_eq!(new.counters().created, 100);
+        assert_eq!(new.counters().published_messages, 5);
+        assert_eq!(new.counters().channels, 0);
+        // A cursor from the old store (its last record) sees only what comes after.
+        let cursor = c.last_seq;
+        assert!(new.records_after(cursor, 10).records.is_empty());
+        new.publish(b"a", b"after", None, None, true, 200, &l)
+            .unwrap();
+        let b = new.records_after(cursor, 10);
+        assert_eq!(b.lost, 0);
+        assert_eq!(b.records.len(), 1);
+        match &b.records[0] {
+            Record::Message { seq, .. } => assert_eq!(*seq, cursor + 1),
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(new.counters().published_messages, 6);
+        // An older cursor counts what was lost with the old store.
+        assert_eq!(new.records_after(cursor - 2, 10).lost, 2);
+    }
+
+    #[test]
+    fn restored_subscribers_are_counted_without_limits_or_events() {
+        let l = Limits {
+            max_subscribers_per_channel: Some(1),
+            events_channel_id: Some(b"ev".to_vec()),
+            ..limits()
+        };
+        let mut s = Store::new_in(Global, 0, &l).unwrap();
+        s.restore_subscribers(b"x", 3, 2, 10, &l).unwrap();
+        s.restore_subscribers(b"x", 4, 1, 10, &l).unwrap();
+        let info = s.channel(b"x").unwrap();
+        assert_eq!(info.subscribers, 3);
+        let mut slots = s.channel_slots(b"x");
+        slots.sort();
+        assert_eq!(slots, vec![(3, 2), (4, 1)]);
+        // No client_subscribed event was queued on the events channel.
+        assert_eq!(s.channel(b"ev").map(|c| c.stored_messages), Some(0));
+    }
+
+    #[test]
+    fn a_rejoining_worker_keeps_its_place_in_the_log() {
+        let l = limits();
+        let mut s = Store::new_in(Global, 0, &l).unwrap();
+        s.carry_over(&Carry {
+            last_seq: 10,
+            ..s.carry()
+        });
+        s.publish(b"a", b"x", None, None, true, 1, &l).unwrap();
+        s.rejoin_worker(0, 7, Some(4), 1, &l).unwrap();
+        s.rejoin_worker(1, 8, None, 1, &l).unwrap();
+        let w = s.workers();
+        // Below the rebuilt log's floor: raised to it; no cursor: the end of the log.
+        assert_eq!((w[0].slot, w[0].cursor), (0, 10));
+        assert_eq!((w[1].slot, w[1].cursor), (1, 11));
+    }
+
+    #[test]
+    fn none_offsets_survive_the_carry() {
+        let l = limits();
+        let s = Store::new_in(Global, 0, &l).unwrap();
+        let c = s.carry();
+        let mut n = Store::new_in(Global, 0, &l).unwrap();
+        n.carry_over(&c);
+        assert_eq!(n.broker_offset(), None);
+    }
+}
