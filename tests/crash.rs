@@ -202,3 +202,177 @@ fn a_worker_killed_after_scribbling_over_the_store() {
 fn a_store_change_that_panics() {
     crash("panic");
 }
+
+/// One request on a fresh connection; its status, or None when the connection failed (its
+/// worker was killed).
+fn try_request(port: u16, req: &str) -> Option<u16> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(req.as_bytes()).ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    line.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn two_hundred_kills_under_load_leave_a_consistent_store() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    const KILLS: usize = 200;
+    const W: usize = 4;
+    let mut n = Nginx::start_with(
+        CONF,
+        Options {
+            workers: W,
+            ..Default::default()
+        },
+    );
+    for a in [
+        "exited on signal 9",
+        "was locked by",
+        "the store was rebuilt",
+    ] {
+        n.allowed.push(a.into());
+    }
+    let p = n.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new([(); 4].map(|_| AtomicU64::new(0))); // pub ok, pub failed, subs ok, subs failed
+    let mut load = vec![];
+    for t in 0..2u64 {
+        let (stop, counts) = (stop.clone(), counts.clone());
+        load.push(std::thread::spawn(move || {
+            let mut i = t;
+            while !stop.load(Ordering::Relaxed) {
+                i += 2;
+                let body = format!("m{i}");
+                let req = format!(
+                    "POST /pub?id=load{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    i % 10,
+                    body.len()
+                );
+                match try_request(p, &req) {
+                    Some(200) => counts[0].fetch_add(1, Ordering::Relaxed),
+                    Some(s) => panic!("publish answered {s}"),
+                    None => counts[1].fetch_add(1, Ordering::Relaxed),
+                };
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }));
+    }
+    for t in 0..2u64 {
+        let (stop, counts) = (stop.clone(), counts.clone());
+        load.push(std::thread::spawn(move || {
+            let mut i = t;
+            while !stop.load(Ordering::Relaxed) {
+                i += 3;
+                // A subscriber that stays a few milliseconds, then leaves.
+                let req = format!(
+                    "GET /sub/load{}/load{} HTTP/1.1\r\nHost: x\r\n\r\n",
+                    i % 10,
+                    (i + 1) % 10
+                );
+                match try_request(p, &req) {
+                    Some(200) => counts[2].fetch_add(1, Ordering::Relaxed),
+                    Some(s) => panic!("subscribe answered {s}"),
+                    None => counts[3].fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let started = std::time::Instant::now();
+    let mut respawn_max = Duration::ZERO;
+    for k in 0..KILLS {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "only {k} kills in 180 s"
+        );
+        let mut pids: Vec<u32> = n.worker_pids().into_iter().collect();
+        pids.sort_unstable();
+        // A pseudo-random worker (the same sequence every run).
+        let victim = pids[(k * 7919 + k / 3) % pids.len()];
+        // SAFETY: a worker of the nginx this test started.
+        assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+        let t = std::time::Instant::now();
+        wait_for("respawn", Duration::from_secs(10), || {
+            let now = n.worker_pids();
+            now.len() == W && !now.contains(&victim)
+        });
+        respawn_max = respawn_max.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let c: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    // Every subscriber is gone: the dead workers' counts were released, nothing is left.
+    wait_for("no subscriber left", Duration::from_secs(10), || {
+        json(&get(p, "/stats"))["subscribers"] == 0
+    });
+    // The store adds up, on every worker alike.
+    let summary = json(&get(p, "/stats"));
+    let all = json(&get(p, "/stats?id=ALL"));
+    let infos = all["infos"].as_array().unwrap();
+    assert_eq!(
+        Some(infos.len() as u64),
+        summary["channels"].as_u64(),
+        "{all} / {summary}"
+    );
+    let stored: u64 = infos
+        .iter()
+        .map(|i| i["stored_messages"].as_u64().unwrap())
+        .sum();
+    assert_eq!(Some(stored), summary["stored_messages"].as_u64());
+    for i in infos {
+        assert!(
+            i["stored_messages"].as_u64() <= i["published_messages"].as_u64(),
+            "{i}"
+        );
+    }
+    let recoveries = n.error_log().matches("the store was rebuilt").count();
+    let published = summary["published_messages"].as_u64().unwrap();
+    if recoveries == 0 {
+        // Every publish answered 200 is in the store; one cut by a kill may or may not be.
+        assert!(
+            c[0] <= published && published <= c[0] + c[1],
+            "{c:?}, published {published}"
+        );
+    }
+    for _ in 0..20 {
+        let s = json(&get(p, "/stats"));
+        assert_eq!(s["published_messages"].as_u64(), Some(published));
+        assert_eq!(s["by_worker"].as_array().unwrap().len(), W, "{s}");
+    }
+    assert_eq!(
+        metric(p, "push_stream_store_recoveries_total"),
+        Some(recoveries as f64)
+    );
+    let log = n.error_log();
+    assert_eq!(log.matches("exited on signal 9").count(), KILLS);
+    assert_eq!(
+        log.matches("exited on signal").count(),
+        KILLS,
+        "only the kills"
+    );
+    // Every worker still subscribes and delivers.
+    let fresh = subscriber_per_worker(&n, "/sub/after");
+    assert_eq!(post(p, "/pub?id=after", b"x").status, 200);
+    for (pid, mut s) in fresh {
+        let lines = read_lines(&mut s, 1);
+        assert!(lines[0].ends_with("|after|x"), "worker {pid}: {lines:?}");
+    }
+    let unlocked = log.matches("was locked by").count();
+    eprintln!(
+        "FIGURE kill-200: {KILLS} kill -9 of {W} workers in {took:.1?} (slowest respawn {respawn_max:?}) \
+         while publishing ({} answered 200, {} cut) and subscribing ({} answered, {} cut); the \
+         master force-unlocked the zone {unlocked} times; {recoveries} store rebuild(s); \
+         {} channels, {stored} stored messages, {published} published, 0 subscribers left",
+        c[0],
+        c[1],
+        c[2],
+        c[3],
+        infos.len()
+    );
+    n.stop();
+}

@@ -32,7 +32,8 @@ use nginx_sys::{
     ngx_slab_alloc_locked, ngx_slab_free_locked, ngx_slab_pool_t, ngx_str_t, ngx_time, NGX_ERROR,
     NGX_OK,
 };
-use push_stream_core::store::{Carry, Limits, Store};
+use push_stream_core::store::recovery::{POISONED, UNUSABLE};
+use push_stream_core::store::{Carry, Found, Limits, Store};
 
 use super::conf::{Conf, Level};
 use super::guard::guard;
@@ -346,9 +347,9 @@ impl Drop for Locked {
         unsafe {
             let h = &*self.hdr;
             if std::thread::panicking() {
-                let _ = h
-                    .poisoned
-                    .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed);
+                let _ =
+                    h.poisoned
+                        .compare_exchange(0, POISONED, Ordering::Relaxed, Ordering::Relaxed);
             }
             h.busy_pid.store(0, Ordering::Relaxed);
             let held = self.since.elapsed().as_nanos() as u64;
@@ -385,11 +386,15 @@ unsafe fn with_header<R>(hdr: *mut ZoneHeader, f: impl FnOnce(&mut ZoneStore) ->
     };
     let h = &*hdr;
     let mut report: Option<Result<String, String>> = None;
-    match h.poisoned.load(Ordering::Relaxed) {
+    match Found::read(
+        h.busy_pid.load(Ordering::Relaxed),
+        h.busy_slot.load(Ordering::Relaxed),
+        h.poisoned.load(Ordering::Relaxed),
+    ) {
+        Found::Clean => {}
         // A rebuild failed before (said once): the store stays unusable.
-        UNUSABLE => return None,
-        0 if h.busy_pid.load(Ordering::Relaxed) == 0 => {}
-        _ => report = Some(rebuild(hdr)),
+        Found::Unusable => return None,
+        found => report = Some(rebuild(hdr, found)),
     }
     let r = if matches!(report, Some(Err(_))) {
         None
@@ -421,13 +426,8 @@ unsafe fn with_header<R>(hdr: *mut ZoneHeader, f: impl FnOnce(&mut ZoneStore) ->
 /// and the busy or poisoned mark set). Nothing of the damaged store is read: the slab is
 /// re-initialised and a new store continues from the header's [`Carry`]. The message to log
 /// (after unlocking) says what happened.
-/// `poisoned` of a store that could not be rebuilt.
-const UNUSABLE: u64 = 2;
-
-unsafe fn rebuild(hdr: *mut ZoneHeader) -> Result<String, String> {
+unsafe fn rebuild(hdr: *mut ZoneHeader, found: Found) -> Result<String, String> {
     let h = &*hdr;
-    let dead = h.busy_pid.load(Ordering::Relaxed);
-    let dead_slot = h.busy_slot.load(Ordering::Relaxed);
     let sp = h.pool;
     let name = "push_stream";
     // The header, copied to this process's heap while the slab is re-initialised.
@@ -481,14 +481,7 @@ unsafe fn rebuild(hdr: *mut ZoneHeader) -> Result<String, String> {
     let generation = h.generation.fetch_add(1, Ordering::AcqRel) + 1;
     let n = h.recoveries.fetch_add(1, Ordering::Relaxed) + 1;
     h.last_recovery.store(now.max(0) as u64, Ordering::Relaxed);
-    let why = if dead != 0 {
-        format!("worker {dead} (process slot {dead_slot}) died while changing the shared store")
-    } else {
-        "a change of the shared store failed halfway (a panic)".to_string()
-    };
-    Ok(format!(
-        "{name}: {why}; the store was rebuilt empty (recovery {n}, generation {generation}): about {lost_channels} channel(s) and {lost_stored} stored message(s) were lost; subscribers are kept and the published count, message ids and tags continue"
-    ))
+    Ok(found.rebuilt_line(n, generation, lost_channels, lost_stored))
 }
 
 /// The module's shared zone: a typed handle to a zone declared by [`add`]. Its methods

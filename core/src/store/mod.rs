@@ -47,7 +47,7 @@ use self::broker::{XEntry, XKeys};
 use self::channels::{Channel, Deleting};
 use self::keys::{Key, SeqHash};
 use self::record::{Msg, TrashEntry};
-pub use self::recovery::Carry;
+pub use self::recovery::{Carry, Found};
 use self::ring::Ring;
 use self::workers::WorkerEntry;
 
@@ -58,7 +58,7 @@ mod keys;
 mod log;
 mod messages;
 mod record;
-mod recovery;
+pub mod recovery;
 mod ring;
 mod subscribers;
 mod workers;

@@ -12,6 +12,60 @@ use allocator_api2::alloc::Allocator;
 use super::keys::KeyRef;
 use super::{Limits, Store, StoreError};
 
+/// `poisoned` word: a store operation panicked halfway.
+pub const POISONED: u64 = 1;
+/// `poisoned` word: a rebuild failed; the store is not used again.
+pub const UNUSABLE: u64 = 2;
+
+/// What the marks around store operations (busy pid and slot, set after locking and cleared
+/// before unlocking; the poisoned word) say to the next process that takes the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// The last operation completed: use the store.
+    Clean,
+    /// Its process died inside an operation (the master force-unlocked the mutex): rebuild.
+    DiedInside { pid: u64, slot: u64 },
+    /// An operation panicked halfway: rebuild.
+    Panicked,
+    /// A rebuild failed before: do not use the store.
+    Unusable,
+}
+
+impl Found {
+    pub fn read(busy_pid: u64, busy_slot: u64, poisoned: u64) -> Found {
+        match (poisoned, busy_pid) {
+            (UNUSABLE, _) => Found::Unusable,
+            (0, 0) => Found::Clean,
+            (_, 0) => Found::Panicked,
+            // A process that died inside wins over a panic mark: it is the later event.
+            (_, pid) => Found::DiedInside {
+                pid,
+                slot: busy_slot,
+            },
+        }
+    }
+
+    /// The rebuild's log line (after `channels` channels and `stored` stored messages were
+    /// lost with the old store).
+    pub fn rebuilt_line(
+        self,
+        recovery: u64,
+        generation: u64,
+        channels: u64,
+        stored: u64,
+    ) -> String {
+        let why = match self {
+            Found::DiedInside { pid, slot } => {
+                format!("worker {pid} (process slot {slot}) died while changing the shared store")
+            }
+            _ => "a change of the shared store failed halfway (a panic)".to_string(),
+        };
+        format!(
+            "push_stream: {why}; the store was rebuilt empty (recovery {recovery}, generation {generation}): about {channels} channel(s) and {stored} stored message(s) were lost; subscribers are kept and the published count, message ids and tags continue"
+        )
+    }
+}
+
 /// Scalar figures of a consistent store that a rebuilt one starts from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -196,6 +250,31 @@ mod tests {
         // Below the rebuilt log's floor: raised to it; no cursor: the end of the log.
         assert_eq!((w[0].slot, w[0].cursor), (0, 10));
         assert_eq!((w[1].slot, w[1].cursor), (1, 11));
+    }
+
+    #[test]
+    fn the_marks_say_what_the_next_locker_must_do() {
+        assert_eq!(Found::read(0, 0, 0), Found::Clean);
+        assert_eq!(
+            Found::read(0, 3, 0),
+            Found::Clean,
+            "a stale slot means nothing"
+        );
+        assert_eq!(
+            Found::read(42, 3, 0),
+            Found::DiedInside { pid: 42, slot: 3 }
+        );
+        assert_eq!(Found::read(0, 0, POISONED), Found::Panicked);
+        assert_eq!(
+            Found::read(42, 3, POISONED),
+            Found::DiedInside { pid: 42, slot: 3 }
+        );
+        assert_eq!(Found::read(42, 3, UNUSABLE), Found::Unusable);
+        let l = Found::read(42, 3, 0).rebuilt_line(1, 2, 10, 20);
+        assert!(l.contains("worker 42 (process slot 3) died"), "{l}");
+        assert!(l.contains("the store was rebuilt"), "{l}");
+        assert!(l.contains("10 channel(s) and 20 stored message(s)"), "{l}");
+        assert!(Found::Panicked.rebuilt_line(1, 1, 0, 0).contains("a panic"));
     }
 
     #[test]
