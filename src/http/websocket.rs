@@ -56,7 +56,7 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
     if let Err(why) = delivery::accepting() {
         return fail(&req, 503, why.explain());
     }
-    let Some(tpl) = lcf.templates.as_ref() else {
+    let Some(tpl) = lcf.templates.as_deref() else {
         return Status::ERROR;
     };
     let accept = ws::accept_key(h("Sec-WebSocket-Key").unwrap_or_default());
