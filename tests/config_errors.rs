@@ -115,7 +115,7 @@ const LOC_DIRECTIVES: [(&str, &str, bool); 19] = [
     ("push_stream_header_template", "\"head\"", false),
     ("push_stream_message_template", "\"~text~\"", false),
     ("push_stream_footer_template", "\"foot\"", false),
-    ("push_stream_authorized_channels_only", "on", true),
+    ("push_stream_authorized_channels_only", "on", false),
     (
         "push_stream_allow_connections_to_events_channel",
         "on",

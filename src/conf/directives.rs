@@ -3,6 +3,7 @@
 //! location merge.
 
 use std::marker::PhantomData;
+use std::rc::Rc;
 
 use nginx_sys::{
     ngx_command_t, NGX_CONF_2MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
@@ -204,7 +205,7 @@ where
         command(c"push_stream_header_template_file", ANY | T1, sl, LOC, L::HeaderTemplateFile as usize),
         command(c"push_stream_message_template", ANY | T1, sl, LOC, L::MessageTemplate as usize),
         command(c"push_stream_footer_template", ANY | T1, sl, LOC, L::FooterTemplate as usize),
-        command(c"push_stream_authorized_channels_only", ANY_IF | T1, sl, LOC, L::AuthorizedChannelsOnly as usize),
+        command(c"push_stream_authorized_channels_only", ANY | T1, sl, LOC, L::AuthorizedChannelsOnly as usize),
         command(c"push_stream_allow_connections_to_events_channel", ANY_IF | T1, sl, LOC, L::AllowConnectionsToEventsChannel as usize),
         command(c"push_stream_wildcard_channel_max_qtd", ANY | T1, sl, LOC, L::WildcardChannelMaxQtd as usize),
         command(c"push_stream_ping_message_interval", ANY | T1, sl, LOC, L::PingMessageInterval as usize),
@@ -635,6 +636,13 @@ pub fn finish_main(m: &mut MainConf) -> Result<(), String> {
 }
 
 /// `merge_loc_conf`: inheritance, then the checks that need the merged values.
+///
+/// nginx gives an `if` inside a location a configuration of its own, merged from the
+/// location's (the parent here), and a request whose condition holds runs with it. So the
+/// location's role is inherited too, as the C module does (`location_type`): without it such a
+/// request found no role (a `500`). The templates are built from the inherited, unrewritten
+/// values, so the EventSource rewrite is applied once; an `if` that changes no template shares
+/// the location's compiled templates (one rendering per message for both).
 pub fn merge<A>(conf: &mut LocConf, prev: &LocConf, cf: Conf) -> Result<(), String>
 where
     A: HttpModuleMainConf<MainConf = MainConf>,
@@ -644,6 +652,7 @@ where
             *c = p.clone();
         }
     }
+    inherit(&mut conf.role, &prev.role);
     inherit(&mut conf.channels_path, &prev.channels_path);
     inherit(&mut conf.store_messages, &prev.store_messages);
     inherit(
@@ -720,19 +729,28 @@ where
         return Err("push stream module: push_stream_channels_path must be set.".into());
     }
     if let Some(LocationRole::Subscriber(mode)) = conf.role {
-        let kind = match mode {
-            cv::SubscriberMode::EventSource => Kind::EventSource,
-            cv::SubscriberMode::WebSocket => Kind::WebSocket,
-            _ => Kind::Plain,
+        let same_as_parent = prev.role == conf.role
+            && prev.header_template == conf.header_template
+            && prev.message_template == conf.message_template
+            && prev.footer_template == conf.footer_template;
+        conf.templates = match &prev.templates {
+            Some(t) if same_as_parent => Some(t.clone()),
+            _ => {
+                let kind = match mode {
+                    cv::SubscriberMode::EventSource => Kind::EventSource,
+                    cv::SubscriberMode::WebSocket => Kind::WebSocket,
+                    _ => Kind::Plain,
+                };
+                Some(Rc::new(LocationTemplates::new(
+                    conf.header_template.as_deref().unwrap_or(b""),
+                    conf.message_template
+                        .as_deref()
+                        .unwrap_or(defaults::MESSAGE_TEMPLATE),
+                    conf.footer_template.as_deref().unwrap_or(b""),
+                    kind,
+                )))
+            }
         };
-        conf.templates = Some(LocationTemplates::new(
-            conf.header_template.as_deref().unwrap_or(b""),
-            conf.message_template
-                .as_deref()
-                .unwrap_or(defaults::MESSAGE_TEMPLATE),
-            conf.footer_template.as_deref().unwrap_or(b""),
-            kind,
-        ));
     }
     Ok(())
 }

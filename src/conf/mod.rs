@@ -207,8 +207,9 @@ pub struct LocConf {
     /// `push_stream_max_pending_bytes`.
     pub max_pending_bytes: Option<u64>,
     pub padding: Option<std::rc::Rc<Vec<Padding>>>,
-    /// Built at merge time for subscriber locations.
-    pub templates: Option<LocationTemplates>,
+    /// Built at merge time for subscriber locations (shared with an `if` inside the location
+    /// that changes no template).
+    pub templates: Option<std::rc::Rc<LocationTemplates>>,
 }
 
 impl LocConf {

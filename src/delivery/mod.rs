@@ -28,7 +28,7 @@ pub use subscribers::{
     ws_context, ws_feed, ws_in_message, ws_release, Mode, Sub, WsState, WS_PARTIAL_BUDGET,
 };
 
-/// The periodic timer: log catch-up, GC, subscriber census, registration retry.
+/// The periodic timer: log catch-up, GC, registration retry.
 const TICK_MS: u64 = 1000;
 
 /// Per-worker delivery counters (copied to the zone for the metrics location).
@@ -325,22 +325,21 @@ pub fn wake_slot(zone: Zone, slot: usize) {
     });
 }
 
-/// The periodic timer: catch up with the log, retry registration, census, GC.
+/// The periodic timer: catch up with the log, retry registration, GC. (The worker's
+/// subscriber count in the store needs no census: it changes with each subscriber, in the
+/// critical sections that subscribe and unsubscribe it.)
 pub fn tick() {
     if with(|w| w.cursor.is_none()).unwrap_or(false) {
         register();
     }
     rejoin_if_rebuilt();
     process_log();
-    let Some((zone, limits, slot, pid, n)) =
-        with(|w| (w.zone, w.limits, w.slot, w.pid, w.subs.len() as u64))
-    else {
+    let Some((zone, limits)) = with(|w| (w.zone, w.limits)) else {
         return;
     };
     publish_slot_stats();
     if let Some(zone) = zone {
         let t = event::now();
-        zone.with_store(|s| s.set_worker_subscribers(slot, pid, n));
         if zone.claim_gc(t) {
             let report = zone.with_store(|s| s.gc(t, limits, &event::pid_alive));
             if let Some(r) = report.filter(|r| !r.dead_workers.is_empty()) {
@@ -361,6 +360,11 @@ pub fn tick() {
 /// This worker's nginx process slot (its key in the store's per-worker counts).
 pub fn slot() -> usize {
     with(|w| w.slot).unwrap_or(0)
+}
+
+/// This worker's slot and pid (its entry in the store's registry of workers).
+pub fn slot_pid() -> (usize, u32) {
+    with(|w| (w.slot, w.pid)).unwrap_or((0, std::process::id()))
 }
 
 /// Copies this worker's delivery counters into its slot of the zone (read by the metrics

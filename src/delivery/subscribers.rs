@@ -173,6 +173,9 @@ pub struct Sub {
     /// `push_stream_max_pending_bytes`: the backlog a subscriber may leave unread beyond the
     /// message it is receiving.
     pub max_pending: usize,
+    /// Counted in the worker's subscriber total in the store (when it subscribed): uncounted
+    /// when it ends.
+    pub counted: bool,
 }
 
 impl Sub {
@@ -197,6 +200,7 @@ impl Sub {
             padding: None,
             timeout_body: false,
             max_pending: crate::conf::defaults::MAX_PENDING_BYTES as usize,
+            counted: false,
         }
     }
 
@@ -252,17 +256,20 @@ pub fn forget(key: usize, serial: u64) -> bool {
                 }
             }
         }
-        Some((sub, w.zone, w.limits, w.slot))
+        Some((sub, w.zone, w.limits, w.slot, w.pid))
     })
     .flatten();
-    let Some((sub, zone, limits, slot)) = gone else {
+    let Some((sub, zone, limits, slot, pid)) = gone else {
         return false;
     };
-    if let (Some(zone), false) = (zone, sub.channels.is_empty()) {
+    if let (Some(zone), true) = (zone, sub.counted || !sub.channels.is_empty()) {
         let t = event::now();
         zone.with_store(|s| {
             for c in &sub.channels {
                 s.remove_subscriber(c, slot, t, limits);
+            }
+            if sub.counted {
+                s.uncount_worker_subscriber(slot, pid);
             }
         });
     }

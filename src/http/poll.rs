@@ -18,7 +18,7 @@ pub fn handle(
     lcf: &'static LocConf,
     long_polling: bool,
 ) -> Status {
-    let Some(tpl) = lcf.templates.as_ref() else {
+    let Some(tpl) = lcf.templates.as_deref() else {
         return ERR500;
     };
     let jsonp = push_stream_core::query::arg(req.args(), b"callback")

@@ -27,7 +27,7 @@ pub fn handle(
     if req.method() != GET {
         return req.respond(405, None, &[("Allow", b"GET")], b"");
     }
-    let Some(tpl) = lcf.templates.as_ref() else {
+    let Some(tpl) = lcf.templates.as_deref() else {
         return ERR500;
     };
     // X-Nginx-PushStream-Mode turns a streaming or EventSource location into polling or

@@ -95,7 +95,7 @@ pub fn prepare(
     let (since, tag) = resume_time_tag(req, lcf);
     let last_event_id =
         resume_value(req, lcf.last_event_id, "Last-Event-Id").filter(|v| !v.is_empty());
-    let slot = delivery::slot();
+    let (slot, pid) = delivery::slot_pid();
     let base = Cursor {
         backtrack: 0,
         since,
@@ -104,7 +104,10 @@ pub fn prepare(
     };
     let now = event::now();
     // Create, subscribe (all or nothing), take the old messages and the log position in one
-    // critical section, so that nothing is sent twice or missed.
+    // critical section, so that nothing is sent twice or missed. A subscribed request is also
+    // counted in this worker's total here: the channels and the subscriber are in the store
+    // before the first byte is written to the client (statistics asked after any byte of the
+    // response see both).
     let outcome = zone.with_store(|s| {
         for c in &channels {
             s.get_or_create(&c.id, now, limits)?;
@@ -140,6 +143,7 @@ pub fn prepare(
                 }
                 done.push(&c.id);
             }
+            s.count_worker_subscriber(slot, pid);
         }
         let newest = old
             .iter()
@@ -186,15 +190,17 @@ pub fn resume_time_tag(req: &Request<'_>, lcf: &LocConf) -> (Option<i64>, Option
     (since, tag)
 }
 
-/// Releases the subscriptions `prepare` took, when the request cannot go on.
+/// Releases the subscriptions (and the worker's count) `prepare` took, when the request
+/// cannot go on.
 pub fn release(mcf: &MainConf, p: &Prepared) {
     if let (true, Some(zone)) = (p.subscribed, mcf.zone()) {
         let now = event::now();
-        let slot = delivery::slot();
+        let (slot, pid) = delivery::slot_pid();
         zone.with_store(|s| {
             p.channels
                 .iter()
-                .for_each(|c| s.remove_subscriber(&c.id, slot, now, &mcf.limits))
+                .for_each(|c| s.remove_subscriber(&c.id, slot, now, &mcf.limits));
+            s.uncount_worker_subscriber(slot, pid);
         });
     }
 }
@@ -260,6 +266,7 @@ pub fn held_sub(
         mode,
     );
     sub.since_offset = p.since_offset;
+    sub.counted = p.subscribed;
     sub.max_pending = lcf.max_pending_bytes();
     Ok(sub)
 }

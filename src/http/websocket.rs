@@ -7,7 +7,7 @@
 use push_stream_core::channel_path::ChannelError;
 use push_stream_core::websocket::{self as ws, Decoder, Event, Limits};
 
-use super::subscribe::{held_sub, prepare, render_old, Subscribe};
+use super::subscribe::{held_sub, prepare, release, render_old, Subscribe};
 use super::{fail, no_cache, GET};
 use crate::conf::{LocConf, MainConf};
 use crate::delivery::{self, Mode, WsState};
@@ -56,10 +56,13 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
     if let Err(why) = delivery::accepting() {
         return fail(&req, 503, why.explain());
     }
-    let Some(tpl) = lcf.templates.as_ref() else {
+    let Some(tpl) = lcf.templates.as_deref() else {
         return Status::ERROR;
     };
     let accept = ws::accept_key(h("Sec-WebSocket-Key").unwrap_or_default());
+    // The channels are checked, created and subscribed to before the 101 is written, so
+    // statistics asked after any byte of the response see the channels and the subscriber.
+    let prepared = prepare(&req, mcf, lcf, Subscribe::Always);
     // The module writes the 101 itself, with only these headers (no Server, no Date).
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nExpires: Thu, 01 Jan 1970 00:00:01 GMT\r\nCache-Control: no-cache, no-store, must-revalidate\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -67,10 +70,13 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
     req.set_status(101);
     req.set_header_sent();
     if req.send_bytes(head.as_bytes(), true, false).is_error() {
+        if let Ok(p) = &prepared {
+            release(mcf, p);
+        }
         return Status::ERROR;
     }
     // After the 101, refusals are close frames with the HTTP status and explain as JSON.
-    let p = match prepare(&req, mcf, lcf, Subscribe::Always) {
+    let p = match prepared {
         Ok(p) => p,
         Err(e) => {
             let (status, explain) = match e {

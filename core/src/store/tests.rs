@@ -659,9 +659,18 @@ fn workers_and_subscriber_totals() {
     s.publish(b"a", b"x", None, None, true, T0, &l).unwrap();
     assert_eq!(s.register_worker(3, 300, T0, &l).unwrap(), 1);
     assert_eq!(s.register_worker(1, 100, T0 + 1, &l).unwrap(), 1);
-    s.set_worker_subscribers(3, 300, 5);
-    s.set_worker_subscribers(1, 100, 2);
-    s.set_worker_subscribers(1, 999, 50); // wrong pid: ignored
+    for _ in 0..5 {
+        s.count_worker_subscriber(3, 300);
+    }
+    for _ in 0..3 {
+        s.count_worker_subscriber(1, 100);
+    }
+    s.uncount_worker_subscriber(1, 100);
+    s.count_worker_subscriber(1, 999); // wrong pid: ignored
+    s.uncount_worker_subscriber(3, 999); // wrong pid: ignored
+    assert_eq!(s.counters().subscribers, 7);
+    // A registration repeated by the same pid keeps its count.
+    assert_eq!(s.register_worker(1, 100, T0 + 1, &l).unwrap(), 1);
     assert_eq!(s.counters().subscribers, 7);
     let w = s.workers();
     assert_eq!(

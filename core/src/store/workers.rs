@@ -9,6 +9,9 @@ pub(super) struct WorkerEntry {
     pub(super) slot: usize,
     pub(super) pid: u32,
     pub(super) started: i64,
+    /// Requests the worker holds as subscribers (one per request, whatever its channels),
+    /// counted when the request subscribes and uncounted when it ends, so a statistics
+    /// request never misses a subscriber that has received a byte.
     pub(super) subscribers: u64,
     pub(super) cursor: u64,
 }
@@ -18,7 +21,8 @@ impl<A: Allocator + Clone> Store<A> {
     /// cursor it starts reading the log from. Unless the slot was already registered to this
     /// same `pid`, the subscriber counts the slot still holds belong to a process that is gone
     /// (a respawn after a crash, or one whose registration failed): they are removed as by
-    /// [`Store::gc`] for a dead worker. `OutOfMemory` changes nothing.
+    /// [`Store::gc`] for a dead worker (and its subscriber count starts at 0; a registration
+    /// repeated by the same `pid` keeps it). `OutOfMemory` changes nothing.
     pub fn register_worker(
         &mut self,
         slot: usize,
@@ -31,7 +35,8 @@ impl<A: Allocator + Clone> Store<A> {
         if existing.is_none() {
             self.workers.try_reserve(1).map_err(|_| OOM)?;
         }
-        if existing.is_none_or(|i| self.workers[i].pid != pid) {
+        let same_pid = existing.filter(|&i| self.workers[i].pid == pid);
+        if same_pid.is_none() {
             self.drop_slot(slot, now, limits);
         }
         // `drop_slot` does not touch `workers`: `pos` and `existing` still hold. The cursor is
@@ -40,7 +45,7 @@ impl<A: Allocator + Clone> Store<A> {
             slot,
             pid,
             started: now,
-            subscribers: 0,
+            subscribers: same_pid.map_or(0, |i| self.workers[i].subscribers),
             cursor: self.last_seq,
         };
         match existing {
@@ -66,14 +71,27 @@ impl<A: Allocator + Clone> Store<A> {
         self.drop_slot(slot, now, limits);
     }
 
-    pub fn set_worker_subscribers(&mut self, slot: usize, pid: u32, subscribers: u64) {
-        if let Some(w) = self
-            .workers
+    /// The worker `pid` in `slot` holds one more subscriber request. Called in the critical
+    /// section that subscribes the request to its channels, before anything is written to it.
+    /// A `pid` that does not own the slot changes nothing.
+    pub fn count_worker_subscriber(&mut self, slot: usize, pid: u32) {
+        if let Some(w) = self.worker_mut(slot, pid) {
+            w.subscribers = w.subscribers.saturating_add(1);
+        }
+    }
+
+    /// The worker `pid` in `slot` holds one subscriber request fewer (it ended, or was refused
+    /// after subscribing).
+    pub fn uncount_worker_subscriber(&mut self, slot: usize, pid: u32) {
+        if let Some(w) = self.worker_mut(slot, pid) {
+            w.subscribers = w.subscribers.saturating_sub(1);
+        }
+    }
+
+    fn worker_mut(&mut self, slot: usize, pid: u32) -> Option<&mut WorkerEntry> {
+        self.workers
             .iter_mut()
             .find(|w| w.slot == slot && w.pid == pid)
-        {
-            w.subscribers = subscribers;
-        }
     }
 
     pub fn workers(&self) -> Vec<WorkerSlot> {
