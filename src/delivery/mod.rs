@@ -225,19 +225,20 @@ pub fn rejoin_if_rebuilt() {
     if generation == known {
         return;
     }
-    let Some((slot, pid, limits, counts)) = with(|w| {
+    let Some((slot, pid, limits, counts, requests)) = with(|w| {
         let counts: Vec<(Vec<u8>, u64)> = w
             .by_channel
             .iter()
             .map(|(id, subs)| (id.clone(), subs.len() as u64))
             .collect();
-        (w.slot, w.pid, w.limits, counts)
+        let requests = w.subs.values().filter(|s| s.counted).count() as u64;
+        (w.slot, w.pid, w.limits, counts, requests)
     }) else {
         return;
     };
     let now = event::now();
     let done = zone.with_store(|s| {
-        s.rejoin_worker(slot, pid, Some(cursor), now, limits)?;
+        s.rejoin_worker(slot, pid, Some(cursor), requests, now, limits)?;
         let mut refused = 0u64;
         for (id, n) in &counts {
             if s.restore_subscribers(id, slot, *n, now, limits).is_err() {

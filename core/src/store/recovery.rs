@@ -120,24 +120,28 @@ impl<A: Allocator + Clone> Store<A> {
     }
 
     /// Registers the worker `pid` in `slot` again after a rebuild (as `register_worker`),
-    /// keeping its place in the log: its cursor `cursor` from before, raised to what the new
-    /// store still holds. Its subscribers are given back with `restore_subscribers`.
+    /// keeping its place in the log (its cursor `cursor` from before, raised to what the new
+    /// store still holds) and counting the `subscribers` requests it holds. Their channel
+    /// counts are given back with `restore_subscribers`.
     pub fn rejoin_worker(
         &mut self,
         slot: usize,
         pid: u32,
         cursor: Option<u64>,
+        subscribers: u64,
         now: i64,
         limits: &Limits,
     ) -> Result<(), StoreError> {
         self.register_worker(slot, pid, now, limits)?;
-        if let (Some(c), Some(w)) = (
-            cursor,
-            self.workers
-                .iter_mut()
-                .find(|w| w.slot == slot && w.pid == pid),
-        ) {
-            w.cursor = c.clamp(self.log_floor, self.last_seq);
+        if let Some(w) = self
+            .workers
+            .iter_mut()
+            .find(|w| w.slot == slot && w.pid == pid)
+        {
+            if let Some(c) = cursor {
+                w.cursor = c.clamp(self.log_floor, self.last_seq);
+            }
+            w.subscribers = subscribers;
         }
         Ok(())
     }
@@ -244,12 +248,13 @@ mod tests {
             ..s.carry()
         });
         s.publish(b"a", b"x", None, None, true, 1, &l).unwrap();
-        s.rejoin_worker(0, 7, Some(4), 1, &l).unwrap();
-        s.rejoin_worker(1, 8, None, 1, &l).unwrap();
+        s.rejoin_worker(0, 7, Some(4), 3, 1, &l).unwrap();
+        s.rejoin_worker(1, 8, None, 0, 1, &l).unwrap();
         let w = s.workers();
         // Below the rebuilt log's floor: raised to it; no cursor: the end of the log.
-        assert_eq!((w[0].slot, w[0].cursor), (0, 10));
-        assert_eq!((w[1].slot, w[1].cursor), (1, 11));
+        assert_eq!((w[0].slot, w[0].cursor, w[0].subscribers), (0, 10, 3));
+        assert_eq!((w[1].slot, w[1].cursor, w[1].subscribers), (1, 11, 0));
+        assert_eq!(s.counters().subscribers, 3);
     }
 
     #[test]
