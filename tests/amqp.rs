@@ -1132,3 +1132,87 @@ fn a_filled_inbox_still_answers_every_publish() {
     assert_eq!(info["published_messages"].as_u64(), Some(12), "{info}");
     n.stop();
 }
+
+/// Issue 17: a worker that dies inside a change of the host's store (test hook
+/// `die-in-lock`) makes the next locker rebuild the store empty; with a stream source, one
+/// consuming worker then reads the stream again from `push_stream_message_ttl` ago, so the
+/// stored messages come back (stored, not delivered again, not counted twice), in both
+/// consumer modes.
+#[test]
+fn a_store_rebuilt_after_a_crash_is_refilled_from_the_stream() {
+    let _broker = shared_broker();
+    for host in [true, false] {
+        let stream = unique_stream();
+        let source = format!(
+            "push_stream_amqp_stream {stream};{}",
+            if host {
+                " push_stream_amqp_consumer host;"
+            } else {
+                ""
+            }
+        );
+        let conf = conf_with(URL, &source).replace(
+            "location /pub {",
+            "location /die { push_stream_test_hook die-in-lock; }\n        location /pub {",
+        );
+        let mut n = start_conf(&conf, 2);
+        for a in [
+            "exited on signal 9",
+            "was locked by",
+            "the store was rebuilt",
+        ] {
+            n.allowed.push(a.into());
+        }
+        wait_connected(&n, 2);
+        for i in 1..=3 {
+            let r = request(n.port, "POST", "/pub?id=r", &[], format!("m{i}").as_bytes());
+            assert_eq!(r.status, 200, "{r:?}");
+        }
+        let info = json(&get(n.port, "/pub?id=r"));
+        assert_eq!(info["stored_messages"], 3, "{info}");
+        let mut before = Es::open(n.port, "/ev/r.b3", None);
+        before.read_events(3, Duration::from_secs(10));
+        let pids = n.worker_pids();
+        // The worker that takes this request dies holding the zone's lock.
+        let mut s = common::connect(n.port);
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            b"GET /die?kind=publish HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut buf = [0u8; 64];
+        assert!(matches!(
+            std::io::Read::read(&mut s, &mut buf),
+            Ok(0) | Err(_)
+        ));
+        wait_for("respawn", Duration::from_secs(10), || {
+            let now = n.worker_pids();
+            now.len() == 2 && now != pids
+        });
+        // The next lock rebuilds the store; a consuming worker refills it from the stream.
+        wait_for("refilled", Duration::from_secs(15), || {
+            let r = get(n.port, "/pub?id=r");
+            r.status == 200 && json(&r)["stored_messages"] == 3
+        });
+        let log = n.error_log();
+        assert_eq!(log.matches("the store was rebuilt").count(), 1, "{log}");
+        assert!(
+            log.contains("refilling the rebuilt store from stream"),
+            "{log}"
+        );
+        // Nothing was published twice; the same messages, with the same ids, come back.
+        let info = json(&get(n.port, "/pub?id=r"));
+        assert_eq!(info["published_messages"], 3, "{info}");
+        let mut after = Es::open(n.port, "/ev/r.b3", None);
+        after.read_events(3, Duration::from_secs(10));
+        assert_eq!(after.got, before.got, "consumer host: {host}");
+        // What is published next reaches subscribers once, after them.
+        let r = request(n.port, "POST", "/pub?id=r", &[], b"m4");
+        assert_eq!(r.status, 200, "{r:?}");
+        after.read_events(4, Duration::from_secs(10));
+        assert_eq!(texts(&after), ["m1", "m2", "m3", "m4"]);
+        assert_eq!(json(&get(n.port, "/pub?id=r"))["stored_messages"], 4);
+        n.stop();
+    }
+}

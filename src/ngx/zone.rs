@@ -107,6 +107,10 @@ pub struct ZoneHeader {
     pub generation: AtomicU64,
     /// The generation whose rebuild the host's workers were woken for.
     pub woken_generation: AtomicU64,
+    /// The last generation whose store should be refilled from the broker's stream, and the
+    /// last one a consuming worker took the refill of.
+    pub refill_wanted: AtomicU64,
+    pub refill_taken: AtomicU64,
     /// Rebuilds since the zone was created, and the unix second of the last one.
     pub recoveries: AtomicU64,
     pub last_recovery: AtomicU64,
@@ -479,6 +483,7 @@ unsafe fn rebuild(hdr: *mut ZoneHeader, found: Found) -> Result<String, String> 
     h.busy_pid.store(0, Ordering::Relaxed);
     h.poisoned.store(0, Ordering::Relaxed);
     let generation = h.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    h.refill_wanted.store(generation, Ordering::Release);
     let n = h.recoveries.fetch_add(1, Ordering::Relaxed) + 1;
     h.last_recovery.store(now.max(0) as u64, Ordering::Relaxed);
     Ok(found.rebuilt_line(n, generation, lost_channels, lost_stored))
@@ -541,6 +546,16 @@ impl Zone {
             (*h).woken_generation
                 .fetch_max(generation, Ordering::AcqRel)
                 < generation
+        })
+    }
+
+    /// True for the one consuming worker that takes the refill of the last rebuilt store
+    /// (a generation not refilled yet).
+    pub fn claim_refill(self) -> bool {
+        // SAFETY: the header lives as long as the zone; the words are atomics.
+        self.header().is_some_and(|h| unsafe {
+            let wanted = (*h).refill_wanted.load(Ordering::Acquire);
+            wanted != 0 && (*h).refill_taken.fetch_max(wanted, Ordering::AcqRel) < wanted
         })
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -44,6 +44,8 @@ pub struct BrokerMessage {
     pub time: Option<i64>,
     /// The AMQP message-id property (a worker of this module sets `amqp::own_message_id`).
     pub message_id: Option<Vec<u8>>,
+    /// Read again after the host's store was rebuilt: delivered before, only to be stored.
+    pub refill: bool,
 }
 
 /// An HTTP publish handed to the bridge.
@@ -75,6 +77,9 @@ pub struct Status {
     pub confirms_pending: AtomicU64,
     /// Offsets that fell out of the stream's retention before this worker read them.
     pub retention_gaps: AtomicU64,
+    /// Set by the worker after the host's store was rebuilt: read the stream again from this
+    /// unix second to refill it (0: nothing asked).
+    pub refill_since: AtomicI64,
 }
 
 /// The thread body for `Bridge::start`.
@@ -448,6 +453,11 @@ async fn session(
         Source::Exchange(x) => format!("exchange \"{}\"", x.name),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // Refilling a rebuilt store: offsets below this were delivered before (store them only);
+    // how many were read again, and how many consumers this session started.
+    let mut refill_below: Option<u64> = None;
+    let mut refilled = 0u64;
+    let mut consumers = 0u32;
     loop {
         tokio::select! {
             d = next_delivery(&mut consumer) => {
@@ -457,13 +467,24 @@ async fn session(
                     None => return Err("the broker cancelled the consumer".into()),
                 };
                 let headers = delivery.properties.headers().as_ref();
+                let mut refill = false;
                 let position = match &s.source {
                     Source::Stream { name, .. } => {
                         let Some(offset) = offset_of(headers) else {
                             acks.add(&consumer_ch, delivery.delivery_tag, ack_every).await?;
                             continue;
                         };
-                        if let Some(expected) = *next_offset {
+                        match refill_below {
+                            Some(below) if offset < below => refill = true,
+                            Some(_) => {
+                                refill_below = None;
+                                log(ctx, format!("push_stream: amqp: refilled the rebuilt store from stream \"{name}\": {refilled} message(s) read again"));
+                            }
+                            None => {}
+                        }
+                        if refill {
+                            // Read again for the rebuilt store: no gap or order checks.
+                        } else if let Some(expected) = *next_offset {
                             // A stream delivers from the start of the chunk holding the
                             // requested offset: what comes before it was handled already.
                             if offset < expected {
@@ -511,7 +532,9 @@ async fn session(
                                 .message_id()
                                 .as_ref()
                                 .map(|i| i.as_str().as_bytes().to_vec()),
+                            refill,
                         };
+                        refilled += u64::from(refill);
                         // Never drop: wait for room in the inbox (the worker drains it on every wake-up).
                         let mut item = InboxItem::Broker(Box::new(msg));
                         loop {
@@ -533,7 +556,7 @@ async fn session(
                         log(ctx, format!("push_stream: amqp: {source_name} message at {at} skipped: {e}"))
                     }
                 }
-                if let Some(offset) = position {
+                if let (Some(offset), false) = (position, refill) {
                     status.last_offset.store(offset as i64, Ordering::Relaxed);
                     *next_offset = Some(offset + 1);
                 }
@@ -598,6 +621,26 @@ async fn session(
             }
             _ = tick.tick() => {
                 acks.flush(&consumer_ch).await?;
+                let since = status.refill_since.swap(0, Ordering::Relaxed);
+                if let (true, Source::Stream { name, .. }, Some(c)) = (since > 0, &s.source, consumer.as_ref()) {
+                    // Start over from `since` on the same channel: what comes before the
+                    // next offset is stored only; then live messages follow in order.
+                    if let Some(below) = *next_offset {
+                        consumer_ch.basic_cancel(c.tag(), BasicCancelOptions::default()).await
+                            .map_err(|e| format!("basic.cancel failed: {e}"))?;
+                        consumers += 1;
+                        let mut cargs = FieldTable::default();
+                        cargs.insert("x-stream-offset".into(), AMQPValue::Timestamp(since as u64));
+                        let tag: ShortString = format!("ngx-push-stream-{}-{consumers}", std::process::id()).into();
+                        consumer = Some(consumer_ch
+                            .basic_consume(name.as_str().into(), tag, BasicConsumeOptions::default(), cargs)
+                            .await
+                            .map_err(|e| format!("cannot consume the stream \"{name}\" again: {e}"))?);
+                        refill_below = Some(below);
+                        refilled = 0;
+                        log(ctx, format!("push_stream: amqp: refilling the rebuilt store from stream \"{name}\" since unix time {since} (offsets below {below} are stored, not delivered again)"));
+                    }
+                }
                 if ctx.stop_requested() {
                     let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "worker exiting".into())).await;
                     return Ok(());

@@ -30,6 +30,9 @@ pub fn consumed(m: BrokerMessage) {
     let Some((mcf, last, host)) = with(|s| (s.main, s.last_offset, s.host)) else {
         return;
     };
+    if m.refill {
+        return refilled(mcf, &m);
+    }
     let now = event::now();
     let place = match m.position {
         Position::Offset(o) => {
@@ -129,6 +132,36 @@ pub fn consumed(m: BrokerMessage) {
         };
         delivery::deliver_message(msg, delivery::Since::Offset(offset + 1));
     }
+}
+
+/// A message read again from the stream for a rebuilt store: stored (outside the delivery
+/// log, not counted again), or for a delete, the channel's stored messages dropped quietly.
+fn refilled(mcf: &MainConf, m: &BrokerMessage) {
+    let (Some(zone), Position::Offset(offset)) = (mcf.zone(), m.position) else {
+        return;
+    };
+    let now = event::now();
+    let time = m.time.unwrap_or(now);
+    let event_id = push_stream_core::amqp::default_event_id(&m.event_id, offset);
+    zone.with_store(|s| {
+        for ch in &m.channels {
+            let _ = if m.delete {
+                s.refill_delete(ch, now)
+            } else {
+                s.refill_broker(
+                    ch,
+                    offset,
+                    &m.text,
+                    &event_id,
+                    &m.event_type,
+                    time,
+                    now,
+                    &mcf.limits,
+                )
+                .map(|_| ())
+            };
+        }
+    });
 }
 
 /// A message (or delete) this host now has: when one of this host's workers published it

@@ -239,6 +239,7 @@ fn state(connected: bool, detail: &str) {
 /// batch go first; the inbox waits (it is bounded and the thread holds back) until they are
 /// out, so a worker under load keeps its turns short.
 pub fn drain_inbox() {
+    refill_if_wanted();
     #[cfg(feature = "test-hooks")]
     if PAUSED_UNTIL.with(|p| p.get()) > event::now_ms() {
         return; // the periodic timer drains it once the pause is over
@@ -270,7 +271,27 @@ pub fn drain_inbox() {
 
 /// Another worker consumed back some of this worker's publishes (its wake-up): answer them.
 pub fn check_stored() {
+    refill_if_wanted();
     publish::answer_stored();
+}
+
+/// After the host's store was rebuilt (a worker died inside a change; see `ngx::zone`), one
+/// worker that consumes the stream reads it again from `push_stream_message_ttl` ago, so
+/// the messages the store still held come back (stored, not delivered again).
+fn refill_if_wanted() {
+    let Some((mcf, status, stream, consumer)) =
+        with(|s| (s.main, s.status.clone(), s.stream, s.consumer))
+    else {
+        return;
+    };
+    if !(stream && consumer && mcf.amqp.store_messages()) {
+        return;
+    }
+    let Some(zone) = mcf.zone() else { return };
+    if zone.claim_refill() {
+        let since = event::now() - mcf.limits.message_ttl;
+        status.refill_since.store(since.max(1), Ordering::Relaxed);
+    }
 }
 
 #[cfg(feature = "test-hooks")]

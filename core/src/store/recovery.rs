@@ -10,7 +10,8 @@
 use allocator_api2::alloc::Allocator;
 
 use super::keys::KeyRef;
-use super::{Limits, Store, StoreError};
+use super::record::TrashEntry;
+use super::{Limits, Store, StoreError, TRASH_DELAY};
 
 /// `poisoned` word: a store operation panicked halfway.
 pub const POISONED: u64 = 1;
@@ -142,6 +143,56 @@ impl<A: Allocator + Clone> Store<A> {
                 w.cursor = c.clamp(self.log_floor, self.last_seq);
             }
             w.subscribers = subscribers;
+        }
+        Ok(())
+    }
+
+    /// Stores a message read again from the broker's stream after a rebuild (offset `offset`,
+    /// already delivered before the crash): kept like a consumed message, but outside the
+    /// delivery log (nobody gets it again) and not counted again in `published_messages`.
+    /// True when it was stored (false: the channel already has it or a later message).
+    #[allow(clippy::too_many_arguments)]
+    pub fn refill_broker(
+        &mut self,
+        id: &[u8],
+        offset: u64,
+        text: &[u8],
+        event_id: &[u8],
+        event_type: &[u8],
+        time: i64,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<bool, StoreError> {
+        let before = self.last_seq;
+        self.insert_broker(
+            id, offset, text, event_id, event_type, time, true, false, now, limits,
+        )?;
+        let stored = self.last_seq != before;
+        if stored {
+            self.published = self.published.saturating_sub(1);
+        }
+        Ok(stored)
+    }
+
+    /// A channel delete read again from the stream while refilling: the channel's messages
+    /// stored so far leave the store quietly (its subscribers were told before the crash).
+    pub fn refill_delete(&mut self, id: &[u8], now: i64) -> Result<(), StoreError> {
+        self.trash.try_reserve(self.queued_total + 1)?;
+        let Some(ch) = self.channels.get_mut(&KeyRef(id)) else {
+            return Ok(());
+        };
+        if ch.events {
+            return Ok(());
+        }
+        let deadline = now.saturating_add(TRASH_DELAY);
+        while let Some(old) = ch.queue.pop_front() {
+            self.queued_total -= 1;
+            self.stored -= 1;
+            let _ = self.trash.push_back(TrashEntry {
+                seq: old.seq,
+                deadline,
+            });
+            self.messages_in_trash += 1;
         }
         Ok(())
     }
@@ -280,6 +331,35 @@ mod tests {
         assert!(l.contains("the store was rebuilt"), "{l}");
         assert!(l.contains("10 channel(s) and 20 stored message(s)"), "{l}");
         assert!(Found::Panicked.rebuilt_line(1, 1, 0, 0).contains("a panic"));
+    }
+
+    #[test]
+    fn a_refill_stores_without_delivering_or_counting_again() {
+        let l = limits();
+        let mut s = Store::new_in(Global, 0, &l).unwrap();
+        s.carry_over(&Carry {
+            published: 3,
+            last_seq: 10,
+            ..s.carry()
+        });
+        assert!(s.refill_broker(b"r", 0, b"a", b"", b"", 5, 6, &l).unwrap());
+        assert!(s.refill_broker(b"r", 1, b"b", b"", b"", 5, 6, &l).unwrap());
+        // Already there: not stored twice.
+        assert!(!s.refill_broker(b"r", 1, b"b", b"", b"", 5, 6, &l).unwrap());
+        assert!(s.refill_broker(b"q", 2, b"c", b"", b"", 5, 6, &l).unwrap());
+        let c = s.counters();
+        assert_eq!((c.published_messages, c.stored_messages), (3, 3));
+        // Outside the delivery log: a worker reading from before gets nothing.
+        let b = s.records_after(10, 10);
+        assert!(b.records.is_empty(), "{b:?}");
+        // Ids are the stream's (offset + 1), as before the crash.
+        assert_eq!(s.channel(b"r").unwrap().published_messages, 2);
+        // A delete read again: the channel's stored messages go, quietly.
+        s.refill_delete(b"r", 7).unwrap();
+        assert_eq!(s.channel(b"r").map(|c| c.stored_messages), Some(0));
+        assert_eq!(s.counters().stored_messages, 1);
+        assert!(s.records_after(10, 10).records.is_empty());
+        s.refill_delete(b"unknown", 7).unwrap();
     }
 
     #[test]
