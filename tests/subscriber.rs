@@ -378,14 +378,16 @@ fn the_events_channel_reports_subscriptions() {
 fn padding_by_user_agent_and_cors() {
     let n = start();
     let mut s = Stream::open(n.port, "/pad/pd", &["User-Agent: Test"]);
-    let first = s.next_chunk().unwrap();
-    assert_eq!(&first[..10], b"0123456789");
+    // The header template, then its padding, each a chunk of its own (as the C module sends
+    // them).
+    assert_eq!(s.next_chunk().unwrap(), b"0123456789".to_vec());
+    let padding = s.next_chunk().unwrap();
     assert_eq!(
-        first.len(),
-        10 + 1024,
+        padding.len(),
+        1024,
         "header padding: min(P=1024, (1014/100+1)*100)"
     );
-    assert!(first[10..].iter().all(|b| *b == b'\r' || *b == b'\n'));
+    assert!(padding.iter().all(|b| *b == b'\r' || *b == b'\n'));
     publish(&n, "pd", "x");
     let m = s.next_chunk().unwrap();
     // The cap P is the largest minimum in the configuration (1024): 544 short rounds to 600.
@@ -763,6 +765,29 @@ fn messages_that_reach_a_subscriber_together_are_written_together() {
         200
     );
     assert_eq!(s.next_chunk().unwrap(), b"2|gb|one\n".to_vec());
+    n.stop();
+}
+
+#[test]
+fn the_header_template_and_each_old_message_are_chunks_of_their_own() {
+    // The C module writes the header template, then each old message, each with its own
+    // output call (one chunk each): clients that read a stream chunk by chunk (em-http,
+    // urllib3's read_chunked) see the header template alone before the old messages.
+    let n = Nginx::start(&conf());
+    for body in ["one", "two", "three"] {
+        publish(&n, "own", body);
+    }
+    let mut s = Stream::open(n.port, "/pad/own.b2", &[]);
+    assert_eq!(s.next_chunk().unwrap(), b"0123456789".to_vec());
+    assert_eq!(s.next_chunk().unwrap(), b"two".to_vec());
+    assert_eq!(s.next_chunk().unwrap(), b"three".to_vec());
+    // Header, then its padding (a User-Agent the padding rule matches), then each message
+    // with its padding after it.
+    let mut p = Stream::open(n.port, "/pad/own.b1", &["User-Agent: test"]);
+    assert_eq!(p.next_chunk().unwrap(), b"0123456789".to_vec());
+    assert_eq!(p.next_chunk().unwrap().len(), 1024);
+    assert_eq!(p.next_chunk().unwrap(), b"three".to_vec());
+    assert_eq!(p.next_chunk().unwrap().len(), 600);
     n.stop();
 }
 

@@ -115,7 +115,7 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
         .map(|ms| (ws::PING_FRAME.to_vec(), ms));
     sub.ttl = lcf.subscriber_connection_ttl;
     delivery::hold(sub);
-    if held.send_first(&first) == Sent::Failed {
+    if held.send_first(&[&first]) == Sent::Failed {
         held.close(Status::ERROR);
         return Status::DONE;
     }
