@@ -211,7 +211,9 @@ impl Sub {
     }
 }
 
-/// Registers a held request as a subscriber of its channels and arms its timers.
+/// Registers a held request as a subscriber of its channels and arms its timers. The
+/// worker's subscriber count in the store (the statistics' `subscribers` and `by_worker`)
+/// includes it before anything is written to it, as in the C module.
 pub fn hold(sub: Sub) {
     let h = sub.req;
     if let Some((_, ms)) = &sub.ping {
@@ -226,10 +228,15 @@ pub fn hold(sub: Sub) {
             w.by_channel.entry(c.clone()).or_default().insert(key);
         }
         w.subs.insert(key, sub);
+        (w.zone, w.slot, w.pid, w.subs.len() as u64)
     });
-    if registered.is_none() {
+    match registered {
         // No delivery state: the subscriber would never get a message.
-        h.close(Status::http(503));
+        None => h.close(Status::http(503)),
+        Some((Some(zone), slot, pid, n)) => {
+            zone.with_store(|s| s.set_worker_subscribers(slot, pid, n));
+        }
+        Some((None, ..)) => {}
     }
 }
 
@@ -252,18 +259,19 @@ pub fn forget(key: usize, serial: u64) -> bool {
                 }
             }
         }
-        Some((sub, w.zone, w.limits, w.slot))
+        Some((sub, w.zone, w.limits, w.slot, w.pid, w.subs.len() as u64))
     })
     .flatten();
-    let Some((sub, zone, limits, slot)) = gone else {
+    let Some((sub, zone, limits, slot, pid, left)) = gone else {
         return false;
     };
-    if let (Some(zone), false) = (zone, sub.channels.is_empty()) {
+    if let Some(zone) = zone {
         let t = event::now();
         zone.with_store(|s| {
             for c in &sub.channels {
                 s.remove_subscriber(c, slot, t, limits);
             }
+            s.set_worker_subscribers(slot, pid, left);
         });
     }
     true
