@@ -1,19 +1,20 @@
 //! WebSocket subscribers (HTTP/1.1 only): the handshake, the C module's post-handshake
 //! refusals, and the reading of client frames (RFC 6455, decoded by
 //! `push_stream_core::websocket`), with the bounds a hostile client meets: a read budget per
-//! event, a size cap (`client_max_body_size`) and a time limit (`client_body_timeout`) for an
-//! unfinished message, and a per-worker budget for all unfinished messages.
+//! event, a size cap (`client_max_body_size`) and a time limit between reads
+//! (`client_body_timeout`) for an unfinished message, and a per-worker budget for all
+//! unfinished messages.
 
 use push_stream_core::channel_path::ChannelError;
 use push_stream_core::websocket::{self as ws, Decoder, Event, Limits};
 
-use super::subscribe::{held_sub, prepare, render_old, Subscribe};
+use super::subscribe::{held_sub, prepare, release, render_old, Subscribe};
 use super::{fail, no_cache, GET};
 use crate::conf::{LocConf, MainConf};
 use crate::delivery::{self, Mode, WsState};
 use crate::ngx::held::{HeldRef, Recv, Sent};
 use crate::ngx::request::Request;
-use crate::ngx::{event, Status, Timer};
+use crate::ngx::{Status, Timer};
 use crate::ngx_log;
 use crate::publish::{self, Route};
 
@@ -60,6 +61,9 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
         return Status::ERROR;
     };
     let accept = ws::accept_key(h("Sec-WebSocket-Key").unwrap_or_default());
+    // Subscribed before the 101 goes out, so that a message published once the client has
+    // seen the 101 cannot be missed.
+    let prepared = prepare(&req, mcf, lcf, Subscribe::Always);
     // The module writes the 101 itself, with only these headers (no Server, no Date).
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nExpires: Thu, 01 Jan 1970 00:00:01 GMT\r\nCache-Control: no-cache, no-store, must-revalidate\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -67,10 +71,13 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
     req.set_status(101);
     req.set_header_sent();
     if req.send_bytes(head.as_bytes(), true, false).is_error() {
+        if let Ok(p) = &prepared {
+            release(mcf, p);
+        }
         return Status::ERROR;
     }
     // After the 101, refusals are close frames with the HTTP status and explain as JSON.
-    let p = match prepare(&req, mcf, lcf, Subscribe::Always) {
+    let p = match prepared {
         Ok(p) => p,
         Err(e) => {
             let (status, explain) = match e {
@@ -102,7 +109,6 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
         decoder: Decoder::new(limits),
         mcf,
         lcf,
-        partial_since: None,
         partial_counted: 0,
     };
     let mut sub = match held_sub(req, mcf, lcf, &p, tpl, Mode::WebSocket(Box::new(state))) {
@@ -161,7 +167,7 @@ pub fn on_read(h: HeldRef) {
 /// Feeds client bytes to the decoder and handles the events; false when the connection is
 /// ending.
 fn feed(h: HeldRef, data: &[u8]) -> bool {
-    let fed = delivery::ws_feed(h, data, event::now_ms());
+    let fed = delivery::ws_feed(h, data);
     let Some(fed) = fed else {
         return false;
     };
@@ -184,23 +190,24 @@ fn feed(h: HeldRef, data: &[u8]) -> bool {
         return false;
     }
     if let Some(ms) = fed
-        .started_partial
+        .in_message
         .then(|| h.with(|r| r.client_body_timeout()))
         .flatten()
     {
-        // An unfinished message must be completed within client_body_timeout.
+        // An unfinished message may wait client_body_timeout for its next bytes (counted
+        // between reads, as nginx counts it for a request body).
         h.set_timer(Timer::Partial, ms);
     }
     true
 }
 
-/// An unfinished message was not completed within `client_body_timeout`.
+/// No byte of an unfinished message came for `client_body_timeout`.
 pub fn partial_timed_out(h: HeldRef) {
     if delivery::ws_in_message(h) {
         ngx_log!(
             info,
             h.log(),
-            "push_stream: closing a WebSocket client: a message was left unfinished for client_body_timeout"
+            "push_stream: closing a WebSocket client: an unfinished message got no data for client_body_timeout"
         );
         close(h, &ws::close_frame(1008, b"message not completed in time"));
     }
