@@ -293,6 +293,57 @@ fn polling_answers_304_or_the_batch() {
 }
 
 #[test]
+fn the_mode_header_chooses_polling_or_long_polling_as_the_c_module_does() {
+    // X-Nginx-PushStream-Mode (any case) turns a streaming, EventSource or polling location
+    // into polling or long-polling; long-polling wins over polling whichever of the two the
+    // location or the header names; other values change nothing.
+    let n = start();
+    let p = n.port;
+    let held = |path: &'static str, mode: &'static str, ch: &'static str| {
+        let t = std::thread::spawn(move || {
+            let h = format!("X-Nginx-PushStream-Mode: {mode}");
+            request(p, "GET", path, &[h.as_str()], b"")
+        });
+        wait_for(&format!("{path} held"), Duration::from_secs(5), || {
+            subscribers(p, ch) == 1
+        });
+        publish(&n, ch, "x");
+        t.join().unwrap()
+    };
+    let r = held("/sub/md1", "LONG-POLLING", "md1");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "1|md1|x\nF\n");
+    assert!(r.header("Etag").is_some() && r.header("Last-Modified").is_some());
+    // A polling location with the header long-polling, a long-polling location with the
+    // header polling: both wait for the message.
+    let r = held("/poll/md2", "long-polling", "md2");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains(r#""text":"x""#), "{}", r.text());
+    let r = held("/lp/md3", "polling", "md3");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains(r#""text":"x""#), "{}", r.text());
+    // Polling on an EventSource location: a 304 at once, not an event stream.
+    let r = request(
+        p,
+        "GET",
+        "/ev/md4",
+        &["X-Nginx-PushStream-Mode: Polling"],
+        b"",
+    );
+    assert_eq!(r.status, 304);
+    // Other values: still streaming.
+    for mode in ["streaming", "websocket", "long-polling2"] {
+        let h = format!("X-Nginx-PushStream-Mode: {mode}");
+        let mut s = Stream::open(p, "/sub/md5", &[h.as_str()]);
+        assert_eq!(s.status, 200, "{mode}");
+        assert_eq!(s.header("Transfer-Encoding"), Some("chunked"), "{mode}");
+        publish(&n, "md5", mode);
+        assert!(read_until(&mut s, "\n").ends_with(&format!("|md5|{mode}\n")));
+    }
+    n.stop();
+}
+
+#[test]
 fn pings_on_idle_streams_and_the_connection_ttl() {
     let n = start();
     let mut s = Stream::open(n.port, "/ping/pg", &[]);
