@@ -293,6 +293,57 @@ fn polling_answers_304_or_the_batch() {
 }
 
 #[test]
+fn the_mode_header_chooses_polling_or_long_polling_as_the_c_module_does() {
+    // X-Nginx-PushStream-Mode (any case) turns a streaming, EventSource or polling location
+    // into polling or long-polling; long-polling wins over polling whichever of the two the
+    // location or the header names; other values change nothing.
+    let n = start();
+    let p = n.port;
+    let held = |path: &'static str, mode: &'static str, ch: &'static str| {
+        let t = std::thread::spawn(move || {
+            let h = format!("X-Nginx-PushStream-Mode: {mode}");
+            request(p, "GET", path, &[h.as_str()], b"")
+        });
+        wait_for(&format!("{path} held"), Duration::from_secs(5), || {
+            subscribers(p, ch) == 1
+        });
+        publish(&n, ch, "x");
+        t.join().unwrap()
+    };
+    let r = held("/sub/md1", "LONG-POLLING", "md1");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "1|md1|x\nF\n");
+    assert!(r.header("Etag").is_some() && r.header("Last-Modified").is_some());
+    // A polling location with the header long-polling, a long-polling location with the
+    // header polling: both wait for the message.
+    let r = held("/poll/md2", "long-polling", "md2");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains(r#""text":"x""#), "{}", r.text());
+    let r = held("/lp/md3", "polling", "md3");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains(r#""text":"x""#), "{}", r.text());
+    // Polling on an EventSource location: a 304 at once, not an event stream.
+    let r = request(
+        p,
+        "GET",
+        "/ev/md4",
+        &["X-Nginx-PushStream-Mode: Polling"],
+        b"",
+    );
+    assert_eq!(r.status, 304);
+    // Other values: still streaming.
+    for mode in ["streaming", "websocket", "long-polling2"] {
+        let h = format!("X-Nginx-PushStream-Mode: {mode}");
+        let mut s = Stream::open(p, "/sub/md5", &[h.as_str()]);
+        assert_eq!(s.status, 200, "{mode}");
+        assert_eq!(s.header("Transfer-Encoding"), Some("chunked"), "{mode}");
+        publish(&n, "md5", mode);
+        assert!(read_until(&mut s, "\n").ends_with(&format!("|md5|{mode}\n")));
+    }
+    n.stop();
+}
+
+#[test]
 fn pings_on_idle_streams_and_the_connection_ttl() {
     let n = start();
     let mut s = Stream::open(n.port, "/ping/pg", &[]);
@@ -378,14 +429,16 @@ fn the_events_channel_reports_subscriptions() {
 fn padding_by_user_agent_and_cors() {
     let n = start();
     let mut s = Stream::open(n.port, "/pad/pd", &["User-Agent: Test"]);
-    let first = s.next_chunk().unwrap();
-    assert_eq!(&first[..10], b"0123456789");
+    // The header template, then its padding, each a chunk of its own (as the C module sends
+    // them).
+    assert_eq!(s.next_chunk().unwrap(), b"0123456789".to_vec());
+    let padding = s.next_chunk().unwrap();
     assert_eq!(
-        first.len(),
-        10 + 1024,
+        padding.len(),
+        1024,
         "header padding: min(P=1024, (1014/100+1)*100)"
     );
-    assert!(first[10..].iter().all(|b| *b == b'\r' || *b == b'\n'));
+    assert!(padding.iter().all(|b| *b == b'\r' || *b == b'\n'));
     publish(&n, "pd", "x");
     let m = s.next_chunk().unwrap();
     // The cap P is the largest minimum in the configuration (1024): 544 short rounds to 600.
@@ -763,6 +816,29 @@ fn messages_that_reach_a_subscriber_together_are_written_together() {
         200
     );
     assert_eq!(s.next_chunk().unwrap(), b"2|gb|one\n".to_vec());
+    n.stop();
+}
+
+#[test]
+fn the_header_template_and_each_old_message_are_chunks_of_their_own() {
+    // The C module writes the header template, then each old message, each with its own
+    // output call (one chunk each): clients that read a stream chunk by chunk (em-http,
+    // urllib3's read_chunked) see the header template alone before the old messages.
+    let n = Nginx::start(&conf());
+    for body in ["one", "two", "three"] {
+        publish(&n, "own", body);
+    }
+    let mut s = Stream::open(n.port, "/pad/own.b2", &[]);
+    assert_eq!(s.next_chunk().unwrap(), b"0123456789".to_vec());
+    assert_eq!(s.next_chunk().unwrap(), b"two".to_vec());
+    assert_eq!(s.next_chunk().unwrap(), b"three".to_vec());
+    // Header, then its padding (a User-Agent the padding rule matches), then each message
+    // with its padding after it.
+    let mut p = Stream::open(n.port, "/pad/own.b1", &["User-Agent: test"]);
+    assert_eq!(p.next_chunk().unwrap(), b"0123456789".to_vec());
+    assert_eq!(p.next_chunk().unwrap().len(), 1024);
+    assert_eq!(p.next_chunk().unwrap(), b"three".to_vec());
+    assert_eq!(p.next_chunk().unwrap().len(), 600);
     n.stop();
 }
 

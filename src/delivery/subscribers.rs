@@ -21,9 +21,7 @@ pub struct WsState {
     pub decoder: Decoder,
     pub mcf: &'static MainConf,
     pub lcf: &'static LocConf,
-    /// When the unfinished fragmented message being received started (ms), if any.
-    pub partial_since: Option<i64>,
-    /// Its bytes counted in the worker's budget for unfinished messages.
+    /// The bytes of the unfinished message being received counted in the worker's budget for unfinished messages.
     pub partial_counted: usize,
 }
 
@@ -40,12 +38,13 @@ pub struct Fed {
     pub events: Vec<push_stream_core::websocket::Event>,
     /// The worker's budget for unfinished messages is exceeded by this client.
     pub over_budget: bool,
-    /// An unfinished message started with these bytes (its timer is to be armed).
-    pub started_partial: bool,
+    /// A message is unfinished after these bytes (its timer is to be armed again: it runs
+    /// between reads, as nginx's `client_body_timeout` does for a request body).
+    pub in_message: bool,
 }
 
 /// Feeds bytes a WebSocket client sent to its decoder. None: not a WebSocket subscriber.
-pub fn ws_feed(h: HeldRef, data: &[u8], now_ms: i64) -> Option<Fed> {
+pub fn ws_feed(h: HeldRef, data: &[u8]) -> Option<Fed> {
     with(|w| {
         let Some(Mode::WebSocket(st)) = w
             .subs
@@ -56,14 +55,6 @@ pub fn ws_feed(h: HeldRef, data: &[u8], now_ms: i64) -> Option<Fed> {
             return None;
         };
         let events = st.decoder.feed(data);
-        // A message that completed in this read: an unfinished one now is a new message.
-        let completed = events.iter().any(|e| {
-            matches!(
-                e,
-                push_stream_core::websocket::Event::Text(_)
-                    | push_stream_core::websocket::Event::Binary(_)
-            )
-        });
         let partial = st.decoder.partial_len();
         let total = WS_PARTIAL_TOTAL.with(|t| {
             let v = t.get() - st.partial_counted.min(t.get()) + partial;
@@ -71,24 +62,10 @@ pub fn ws_feed(h: HeldRef, data: &[u8], now_ms: i64) -> Option<Fed> {
             v
         });
         st.partial_counted = partial;
-        let mut started_partial = false;
-        match (st.decoder.in_message(), st.partial_since) {
-            (true, None) => {
-                st.partial_since = Some(now_ms);
-                started_partial = true;
-            }
-            // Progress: the earlier message completed and another began (its own time limit).
-            (true, Some(_)) if completed => {
-                st.partial_since = Some(now_ms);
-                started_partial = true;
-            }
-            (false, Some(_)) => st.partial_since = None,
-            _ => {}
-        }
         Some(Fed {
             events,
             over_budget: total > WS_PARTIAL_BUDGET && partial > 0,
-            started_partial,
+            in_message: st.decoder.in_message(),
         })
     })
     .flatten()
@@ -106,7 +83,6 @@ pub fn ws_release(h: HeldRef) {
         {
             WS_PARTIAL_TOTAL.with(|t| t.set(t.get().saturating_sub(st.partial_counted)));
             st.partial_counted = 0;
-            st.partial_since = None;
             st.decoder = Decoder::new(st.decoder.limits());
         }
     });
@@ -215,7 +191,9 @@ impl Sub {
     }
 }
 
-/// Registers a held request as a subscriber of its channels and arms its timers.
+/// Registers a held request as a subscriber of its channels and arms its timers. (Its
+/// worker's subscriber count in the store was raised when it subscribed, before anything was
+/// written to it.)
 pub fn hold(sub: Sub) {
     let h = sub.req;
     if let Some((_, ms)) = &sub.ping {

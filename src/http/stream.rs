@@ -76,16 +76,24 @@ pub fn handle(
             out.extend_from_slice(&conf_values::padding_bytes(n, eventsource));
         }
     };
-    let mut first = tpl.header.clone();
+    // The header template, then each old message, each padding after what it pads: every
+    // piece is a chunk of its own, as the C module sends them (clients that read chunk by
+    // chunk see the header template alone first).
+    let mut first: Vec<Vec<u8>> = vec![tpl.header.clone()];
     if let Some((h, _)) = padding {
         if !tpl.header.is_empty() {
-            pad(&mut first, h, tpl.header.len());
+            let mut p = Vec::new();
+            pad(&mut p, h, tpl.header.len());
+            first.push(p);
         }
     }
     for m in render_old(tpl, &p) {
-        first.extend_from_slice(&m);
+        let len = m.len();
+        first.push(m);
         if let Some((_, min)) = padding {
-            pad(&mut first, min, m.len());
+            let mut p = Vec::new();
+            pad(&mut p, min, len);
+            first.push(p);
         }
     }
     // From here on the request is held; its cleanup releases the subscriptions on every
@@ -101,7 +109,8 @@ pub fn handle(
     sub.ttl = lcf.subscriber_connection_ttl;
     sub.padding = padding.map(|(_, m)| (m, mcf.max_padding, eventsource));
     delivery::hold(sub);
-    if h.send_first(&first) == crate::ngx::held::Sent::Failed {
+    let pieces: Vec<&[u8]> = first.iter().map(|p| p.as_slice()).collect();
+    if h.send_first(&pieces) == crate::ngx::held::Sent::Failed {
         h.close(Status::ERROR);
     } else if delivery::shutting_down() {
         delivery::end(h);

@@ -66,7 +66,7 @@ pub fn handle(req: Request<'_>, hook: TestHook) -> Status {
                 0,
                 Mode::Stream,
             ));
-            if h.send_first(format!("held {pid}\n").as_bytes()) == Sent::Failed {
+            if h.send_first(&[format!("held {pid}\n").as_bytes()]) == Sent::Failed {
                 h.close(Status::ERROR);
             }
             Status::DONE

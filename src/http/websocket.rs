@@ -1,8 +1,9 @@
 //! WebSocket subscribers (HTTP/1.1 only): the handshake, the C module's post-handshake
 //! refusals, and the reading of client frames (RFC 6455, decoded by
 //! `push_stream_core::websocket`), with the bounds a hostile client meets: a read budget per
-//! event, a size cap (`client_max_body_size`) and a time limit (`client_body_timeout`) for an
-//! unfinished message, and a per-worker budget for all unfinished messages.
+//! event, a size cap (`client_max_body_size`) and a time limit between reads
+//! (`client_body_timeout`) for an unfinished message, and a per-worker budget for all
+//! unfinished messages.
 
 use push_stream_core::channel_path::ChannelError;
 use push_stream_core::websocket::{self as ws, Decoder, Event, Limits};
@@ -13,7 +14,7 @@ use crate::conf::{LocConf, MainConf};
 use crate::delivery::{self, Mode, WsState};
 use crate::ngx::held::{HeldRef, Recv, Sent};
 use crate::ngx::request::Request;
-use crate::ngx::{event, Status, Timer};
+use crate::ngx::{Status, Timer};
 use crate::ngx_log;
 use crate::publish::{self, Route};
 
@@ -61,7 +62,8 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
     };
     let accept = ws::accept_key(h("Sec-WebSocket-Key").unwrap_or_default());
     // The channels are checked, created and subscribed to before the 101 is written, so
-    // statistics asked after any byte of the response see the channels and the subscriber.
+    // statistics asked after any byte of the response see the channels and the subscriber,
+    // and a message published once the client has seen the 101 cannot be missed.
     let prepared = prepare(&req, mcf, lcf, Subscribe::Always);
     // The module writes the 101 itself, with only these headers (no Server, no Date).
     let head = format!(
@@ -108,7 +110,6 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
         decoder: Decoder::new(limits),
         mcf,
         lcf,
-        partial_since: None,
         partial_counted: 0,
     };
     let mut sub = match held_sub(req, mcf, lcf, &p, tpl, Mode::WebSocket(Box::new(state))) {
@@ -121,7 +122,7 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
         .map(|ms| (ws::PING_FRAME.to_vec(), ms));
     sub.ttl = lcf.subscriber_connection_ttl;
     delivery::hold(sub);
-    if held.send_first(&first) == Sent::Failed {
+    if held.send_first(&[&first]) == Sent::Failed {
         held.close(Status::ERROR);
         return Status::DONE;
     }
@@ -167,7 +168,7 @@ pub fn on_read(h: HeldRef) {
 /// Feeds client bytes to the decoder and handles the events; false when the connection is
 /// ending.
 fn feed(h: HeldRef, data: &[u8]) -> bool {
-    let fed = delivery::ws_feed(h, data, event::now_ms());
+    let fed = delivery::ws_feed(h, data);
     let Some(fed) = fed else {
         return false;
     };
@@ -190,23 +191,24 @@ fn feed(h: HeldRef, data: &[u8]) -> bool {
         return false;
     }
     if let Some(ms) = fed
-        .started_partial
+        .in_message
         .then(|| h.with(|r| r.client_body_timeout()))
         .flatten()
     {
-        // An unfinished message must be completed within client_body_timeout.
+        // An unfinished message may wait client_body_timeout for its next bytes (counted
+        // between reads, as nginx counts it for a request body).
         h.set_timer(Timer::Partial, ms);
     }
     true
 }
 
-/// An unfinished message was not completed within `client_body_timeout`.
+/// No byte of an unfinished message came for `client_body_timeout`.
 pub fn partial_timed_out(h: HeldRef) {
     if delivery::ws_in_message(h) {
         ngx_log!(
             info,
             h.log(),
-            "push_stream: closing a WebSocket client: a message was left unfinished for client_body_timeout"
+            "push_stream: closing a WebSocket client: an unfinished message got no data for client_body_timeout"
         );
         close(h, &ws::close_frame(1008, b"message not completed in time"));
     }

@@ -291,10 +291,12 @@ impl HeldRef {
         self.send(&[Rc::from(bytes)])
     }
 
-    /// The first bytes of a held response, right after its header: copied into the request
-    /// pool and flushed (with the header nginx may still hold), even when empty.
-    pub fn send_first(self, bytes: &[u8]) -> Sent {
-        self.write(|req, out| req.send_copy(out, bytes))
+    /// The first bytes of a held response, right after its header: each piece copied into
+    /// the request pool and handed to the filters on its own (one chunk each with chunked
+    /// encoding, as the C module writes its header template and each old message), then all
+    /// flushed together (with the header nginx may still hold), even when there are none.
+    pub fn send_first(self, pieces: &[&[u8]]) -> Sent {
+        self.write(|req, out| req.send_copies(out, pieces))
     }
 
     /// Runs a write with the request and its output state. The output state is taken out of

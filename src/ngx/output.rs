@@ -107,11 +107,22 @@ impl Out {
 }
 
 impl Request<'_> {
-    /// Writes `bytes` copied into the request pool, flushed; output left pending is watched
-    /// as for `send_shared`.
-    pub(super) fn send_copy(&self, out: &mut Out, bytes: &[u8]) -> ngx_int_t {
+    /// Writes each non-empty piece copied into the request pool, one output-filter call each
+    /// (so one chunk each), the last one flushed (a bare flush when there are none); output
+    /// left pending is watched as for `send_shared`.
+    pub(super) fn send_copies(&self, out: &mut Out, pieces: &[&[u8]]) -> ngx_int_t {
         out.settle();
-        let rc = self.send_bytes(bytes, true, false).0;
+        let pieces: Vec<&[u8]> = pieces.iter().copied().filter(|p| !p.is_empty()).collect();
+        let mut rc = NGX_OK;
+        if pieces.is_empty() {
+            rc = self.send_bytes(b"", true, false).0;
+        }
+        for (i, p) in pieces.iter().enumerate() {
+            rc = self.send_bytes(p, i + 1 == pieces.len(), false).0;
+            if rc == NGX_ERROR {
+                break;
+            }
+        }
         out.blocked = out.blocked || rc == NGX_AGAIN;
         self.watch_output(rc, false)
     }

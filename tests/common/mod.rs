@@ -335,6 +335,12 @@ impl Nginx {
         self.check_log();
     }
 
+    /// Fast stop (TERM, what `nginx -s stop` sends), then the log check.
+    pub fn terminate(mut self) {
+        self.shutdown(libc::SIGTERM);
+        self.check_log();
+    }
+
     fn shutdown(&mut self, sig: i32) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: our own child.
