@@ -24,23 +24,47 @@ enum Place {
     Key(u128, u32),
 }
 
-/// A message consumed from the broker: into the store (first worker of the host wins), then
-/// to this worker's subscribers that have not seen it. A delete is applied once per host.
-pub fn consumed(m: BrokerMessage) {
-    let Some((mcf, last, host)) = with(|s| (s.main, s.last_offset, s.host)) else {
+/// The broker messages of one inbox drain, in order: into the store (first worker of the
+/// host wins), then to this worker's subscribers that have not seen them. Consecutive
+/// messages go into the store under one lock (consuming for the host, one wake-up of the
+/// other workers for all of them); a delete (applied once per host) or a refill is applied
+/// on its own, in its place.
+pub fn consumed_all(ms: Vec<BrokerMessage>) {
+    let Some(mcf) = with(|s| s.main) else {
         return;
     };
-    if m.refill {
-        return refilled(mcf, &m);
+    let mut run: Vec<(BrokerMessage, Place)> = Vec::new();
+    for m in ms {
+        if m.refill {
+            flush(mcf, std::mem::take(&mut run));
+            refilled(mcf, &m);
+            continue;
+        }
+        let now = event::now();
+        let Some(place) = place_of(&m, now) else {
+            continue;
+        };
+        if m.delete {
+            flush(mcf, std::mem::take(&mut run));
+            consumed_delete(mcf, &m, place, now);
+            continue;
+        }
+        run.push((m, place));
     }
-    let now = event::now();
-    let place = match m.position {
+    flush(mcf, run);
+}
+
+/// Where a consumed message sits for this host; None for a stream offset this worker has
+/// handled already (a redelivery after a reconnect).
+fn place_of(m: &BrokerMessage, now: i64) -> Option<Place> {
+    match m.position {
         Position::Offset(o) => {
+            let last = with(|s| s.last_offset).flatten();
             if last.is_some_and(|l| o <= l) {
-                return;
+                return None;
             }
             with(|s| s.last_offset = Some(o));
-            Place::Offset(o)
+            Some(Place::Offset(o))
         }
         Position::Key(k) => {
             let n = with(|s| {
@@ -49,88 +73,109 @@ pub fn consumed(m: BrokerMessage) {
                     .see(k, now, EXCHANGE_WINDOW)
             })
             .unwrap_or(1);
-            Place::Key(k, n)
+            Some(Place::Key(k, n))
         }
-    };
-    if m.delete {
-        return consumed_delete(mcf, &m, place, now);
     }
-    let time = m.time.unwrap_or(now);
-    let store = mcf.amqp.store_messages();
-    let now_ms = event::now_ms();
+}
+
+/// What storing one message gave: its offset (host number), event id, each channel's (id,
+/// time, tag, in the log) and the channels the zone refused.
+type Placed = (
+    u64,
+    Vec<u8>,
+    Vec<(Vec<u8>, i64, u64, bool)>,
+    Vec<(Vec<u8>, push_stream_core::store::StoreError)>,
+);
+
+/// Stores `run` (consecutive messages) under one lock, then answers and delivers each.
+fn flush(mcf: &'static MainConf, run: Vec<(BrokerMessage, Place)>) {
+    if run.is_empty() {
+        return;
+    }
+    let Some(host) = with(|s| s.host) else { return };
     let Some(zone) = mcf.zone() else { return };
+    let store = mcf.amqp.store_messages();
+    let now = event::now();
+    let now_ms = event::now_ms();
     // Consuming for the host, what is stored enters the delivery log: `commit` makes every
     // worker (this one on its next turn) deliver it from there. Otherwise nothing enters
     // the log and the store is only read by later subscribers.
-    let change = |s: &mut ZoneStore| {
+    let change = |s: &mut ZoneStore| -> Vec<Placed> {
         s.set_clock_ms(now_ms);
-        let offset = match place {
-            Place::Offset(o) => o,
-            Place::Key(k, n) => s.exchange_offset(k, n, now, EXCHANGE_WINDOW).0,
-        };
-        let event_id = push_stream_core::amqp::default_event_id(&m.event_id, offset);
-        let mut out = Vec::with_capacity(m.channels.len());
-        let mut refused = Vec::new();
-        for ch in &m.channels {
-            match s.insert_broker(
-                ch,
-                offset,
-                &m.text,
-                &event_id,
-                &m.event_type,
-                time,
-                store,
-                host,
-                now,
-                &mcf.limits,
-            ) {
-                Ok((t, tag)) => out.push((ch.clone(), t, tag, true)),
-                Err(e) => {
-                    // Not stored (zone full, channel limit): still delivered live here.
-                    refused.push((ch.clone(), e));
-                    out.push((ch.clone(), time, offset + 1, false));
+        run.iter()
+            .map(|(m, place)| {
+                let time = m.time.unwrap_or(now);
+                let offset = match *place {
+                    Place::Offset(o) => o,
+                    Place::Key(k, n) => s.exchange_offset(k, n, now, EXCHANGE_WINDOW).0,
+                };
+                let event_id = push_stream_core::amqp::default_event_id(&m.event_id, offset);
+                let mut out = Vec::with_capacity(m.channels.len());
+                let mut refused = Vec::new();
+                for ch in &m.channels {
+                    match s.insert_broker(
+                        ch,
+                        offset,
+                        &m.text,
+                        &event_id,
+                        &m.event_type,
+                        time,
+                        store,
+                        host,
+                        now,
+                        &mcf.limits,
+                    ) {
+                        Ok((t, tag)) => out.push((ch.clone(), t, tag, true)),
+                        Err(e) => {
+                            // Not stored (zone full, channel limit): still delivered live here.
+                            refused.push((ch.clone(), e));
+                            out.push((ch.clone(), time, offset + 1, false));
+                        }
+                    }
                 }
-            }
-        }
-        (offset, event_id, out, refused)
+                (offset, event_id, out, refused)
+            })
+            .collect()
     };
     let placed = if host {
         delivery::commit(zone, change)
     } else {
         zone.with_store(change)
     };
-    let Some((offset, event_id, inserted, refused)) = placed else {
+    let Some(placed) = placed else {
         return;
     };
-    note_consumed(mcf, m.message_id.as_deref());
-    for (ch, e) in refused {
-        // When this worker consumes for the host, the others cannot get it: say so.
-        ngx_log!(
-            error,
-            crate::ngx::log::Log::cycle(),
-            "push_stream: amqp: message {} for channel \"{}\" not stored{}: {e}",
-            offset + 1,
-            String::from_utf8_lossy(&ch),
-            if host {
-                " (delivered on this worker only: the others get consumed messages through the zone)"
-            } else {
-                ""
-            }
-        );
-    }
-    // What is not in the log (every worker consumes; or, consuming for the host, what the
-    // zone refused) goes to this worker's subscribers now.
-    for (ch, t, tag, _) in inserted.iter().filter(|(.., in_log)| !host || !in_log) {
-        let msg = Message {
-            text: &m.text,
-            id: offset as i64 + 1,
-            channel: ch,
-            event_id: &event_id,
-            event_type: &m.event_type,
-            time: *t,
-            tag: *tag,
-        };
-        delivery::deliver_message(msg, delivery::Since::Offset(offset + 1));
+    for ((m, _), (offset, event_id, inserted, refused)) in run.iter().zip(placed) {
+        note_consumed(mcf, m.message_id.as_deref());
+        for (ch, e) in refused {
+            // When this worker consumes for the host, the others cannot get it: say so.
+            ngx_log!(
+                error,
+                crate::ngx::log::Log::cycle(),
+                "push_stream: amqp: message {} for channel \"{}\" not stored{}: {e}",
+                offset + 1,
+                String::from_utf8_lossy(&ch),
+                if host {
+                    " (delivered on this worker only: the others get consumed messages through the zone)"
+                } else {
+                    ""
+                }
+            );
+        }
+        // What is not in the log (every worker consumes; or, consuming for the host, what
+        // the zone refused) goes to this worker's subscribers now.
+        for (ch, t, tag, _) in inserted.iter().filter(|(.., in_log)| !host || !in_log) {
+            let msg = Message {
+                text: &m.text,
+                id: offset as i64 + 1,
+                channel: ch,
+                event_id: &event_id,
+                event_type: &m.event_type,
+                time: *t,
+                tag: *tag,
+            };
+            delivery::deliver_message(msg, delivery::Since::Offset(offset + 1));
+        }
     }
 }
 

@@ -244,27 +244,49 @@ pub fn drain_inbox() {
     if PAUSED_UNTIL.with(|p| p.get()) > event::now_ms() {
         return; // the periodic timer drains it once the pause is over
     }
-    if !delivery::leftover_first() {
+    // Writes left from an earlier batch go first, and the bounded inbox holds back the
+    // broker meanwhile; except on the worker that consumes for the host, whose inbox feeds
+    // every worker through the zone: it is drained at once, and only this worker's own
+    // deliveries (from the log) wait for its leftover writes.
+    let for_host = with(|s| s.host && s.consumer).unwrap_or(false);
+    if !for_host && !delivery::leftover_first() {
         delivery::inbox_next_turn();
         return;
     }
     let items = thread::drain();
-    // Broker messages of one drain reach each subscriber in one write.
+    // Broker messages of one drain reach each subscriber in one write, and go into the
+    // store together (one lock, one wake-up of the other workers).
     delivery::gathered(|| {
+        let mut broker = Vec::new();
         for item in items {
             match item {
-                InboxItem::Tick(n) => {
-                    delivery::with(|w| {
-                        w.ticks += 1;
-                        w.last_tick = n;
-                    });
+                InboxItem::Broker(m) => {
+                    broker.push(*m);
+                    continue;
                 }
-                InboxItem::Log(msg) => ngx_log!(warn, crate::ngx::log::Log::cycle(), "{msg}"),
-                InboxItem::AmqpState { connected, detail } => state(connected, &detail),
-                InboxItem::Broker(m) => consume::consumed(*m),
-                InboxItem::PublishDone { token, result } => publish::confirmed(token, result),
+                // Anything else keeps its place after the messages before it.
+                other => {
+                    consume::consumed_all(std::mem::take(&mut broker));
+                    match other {
+                        InboxItem::Tick(n) => {
+                            delivery::with(|w| {
+                                w.ticks += 1;
+                                w.last_tick = n;
+                            });
+                        }
+                        InboxItem::Log(msg) => {
+                            ngx_log!(warn, crate::ngx::log::Log::cycle(), "{msg}")
+                        }
+                        InboxItem::AmqpState { connected, detail } => state(connected, &detail),
+                        InboxItem::PublishDone { token, result } => {
+                            publish::confirmed(token, result)
+                        }
+                        InboxItem::Broker(_) => {}
+                    }
+                }
             }
         }
+        consume::consumed_all(broker);
     });
     publish::answer_stored();
 }
