@@ -16,6 +16,22 @@ for line in open(os.path.join(res_dir, "machine.env")):
     k, _, v = line.rstrip("\n").partition("=")
     env[k] = v
 
+def lock_holds(text):
+    """From a push_stream_metrics scrape: (longest zone lock hold in ms over the workers,
+    the hold in ms below which 99 % of the operations fell (a bucket bound), operations)."""
+    longest, buckets = 0.0, {}
+    for line in text.splitlines():
+        if line.startswith("push_stream_zone_lock_hold_max_seconds{"):
+            longest = max(longest, float(line.rsplit(" ", 1)[1]))
+        elif line.startswith("push_stream_zone_lock_hold_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            bound = math.inf if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0) + float(line.rsplit(" ", 1)[1])
+    total = buckets.get(math.inf, 0)
+    p99 = next((b for b in sorted(buckets) if total and buckets[b] >= 0.99 * total), None)
+    return longest * 1000, (p99 * 1000 if p99 is not None else None), total
+
+
 R = {}
 for p in sorted(glob.glob(os.path.join(res_dir, "*.json"))):
     if p.endswith(".watch.json"):
@@ -31,6 +47,9 @@ for p in sorted(glob.glob(os.path.join(res_dir, "*.json"))):
     wp = p[:-5] + ".watch.json"
     if os.path.exists(wp):
         R[name][kind]["_watch"] = json.load(open(wp))
+    mp = p[:-5] + ".metrics"
+    if os.path.exists(mp):
+        R[name][kind]["_lock"] = lock_holds(open(mp).read())
 
 
 def num(x, fmt="{:,.0f}"):
@@ -91,6 +110,8 @@ def conn_rows(r):
         ("RSS per connection (bytes)", num(r["rss_bytes_per_conn"])),
         ("PSS per connection (bytes)", num(r["pss_bytes_per_conn"])),
         ("[alert]/[crit]/[emerg] lines in error.log", num(r.get("_log_errors"))),
+        ("zone lock: longest hold / 99 % of holds within (ms), operations",
+         f'{ms(r["_lock"][0])} / ≤ {num(r["_lock"][1], "{:g}")}, {num(r["_lock"][2])}' if r.get("_lock") else "–"),
     ]
 
 
