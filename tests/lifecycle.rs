@@ -38,15 +38,23 @@ const TRASH: u64 = 2;
 /// Deleted channels stay "in delete" for 1 to 3 s (`DELETE_HOLD` 2 s, collections every 1 s).
 const DELETE_HOLD: u64 = 2;
 
-/// The C specs' configuration (`push_stream_store_messages` in the publisher location).
+/// The C specs' configuration (`push_stream_store_messages` in the publisher location), with
+/// the short timings above; `http_extra` may set others.
 fn conf(http_extra: &str, store: bool) -> String {
+    let timings = format!(
+        "push_stream_message_ttl {TTL}s;\n\
+         push_stream_channel_inactivity_time {INACTIVITY}s;\n\
+         push_stream_test_trash_delay {TRASH}s;"
+    );
+    conf_with(&timings, http_extra, store)
+}
+
+fn conf_with(timings: &str, http_extra: &str, store: bool) -> String {
     let store = if store { "on" } else { "off" };
     format!(
         r#"
     push_stream_shared_memory_size 129k;
-    push_stream_message_ttl {TTL}s;
-    push_stream_channel_inactivity_time {INACTIVITY}s;
-    push_stream_test_trash_delay {TRASH}s;
+    {timings}
     {http_extra}
     keepalive_requests 100000;
     server {{
@@ -64,6 +72,11 @@ fn conf(http_extra: &str, store: bool) -> String {
             push_stream_channels_path $1;
             push_stream_header_template " ";
             push_stream_message_template "{{\"id\":\"~id~\", \"channel\":\"~channel~\", \"text\":\"~text~\"}}|";
+        }}
+        location ~ /footer/(.*) {{
+            push_stream_subscriber;
+            push_stream_channels_path $1;
+            push_stream_message_template "{{\"id\":\"~id~\", \"channel\":\"~channel~\", \"text\":\"~text~\"}}";
             push_stream_footer_template "FOOTER";
         }}
     }}"#
@@ -71,8 +84,12 @@ fn conf(http_extra: &str, store: bool) -> String {
 }
 
 fn start(http_extra: &str, store: bool) -> Nginx {
+    start_conf(&conf(http_extra, store))
+}
+
+fn start_conf(conf: &str) -> Nginx {
     let mut n = Nginx::start_with(
-        &conf(http_extra, store),
+        conf,
         Options {
             workers: 2,
             ..Default::default()
@@ -550,3 +567,280 @@ in_three_settings!(
     deleted_channels,
     deleted_same_id,
 );
+
+// ---- Deleted and idle channels, one by one -----------------------------------------------------
+
+/// The C module's timings: 10 s trash delay (no test directive), 30 s inactivity unless set.
+fn start_real_trash(http_extra: &str) -> Nginx {
+    start_conf(&conf_with("", http_extra, true))
+}
+
+/// (channels, channels_in_delete, channels_in_trash)
+fn states(port: u16) -> (u64, u64, u64) {
+    let s = stats(port);
+    (
+        num(&s, "channels"),
+        num(&s, "channels_in_delete"),
+        num(&s, "channels_in_trash"),
+    )
+}
+
+/// The summarized `subscribers` (the workers' counts, refreshed every second) once it is `n`.
+fn wait_subscribers(port: u16, n: u64) {
+    wait_for(&format!("{n} subscribers"), Duration::from_secs(3), || {
+        num(&stats(port), "subscribers") == n
+    });
+}
+
+/// Polls the statistics every 100 ms until `want`; the time it took.
+fn wait_states(port: u16, want: (u64, u64, u64), limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = states(port);
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "not {want:?} within {limit:?}: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// "should return the number of channels in the trash in summarized channels statistics": a
+/// deleted channel without subscribers is in delete at once, in the trash a few seconds
+/// later (the C module: at its next cleanup, within 4 s), for the 10 s trash delay, then gone.
+#[test]
+fn a_deleted_channel_is_in_delete_then_in_the_trash_for_ten_seconds_then_gone() {
+    let n = start_real_trash("push_stream_wildcard_channel_prefix bd_;");
+    let p = n.port;
+    for ch in ["ch", "ch_1", "bd_ch_1"] {
+        assert_eq!(post(p, &format!("/pub?id={ch}"), BODY).status, 200);
+    }
+    assert_eq!(num(&stats(p), "wildcard_channels"), 1);
+    assert_eq!(states(p), (2, 0, 0));
+    let r = request(p, "DELETE", "/pub?id=ch", &[], b"");
+    assert_eq!((r.status, explain(&r)), (200, Some("Channel deleted.")));
+    assert_eq!(r.body, b"");
+    let deleted = Instant::now();
+    assert_eq!(states(p), (1, 1, 0), "in delete right after the DELETE");
+    assert_eq!(num(&stats(p), "wildcard_channels"), 1);
+    let moved = wait_states(p, (1, 0, 1), Duration::from_secs(5));
+    assert!(
+        moved >= Duration::from_millis(900),
+        "left the delete state after {moved:?}"
+    );
+    let gone = wait_states(p, (1, 0, 0), Duration::from_secs(14));
+    assert!(
+        gone >= Duration::from_secs(9),
+        "in the trash for only {gone:?} (the trash delay is 10 s)"
+    );
+    assert!(deleted.elapsed() <= Duration::from_secs(16));
+    n.stop();
+}
+
+/// "should delete channels on same request" (two in delete, none in the trash), "… even when
+/// one of them does not exists" (the others go, the rest stays as it was).
+#[test]
+fn a_delete_of_several_channels_counts_each_in_delete() {
+    let n = start_real_trash("");
+    let p = n.port;
+    for ch in ["ch1", "ch2"] {
+        assert_eq!(post(p, &format!("/pub?id={ch}"), BODY).status, 200);
+    }
+    let r = request(p, "DELETE", "/pub?id=ch1/ch2", &[], b"");
+    assert_eq!((r.status, explain(&r)), (200, Some("Channel deleted.")));
+    assert_eq!(states(p), (0, 2, 0));
+    for ch in ["ch1", "ch2", "ch3"] {
+        assert_eq!(post(p, &format!("/pub?id={ch}"), BODY).status, 200);
+    }
+    let r = request(p, "DELETE", "/pub?id=ch3/ch4/ch1", &[], b"");
+    assert_eq!((r.status, explain(&r)), (200, Some("Channel deleted.")));
+    let all = json(&get(p, "/channels-stats?id=ALL"));
+    assert_eq!(all["channels"], 1, "{all}");
+    let info = &all["infos"][0];
+    assert_eq!(
+        (
+            &info["channel"],
+            &info["published_messages"],
+            &info["stored_messages"]
+        ),
+        (&Value::from("ch2"), &Value::from(1), &Value::from(1)),
+        "{all}"
+    );
+    assert_eq!(states(p), (1, 4, 0));
+    n.stop();
+}
+
+/// "should delete channels with subscribers": each subscriber gets the deleted message and
+/// the footer; the channels are in delete half a second later and in the trash three and a
+/// half seconds later.
+#[test]
+fn deleted_channels_with_subscribers_are_in_delete_then_in_the_trash() {
+    let n = start_real_trash("");
+    let p = n.port;
+    let subs: Vec<_> = ["c1", "c2"]
+        .iter()
+        .map(|c| {
+            let mut s = Stream::open(p, &format!("/footer/{c}"), &[]);
+            assert_eq!(s.status, 200);
+            std::thread::spawn(move || String::from_utf8(s.rest()).unwrap())
+        })
+        .collect();
+    wait_for("two subscribers", Duration::from_secs(5), || {
+        let s = stats(p);
+        num(&s, "subscribers") == 2 && num(&s, "channels") == 2
+    });
+    for c in ["c1", "c2"] {
+        let r = request(p, "DELETE", &format!("/pub?id={c}"), &[], b"");
+        assert_eq!((r.status, explain(&r)), (200, Some("Channel deleted.")));
+    }
+    let deleted = Instant::now();
+    for (c, sub) in ["c1", "c2"].iter().zip(subs) {
+        assert_eq!(
+            sub.join().unwrap(),
+            format!(r#"{{"id":"-2", "channel":"{c}", "text":"Channel deleted"}}FOOTER"#)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500).saturating_sub(deleted.elapsed()));
+    assert_eq!(states(p), (0, 2, 0), "half a second after the deletes");
+    wait_subscribers(p, 0);
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(deleted.elapsed()));
+    assert_eq!(
+        states(p),
+        (0, 0, 2),
+        "three and a half seconds after the deletes"
+    );
+    n.stop();
+}
+
+/// "should receive custom delete message text when channel is deleted": the DELETE body, else
+/// `push_stream_channel_deleted_message_text`, is the deleted message's text.
+#[test]
+fn the_delete_body_or_the_configured_text_reaches_the_subscriber() {
+    let n =
+        start_real_trash(r#"push_stream_channel_deleted_message_text "Channel has gone away.";"#);
+    let p = n.port;
+    for (ch, body, text) in [
+        (
+            "ch_a",
+            &b"custom channel delete message"[..],
+            "custom channel delete message",
+        ),
+        ("ch_b", &b""[..], "Channel has gone away."),
+    ] {
+        let mut s = Stream::open(p, &format!("/json/{ch}"), &[]);
+        assert_eq!(s.next_chunk().unwrap(), b" ");
+        assert_eq!(num(&channel_stats(p, ch), "subscribers"), 1);
+        let r = request(p, "DELETE", &format!("/pub?id={ch}"), &[], body);
+        assert_eq!((r.status, explain(&r)), (200, Some("Channel deleted.")));
+        assert_eq!(
+            String::from_utf8(s.rest()).unwrap(),
+            format!(r#"{{"id":"-2", "channel":"{ch}", "text":"{text}"}}|"#)
+        );
+        let s = stats(p);
+        assert_eq!(num(&s, "channels"), 0);
+        assert!(num(&s, "channels_in_delete") >= 1, "{s}");
+        assert_eq!(num(&s, "channels_in_trash"), 0, "{s}");
+        wait_subscribers(p, 0);
+    }
+    n.stop();
+}
+
+/// "should delete a channel with subscriber in two channels": the subscriber stays for the
+/// other channel, gets its messages, then its delete.
+#[test]
+fn a_subscriber_of_two_channels_gets_each_delete() {
+    let n = start_real_trash("");
+    let p = n.port;
+    let mut s = Stream::open(p, "/json/c1/c2", &[]);
+    assert_eq!(s.next_chunk().unwrap(), b" ");
+    assert_eq!(num(&stats(p), "channels"), 2);
+    wait_subscribers(p, 1);
+    assert_eq!(request(p, "DELETE", "/pub?id=c1", &[], b"").status, 200);
+    assert_eq!(
+        String::from_utf8(s.next_chunk().unwrap()).unwrap(),
+        r#"{"id":"-2", "channel":"c1", "text":"Channel deleted"}|"#
+    );
+    assert_eq!(num(&channel_stats(p, "c2"), "subscribers"), 1);
+    assert_eq!(states(p), (1, 1, 0));
+    assert_eq!(post(p, "/pub?id=c2", b"published message").status, 200);
+    assert_eq!(
+        String::from_utf8(s.next_chunk().unwrap()).unwrap(),
+        r#"{"id":"1", "channel":"c2", "text":"published message"}|"#
+    );
+    assert_eq!(request(p, "DELETE", "/pub?id=c2", &[], b"").status, 200);
+    assert_eq!(
+        String::from_utf8(s.rest()).unwrap(),
+        r#"{"id":"-2", "channel":"c2", "text":"Channel deleted"}|"#
+    );
+    assert_eq!(states(p), (0, 2, 0));
+    wait_subscribers(p, 0);
+    n.stop();
+}
+
+/// "should delete a channel with long polling subscriber in multiple channels": the
+/// long-poll of twenty channels is answered with the deleted message of the one deleted.
+#[test]
+fn a_long_poll_of_twenty_channels_is_answered_by_a_delete_of_one() {
+    let n = start_real_trash("");
+    let p = n.port;
+    let channels: Vec<String> = (0..20).map(|i| format!("ch_{i}")).collect();
+    let mut c = connect(p);
+    send_request(
+        &mut c,
+        "GET",
+        &format!("/lp/{}", channels.join("/")),
+        &[],
+        b"",
+        false,
+    );
+    wait_for("the long-poll", Duration::from_secs(5), || {
+        let s = stats(p);
+        num(&s, "channels") == 20 && num(&s, "subscribers") == 1
+    });
+    assert_eq!(num(&channel_stats(p, "ch_9"), "subscribers"), 1);
+    let r = request(p, "DELETE", "/pub?id=ch_9", &[], b"");
+    assert_eq!((r.status, explain(&r)), (200, Some("Channel deleted.")));
+    let lp = read_response(&mut BufReader::new(c), false);
+    assert_eq!(lp.status, 200);
+    assert_eq!(lp.text(), "channel: ch_9\ntext: Channel deleted\n");
+    assert_eq!(states(p), (19, 1, 0));
+    assert_eq!(num(&channel_stats(p, "ch_0"), "subscribers"), 0);
+    wait_subscribers(p, 0);
+    n.stop();
+}
+
+/// "should be possible change the default value" (of the inactivity time) and, before it, an
+/// unstored publish creates its channel: the channel answers with its `published_messages`
+/// until its inactivity time has passed, then goes to the trash.
+#[test]
+fn an_unstored_publish_creates_its_channel_until_the_inactivity_time() {
+    const IDLE: u64 = 3;
+    let n = start_conf(&conf_with(
+        &format!("push_stream_channel_inactivity_time {IDLE}s;"),
+        "",
+        false,
+    ));
+    let p = n.port;
+    assert_eq!(post(p, "/pub?id=idle", BODY).status, 200);
+    let published = Instant::now();
+    let info = json(&get(p, "/pub?id=idle"));
+    assert_eq!(
+        (
+            num(&info, "published_messages"),
+            num(&info, "stored_messages")
+        ),
+        (1, 0)
+    );
+    assert_eq!(states(p), (1, 0, 0));
+    let removed = wait_states(p, (0, 0, 1), Duration::from_secs(IDLE + 4));
+    assert!(
+        removed + Duration::from_millis(100) >= Duration::from_secs(IDLE),
+        "removed after {removed:?}, before its inactivity time"
+    );
+    assert!(published.elapsed() <= Duration::from_secs(IDLE + 3));
+    assert_eq!(get(p, "/pub?id=idle").status, 404);
+    n.stop();
+}
