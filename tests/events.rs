@@ -396,6 +396,38 @@ fn subscribing_to_the_events_channel_needs_the_location_to_allow_it() {
     n.stop();
 }
 
+/// "should change the tag number for messages on the same second": two events in one second
+/// get tags n and n + 1, each in a chunk of its own; the next second starts again.
+#[test]
+fn events_in_the_same_second_get_consecutive_tags() {
+    let n = start("");
+    let p = n.port;
+    publish(p, "ch_same_second");
+    let mut ev = Stream::open(p, "/json/events", &[]);
+    assert_eq!(ev.status, 200);
+    // Both subscriptions early in one second (nginx's clock is whole seconds).
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    };
+    while now().subsec_millis() > 100 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _a = Stream::open(p, "/sub/ch_same_second", &[]);
+    let _b = Stream::open(p, "/sub/ch_same_second", &[]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let _c = Stream::open(p, "/sub/ch_same_second", &[]);
+    let m: Vec<Value> = (0..3)
+        .map(|_| serde_json::from_slice(&ev.next_chunk().unwrap()).expect("one event per chunk"))
+        .collect();
+    assert_eq!(m[1]["tag"], m[0]["tag"].as_u64().unwrap() + 1, "{m:?}");
+    assert_eq!(m[1]["time"], m[0]["time"], "{m:?}");
+    assert_eq!(m[0]["tag"], m[2]["tag"], "{m:?}");
+    assert_ne!(m[0]["time"], m[2]["time"], "{m:?}");
+    n.stop();
+}
+
 /// "should keep sending events after a reload".
 #[test]
 fn events_keep_coming_after_a_reload() {
