@@ -779,6 +779,21 @@ fn messages_that_reach_a_subscriber_together_are_written_together_each_its_own_c
     );
     assert_eq!(s.next_chunk().unwrap(), b"x");
     assert_eq!(s.next_chunk().unwrap(), b"x");
+    // Eighty messages in one batch (more than the iovecs kept on the stack): eighty chunks.
+    let ids: Vec<String> = (0..80).map(|i| format!("gm{i}")).collect();
+    let mut s = Stream::open(n.port, &format!("/sub/{}", ids.join("/")), &[]);
+    assert_eq!(s.status, 200);
+    let r = request(
+        n.port,
+        "POST",
+        &format!("/pub?id={}", ids.join("/")),
+        &[],
+        b"m",
+    );
+    assert_eq!(r.status, 200);
+    for id in &ids {
+        assert_eq!(s.next_chunk().unwrap(), format!("1|{id}|m\n").into_bytes());
+    }
     // A message alone is a write of its own.
     let mut s = Stream::open(n.port, "/sub/gb", &[]);
     assert_eq!(

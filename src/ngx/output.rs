@@ -304,10 +304,13 @@ impl Request<'_> {
 
     /// The direct write of `send_shared`; None when it does not apply (nothing was written).
     fn send_direct(&self, out: &mut Out, parts: &[Rc<[u8]>], ends: &[usize]) -> Option<ngx_int_t> {
-        const MAX_IOV: usize = 128;
+        // Iovecs on the stack for the usual write (one message, maybe with its padding); a
+        // worker catching up (up to 256 messages a batch) takes them from the heap.
+        const STACK_IOV: usize = 64;
+        const MAX_IOV: usize = 1024; // Linux's IOV_MAX
         let size: usize = parts.iter().map(|p| p.len()).sum();
-        if size == 0 || parts.len() + 2 * ends.len() > MAX_IOV || out.blocked || !out.busy.is_null()
-        {
+        let needed = parts.len() + 2 * ends.len();
+        if size == 0 || needed > MAX_IOV || out.blocked || !out.busy.is_null() {
             return None;
         }
         if out.direct == Direct::Unknown {
@@ -331,10 +334,18 @@ impl Request<'_> {
                 &many
             }
         };
-        let mut iov = [libc::iovec {
+        let empty = libc::iovec {
             iov_base: ptr::null_mut(),
             iov_len: 0,
-        }; MAX_IOV];
+        };
+        let mut stack = [empty; STACK_IOV];
+        let mut heap;
+        let iov: &mut [libc::iovec] = if needed <= STACK_IOV {
+            &mut stack
+        } else {
+            heap = vec![empty; needed];
+            &mut heap
+        };
         let mut n = 0;
         framed(parts, ends, heads, |piece| {
             let b: &[u8] = match piece {

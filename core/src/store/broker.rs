@@ -67,10 +67,7 @@ impl<A: Allocator + Clone> Store<A> {
                 return Ok(found.unwrap_or((time, tag)));
             }
             Some(_) => {}
-            None => {
-                self.hold_reserve(limits)?;
-                self.create_channel(id, now, limits, false)?;
-            }
+            None => self.create_channel(id, now, limits, false)?,
         }
         // Inserting leaves the delete reserve alone.
         self.hold_reserve(limits)?;

@@ -63,8 +63,6 @@ impl<A: Allocator + Clone> Store<A> {
         limits: &Limits,
     ) -> Result<ChannelInfo, StoreError> {
         if self.channels.get(&KeyRef(id)).is_none() {
-            // Creating channels leaves the delete reserve alone.
-            self.hold_reserve(limits)?;
             let events = limits.events_channel_id.as_deref() == Some(id);
             self.create_channel(id, now, limits, events)?;
         }
@@ -172,6 +170,8 @@ impl<A: Allocator + Clone> Store<A> {
             if max.is_some_and(|m| count >= m) {
                 return Err(StoreError::ChannelsLimit);
             }
+            // Creating channels leaves the delete reserve alone.
+            self.hold_reserve(limits)?;
         }
         let key = Key(concat_in(&self.alloc, &[id])?);
         self.channels.try_reserve(1).map_err(|_| OOM)?;

@@ -23,13 +23,13 @@ impl<A: Allocator + Clone> Store<A> {
         if limits.events_channel_id.as_deref() == Some(id) {
             return Err(StoreError::EventsChannel);
         }
-        // Publishing leaves the delete reserve alone.
-        self.hold_reserve(limits)?;
         match self.channels.get(&KeyRef(id)) {
             Some(c) if c.events => return Err(StoreError::EventsChannel),
             Some(_) => {}
             None => self.create_channel(id, now, limits, false)?,
         }
+        // Publishing leaves the delete reserve alone.
+        self.hold_reserve(limits)?;
         self.publish_inner(id, text, event_id, event_type, store, now, limits)
     }
 

@@ -93,7 +93,6 @@ impl<A: Allocator + Clone> Store<A> {
         if self.channels.get(&KeyRef(id)).is_none() {
             // The caller normally created it; be forgiving and create it with the usual rules.
             // The slot entry is reserved first: running out of memory creates nothing.
-            self.hold_reserve(limits)?;
             let mut subs = Subs::new_in(self.alloc.clone());
             subs.slots.try_reserve(1).map_err(|_| OOM)?;
             let events = limits.events_channel_id.as_deref() == Some(id);
