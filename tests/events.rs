@@ -405,7 +405,9 @@ fn events_in_the_same_second_get_consecutive_tags() {
     publish(p, "ch_same_second");
     let mut ev = Stream::open(p, "/json/events", &[]);
     assert_eq!(ev.status, 200);
-    // Both subscriptions early in one second (nginx's clock is whole seconds).
+    // Both subscriptions early in one second (nginx's clock is whole seconds) that nothing
+    // else published in (the publish above took tags in its second).
+    std::thread::sleep(Duration::from_millis(1100));
     let now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
