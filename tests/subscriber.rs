@@ -801,21 +801,59 @@ fn a_reload_with_a_thousand_subscribers_in_each_mode_ends_them_all_and_old_worke
 }
 
 #[test]
-fn messages_that_reach_a_subscriber_together_are_written_together() {
+fn messages_that_reach_a_subscriber_together_are_written_together_each_its_own_chunk() {
     // One publish to two channels is two messages for a subscriber of both, found in one
-    // batch: they go out in one write (one chunk), not one write each.
+    // batch: they go out in one write, not one write each, and each is a chunk of its own,
+    // as the C module writes them (clients that read chunk by chunk see one message each).
     let n = Nginx::start(&conf());
-    let mut s = Stream::open(n.port, "/sub/ga/gb", &[]);
+    let mut c = connect(n.port);
+    send_request(&mut c, "GET", "/sub/ga/gb", &[], b"", false);
+    let mut got = vec![];
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let k = read_some(&mut c, &mut buf).expect("response head");
+        assert!(k > 0);
+        got.extend_from_slice(&buf[..k]);
+    }
     let r = request(n.port, "POST", "/pub?id=ga/gb", &[], b"both");
     assert_eq!(r.status, 200);
-    let chunk = String::from_utf8(s.next_chunk().unwrap()).unwrap();
-    assert_eq!(chunk, "1|ga|both\n1|gb|both\n");
+    // Everything in the first read: one write.
+    let k = read_some(&mut c, &mut buf).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..k]),
+        "a\r\n1|ga|both\n\r\na\r\n1|gb|both\n\r\n"
+    );
+    // Through nginx's filters (limit_rate: no direct write), a chunk each too.
+    let mut s = Stream::open(n.port, "/rate/ga/gb", &[]);
+    assert_eq!(s.next_chunk().unwrap(), b"H");
+    assert_eq!(
+        request(n.port, "POST", "/pub?id=ga/gb", &[], b"x").status,
+        200
+    );
+    assert_eq!(s.next_chunk().unwrap(), b"x");
+    assert_eq!(s.next_chunk().unwrap(), b"x");
+    // Eighty messages in one batch (more than the iovecs kept on the stack): eighty chunks.
+    let ids: Vec<String> = (0..80).map(|i| format!("gm{i}")).collect();
+    let mut s = Stream::open(n.port, &format!("/sub/{}", ids.join("/")), &[]);
+    assert_eq!(s.status, 200);
+    let r = request(
+        n.port,
+        "POST",
+        &format!("/pub?id={}", ids.join("/")),
+        &[],
+        b"m",
+    );
+    assert_eq!(r.status, 200);
+    for id in &ids {
+        assert_eq!(s.next_chunk().unwrap(), format!("1|{id}|m\n").into_bytes());
+    }
     // A message alone is a write of its own.
+    let mut s = Stream::open(n.port, "/sub/gb", &[]);
     assert_eq!(
         request(n.port, "POST", "/pub?id=gb", &[], b"one").status,
         200
     );
-    assert_eq!(s.next_chunk().unwrap(), b"2|gb|one\n".to_vec());
+    assert_eq!(s.next_chunk().unwrap(), b"3|gb|one\n".to_vec());
     n.stop();
 }
 

@@ -18,6 +18,24 @@ pub fn chunk_head(size: usize) -> ([u8; 18], usize) {
 /// The line that closes a chunk.
 pub const CHUNK_TAIL: &[u8] = b"\r\n";
 
+/// The sizes of the non-empty messages of a gathered write: the messages are the parts
+/// `[..ends[0]]`, `[ends[0]..ends[1]]`… of parts of lengths `lens`.
+pub fn message_sizes<'a, L>(lens: L, ends: &'a [usize]) -> impl Iterator<Item = usize> + 'a
+where
+    L: IntoIterator<Item = usize>,
+    L::IntoIter: 'a,
+{
+    let mut lens = lens.into_iter();
+    let mut start = 0;
+    ends.iter()
+        .map(move |&end| {
+            let n = end.saturating_sub(start);
+            start = end.max(start);
+            lens.by_ref().take(n).sum::<usize>()
+        })
+        .filter(|&s| s > 0)
+}
+
 /// After a write of `written` bytes out of segments of lengths `lens` (in order), the
 /// unsent part of each segment: (index, offset of its first unsent byte), empty segments
 /// and fully written ones left out.
@@ -72,6 +90,16 @@ mod tests {
         assert_eq!(unsent(&lens, 9).collect::<Vec<_>>(), [(3, 1)]);
         assert_eq!(unsent(&lens, 10).count(), 0);
         assert_eq!(unsent(&[], 0).count(), 0);
+    }
+
+    #[test]
+    fn message_sizes_of_a_gathered_write_leave_empty_messages_out() {
+        // Messages: [3, 2] (one with padding), [], [0], [4].
+        let lens = [3, 2, 0, 4];
+        let ends = [2, 2, 3, 4];
+        assert_eq!(message_sizes(lens, &ends).collect::<Vec<_>>(), [5, 4]);
+        assert_eq!(message_sizes([7], &[1]).collect::<Vec<_>>(), [7]);
+        assert_eq!(message_sizes([0usize; 0], &[]).count(), 0);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use push_stream_core::channel_path::is_wildcard;
 use push_stream_core::resume::{old_messages_start, Cursor, MessageMeta};
-use push_stream_core::store::{Limits, Store, StoreError};
+use push_stream_core::store::{Limits, Store, StoreError, DELETE_HOLD};
 use push_stream_fuzz::Budget;
 
 const IDS: [&[u8]; 7] = [b"a", b"b", b"c", b"w1", b"w2", b"ev", b""];
@@ -91,8 +91,11 @@ struct MChan {
 struct Model {
     /// In creation order.
     chans: Vec<MChan>,
-    /// Deleted channels whose subscribers are still being told, in the store's order.
-    deleting: Vec<(Vec<u8>, BTreeMap<usize, u64>)>,
+    /// Deleted channels still in delete (subscribers per slot, collectable from, the seq of
+    /// their notice), in delete order.
+    deleting: Vec<(Vec<u8>, BTreeMap<usize, u64>, i64, u64)>,
+    /// What every live worker has read (the store's `log_floor`).
+    log_floor: u64,
     /// (slot, pid, subscribers, cursor), sorted by slot.
     workers: Vec<(usize, u32, u64, u64)>,
     published: u64,
@@ -123,13 +126,8 @@ impl Model {
         for c in self.chans.iter_mut() {
             c.subs.remove(&slot);
         }
-        let mut i = 0;
-        while i < self.deleting.len() {
-            if self.deleting[i].1.remove(&slot).is_some() && self.deleting[i].1.is_empty() {
-                self.deleting.swap_remove(i);
-                continue;
-            }
-            i += 1;
+        for d in self.deleting.iter_mut() {
+            d.1.remove(&slot);
         }
     }
     fn create(&mut self, id: &[u8], now: i64, lim: &Limits) {
@@ -317,9 +315,8 @@ impl Run {
                         Ok(true) => {
                             let i = self.model.chans.iter().position(|c| c.id == id).unwrap();
                             let c = self.model.chans.remove(i);
-                            if !c.subs.is_empty() {
-                                self.model.deleting.push((c.id, c.subs));
-                            }
+                            let seq = self.store.last_seq();
+                            self.model.deleting.push((c.id, c.subs, now + DELETE_HOLD, seq));
                         }
                         other => self.expect_unchanged_on_oom(other.map(|_| ()), "delete"),
                     },
@@ -362,14 +359,13 @@ impl Run {
                 let slot = usize::from(*slot % 4);
                 self.store.remove_subscriber(id, slot, now, &lim);
                 let d = &mut self.model.deleting;
-                if let Some(i) = d.iter().position(|(did, s)| did == id && s.contains_key(&slot)) {
+                if let Some(i) = d.iter().position(|(did, s, ..)| did == id && s.contains_key(&slot))
+                {
+                    // it stays in delete until a collection after its hold
                     let n = d[i].1.get_mut(&slot).unwrap();
                     *n -= 1;
                     if *n == 0 {
                         d[i].1.remove(&slot);
-                    }
-                    if d[i].1.is_empty() {
-                        d.swap_remove(i);
                     }
                 } else if let Some(c) = self.model.get_mut(id) {
                     if let Some(n) = c.subs.get_mut(&slot) {
@@ -383,6 +379,7 @@ impl Run {
             Op::Gc { dead } => {
                 let alive = |pid: u32| dead & (1 << (pid % 8)) == 0;
                 let report = self.store.gc(now, &lim, &alive);
+                let last = self.store.last_seq();
                 let m = &mut self.model;
                 let dead: Vec<(usize, u32)> =
                     m.workers.iter().filter(|w| !alive(w.1)).map(|w| (w.0, w.1)).collect();
@@ -392,6 +389,19 @@ impl Run {
                 }
                 let dead_pids: Vec<u32> = dead.iter().map(|d| d.1).collect();
                 assert_eq!(report.dead_workers, dead_pids, "gc dead workers");
+                // a deleted channel goes once its notice was read by every live worker
+                let floor = m.workers.iter().map(|w| w.3).min().unwrap_or(last);
+                m.log_floor = m.log_floor.max(floor.min(last));
+                let read = m.log_floor;
+                let in_delete = m.deleting.len();
+                m.deleting.retain(|(_, subs, ready_at, seq)| {
+                    !subs.is_empty() || *ready_at > now || *seq > read
+                });
+                assert_eq!(
+                    report.trashed_deleted,
+                    (in_delete - m.deleting.len()) as u64,
+                    "gc trashed deleted"
+                );
                 let mut expired = 0;
                 for c in m.chans.iter_mut() {
                     while c.queue.front().is_some_and(|q| q.expires <= now) {
@@ -408,7 +418,7 @@ impl Run {
                 }
                 let before = m.chans.len();
                 m.chans.retain(|c| {
-                    c.events || !c.queue.is_empty() || !c.subs.is_empty() || c.inactive_at > now
+                    c.events || !c.queue.is_empty() || !c.subs.is_empty() || c.inactive_at >= now
                 });
                 assert_eq!(report.removed_channels, (before - m.chans.len()) as u64, "gc removed");
             }
@@ -533,6 +543,9 @@ fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
         channel_inactivity_time: i64::from(cfg.inactivity % 40),
         wildcard_prefix: cfg.wildcard.then(|| b"w".to_vec()),
         events_channel_id: cfg.events.then(|| EV.to_vec()),
+        // not modelled (frees are not predicted); varied for coverage
+        trash_delay: (cfg.ttl % 3 == 0).then_some(i64::from(cfg.inactivity % 12)),
+        delete_reserve_pages: usize::from(cfg.max_subs.unwrap_or(0) % 3),
     };
     let budget = Budget::new(1024 * (1 + usize::from(cfg.budget_kib % 64)));
     let now = 1_000_000;

@@ -52,9 +52,10 @@ enum MainField {
     AmqpConsumer,
     TestBridgeTicks,
     TestInboxCapacity,
+    TestTrashDelay,
 }
 
-const MAIN_FIELDS: [MainField; 25] = [
+const MAIN_FIELDS: [MainField; 26] = [
     MainField::SharedMemorySize,
     MainField::ChannelDeletedMessageText,
     MainField::ChannelInactivityTime,
@@ -80,6 +81,7 @@ const MAIN_FIELDS: [MainField; 25] = [
     MainField::AmqpConsumer,
     MainField::TestBridgeTicks,
     MainField::TestInboxCapacity,
+    MainField::TestTrashDelay,
 ];
 
 /// Which location-level field a directive sets (the command's `offset`).
@@ -157,7 +159,7 @@ const T1: u32 = NGX_CONF_TAKE1;
 #[cfg(not(feature = "test-hooks"))]
 pub const N_COMMANDS: usize = 50;
 #[cfg(feature = "test-hooks")]
-pub const N_COMMANDS: usize = 53;
+pub const N_COMMANDS: usize = 54;
 
 /// The command table (its last entry is the empty terminator).
 #[rustfmt::skip]
@@ -225,6 +227,8 @@ where
         command(c"push_stream_test_bridge_ticks", M | T1, sm, MAIN, F::TestBridgeTicks as usize),
         #[cfg(feature = "test-hooks")]
         command(c"push_stream_test_inbox_capacity", M | T1, sm, MAIN, F::TestInboxCapacity as usize),
+        #[cfg(feature = "test-hooks")]
+        command(c"push_stream_test_trash_delay", M | T1, sm, MAIN, F::TestTrashDelay as usize),
         ngx_command_t::empty(),
     ]
 }
@@ -407,6 +411,7 @@ where
                 m.test_inbox_capacity = nonzero(num()?, &name)? as usize;
                 Ok(())
             }
+            MainField::TestTrashDelay => set_once(&mut m.test_trash_delay, secs()?, &name),
         }
     }
 

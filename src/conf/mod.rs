@@ -96,6 +96,9 @@ pub struct MainConf {
     pub test_ticks_ms: u64,
     /// `push_stream_test_inbox_capacity` (test-hooks): a smaller inbox (0: the default).
     pub test_inbox_capacity: usize,
+    /// `push_stream_test_trash_delay` (test-hooks): the store's trash delay in seconds, so
+    /// that lifecycle tests stay short (the shipped module always uses the C module's 10 s).
+    pub test_trash_delay: Option<u64>,
 }
 
 impl Default for MainConf {
@@ -123,6 +126,7 @@ impl Default for MainConf {
             limits: Limits::default(),
             test_ticks_ms: 0,
             test_inbox_capacity: 0,
+            test_trash_delay: None,
         }
     }
 }
@@ -167,6 +171,10 @@ impl MainConf {
                 .clone()
                 .filter(|p| !p.is_empty()),
             events_channel_id: self.events_channel_id.clone().filter(|p| !p.is_empty()),
+            trash_delay: self.test_trash_delay.map(|s| s as i64),
+            // An eighth of the zone, at most 16 KiB: deletes on a full zone (store::reserve).
+            delete_reserve_pages: (self.shm_size / 8 / push_stream_core::store::RESERVE_PAGE)
+                .min(push_stream_core::store::MAX_RESERVE_PAGES),
         };
     }
 }

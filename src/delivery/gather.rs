@@ -44,11 +44,11 @@ struct Gather {
     by_key: HashMap<usize, Pending, PtrHash>,
 }
 
-/// One subscriber's gathered messages.
+/// One subscriber's gathered messages: their parts, and where each message ends.
 struct Pending {
     req: HeldRef,
     parts: Parts<Rc<[u8]>>,
-    messages: u64,
+    ends: Parts<usize>,
 }
 
 /// Subscriber writes per event-loop turn: what a batch holds beyond this waits for the next
@@ -131,7 +131,7 @@ pub(super) fn flush_gathered() {
 /// One subscriber's gathered write, if it is still the subscriber it was gathered for.
 fn write_pending(p: Pending) {
     if p.req.alive() {
-        send_n(p.req, p.parts.as_slice(), p.messages);
+        send_n(p.req, p.parts.as_slice(), p.ends.as_slice());
         rearm_ping(p.req);
     }
 }
@@ -147,7 +147,7 @@ pub(super) fn gather(req: HeldRef, parts: &[Rc<[u8]>]) -> bool {
         match g.by_key.get_mut(&key) {
             Some(e) => {
                 e.parts.push(parts);
-                e.messages += 1;
+                e.ends.push(&[e.parts.as_slice().len()]);
             }
             None => {
                 g.order.push(key);
@@ -156,7 +156,7 @@ pub(super) fn gather(req: HeldRef, parts: &[Rc<[u8]>]) -> bool {
                     Pending {
                         req,
                         parts: Parts::new(parts),
-                        messages: 1,
+                        ends: Parts::new(&[parts.len()]),
                     },
                 );
             }

@@ -259,13 +259,14 @@ pub fn forget(key: usize, serial: u64) -> bool {
 /// for it besides the largest message it is receiving (so one message larger than the bound
 /// is never a reason to close a reader, only a backlog it does not drain).
 pub fn send(h: HeldRef, parts: &[Rc<[u8]>]) {
-    send_n(h, parts, 1)
+    send_n(h, parts, &[parts.len()])
 }
 
-/// `send` for `messages` messages at once.
-pub(super) fn send_n(h: HeldRef, parts: &[Rc<[u8]>], messages: u64) {
+/// `send` of gathered messages (`ends`: where each ends in `parts`), each its own chunk.
+pub(super) fn send_n(h: HeldRef, parts: &[Rc<[u8]>], ends: &[usize]) {
+    let messages = ends.len() as u64;
     let bytes: usize = parts.iter().map(|p| p.len()).sum();
-    match h.send(parts) {
+    match h.send_messages(parts, ends) {
         Sent::Gone => {}
         Sent::Failed | Sent::TimedOut => h.close(Status::ERROR),
         Sent::Ok { pending, largest } => {

@@ -133,6 +133,11 @@ pub fn prepare(
             Subscribe::Never => false,
             Subscribe::IfNothingOld => !any_old,
         };
+        // Where this request starts reading the log: after everything so far, except that
+        // a subscriber of the events channel sees the events of its own subscriptions that
+        // come after that one in its path, as in the C module (which subscribes in path
+        // order); only events-channel records are added after that point here.
+        let mut since_seq = None;
         if subscribe {
             let mut done: Vec<&[u8]> = Vec::new();
             for c in &channels {
@@ -142,6 +147,9 @@ pub fn prepare(
                     return Err(e);
                 }
                 done.push(&c.id);
+                if since_seq.is_none() && events == Some(c.id.as_slice()) {
+                    since_seq = Some(s.last_seq());
+                }
             }
             s.count_worker_subscriber(slot, pid);
         }
@@ -153,7 +161,7 @@ pub fn prepare(
         Ok((
             old,
             newest,
-            s.last_seq(),
+            since_seq.unwrap_or_else(|| s.last_seq()),
             s.broker_offset().map_or(0, |o| o + 1),
             subscribe,
         ))

@@ -281,9 +281,16 @@ impl HeldRef {
         self.with(|r| r.log()).unwrap_or(Log::cycle())
     }
 
-    /// Writes shared payloads without a copy per request (see `Request::send_shared`).
+    /// Writes shared payloads without a copy per request, as one message (see
+    /// `Request::send_shared`).
     pub fn send(self, parts: &[Rc<[u8]>]) -> Sent {
-        self.write(|req, out| req.send_shared(out, parts))
+        self.send_messages(parts, &[parts.len()])
+    }
+
+    /// Writes the messages `parts[..ends[0]]`, `parts[ends[0]..ends[1]]`… in one go, each in a
+    /// chunk of its own (see `Request::send_shared`).
+    pub fn send_messages(self, parts: &[Rc<[u8]>], ends: &[usize]) -> Sent {
+        self.write(|req, out| req.send_shared(out, parts, ends))
     }
 
     /// `send` of one payload copied once.

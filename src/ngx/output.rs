@@ -20,6 +20,42 @@ const NGX_AGAIN: ngx_int_t = nginx_sys::NGX_AGAIN as ngx_int_t;
 /// the request pool), counted in the pending output.
 const BUF_OVERHEAD: usize = core::mem::size_of::<ngx_buf_t>() + core::mem::size_of::<ngx_chain_t>();
 
+/// One piece of a direct write: a shared payload, or framing bytes.
+enum Piece<'a> {
+    Shared(&'a Rc<[u8]>),
+    Frame(&'a [u8]),
+}
+
+/// The pieces of the messages `parts[..ends[0]]`, `parts[ends[0]..ends[1]]`… in order, each
+/// non-empty message framed as a chunk when `heads` (one per non-empty message, see
+/// `wire::message_sizes`) are given; empty payloads left out.
+fn framed<'a>(
+    parts: &'a [Rc<[u8]>],
+    ends: &[usize],
+    heads: &'a [([u8; 18], usize)],
+    mut f: impl FnMut(Piece<'a>),
+) {
+    let mut start = 0;
+    let mut heads = heads.iter();
+    let chunked = heads.len() > 0;
+    for &end in ends {
+        let msg = &parts[start..end];
+        start = end;
+        if msg.iter().all(|p| p.is_empty()) {
+            continue;
+        }
+        if let Some((h, len)) = heads.next() {
+            f(Piece::Frame(&h[..*len]));
+        }
+        for p in msg.iter().filter(|p| !p.is_empty()) {
+            f(Piece::Shared(p));
+        }
+        if chunked {
+            f(Piece::Frame(wire::CHUNK_TAIL));
+        }
+    }
+}
+
 /// The tag of the module's buffers in nginx's free/busy chains: any address unique to the
 /// module.
 static BUF_TAG: u8 = 0;
@@ -127,21 +163,46 @@ impl Request<'_> {
         self.watch_output(rc, false)
     }
 
-    /// Sends shared payloads without copying them. When the request has nothing queued and no
-    /// body filter needs to see its bytes (`direct_ok`), they go straight to the socket in one
-    /// `writev`, framed as nginx's chunked filter would frame them; what the socket does not
-    /// take, and everything on other requests, goes to nginx as buffers pointing into the
-    /// payloads, kept alive in `out` until nginx has written them.
-    pub(super) fn send_shared(&self, out: &mut Out, parts: &[Rc<[u8]>]) -> ngx_int_t {
-        let rc = match self.send_direct(out, parts) {
+    /// Sends shared payloads without copying them: the messages `parts[..ends[0]]`,
+    /// `parts[ends[0]..ends[1]]`…, each its own HTTP/1.1 chunk on a chunked response (as the
+    /// C module writes each message with its own output-filter call). When the request has
+    /// nothing queued and no body filter needs to see its bytes (`direct_ok`), they go
+    /// straight to the socket in one `writev`, framed as nginx's chunked filter would frame
+    /// them; what the socket does not take, and everything on other requests, goes to nginx
+    /// as buffers pointing into the payloads, kept alive in `out` until nginx has written
+    /// them.
+    pub(super) fn send_shared(
+        &self,
+        out: &mut Out,
+        parts: &[Rc<[u8]>],
+        ends: &[usize],
+    ) -> ngx_int_t {
+        let rc = match self.send_direct(out, parts, ends) {
             // All written: nothing was pending before (or it would not be direct), so no
             // send_timeout timer is set either.
             Some(rc) if rc == NGX_OK => return rc,
             Some(rc) => rc,
+            // SAFETY: the chains go through the output filters, as any module's body.
+            None if ends.len() > 1 && self.chunked() => unsafe {
+                // One output-filter call per message: the chunked filter frames each call as
+                // one chunk. Only the last flushes.
+                let mut rc = NGX_OK;
+                let mut start = 0;
+                for (i, &end) in ends.iter().enumerate() {
+                    let segs = parts[start..end].iter().map(|p| (p.clone(), 0));
+                    let last = i + 1 == ends.len();
+                    rc = self.queue(out, segs, ngx_http_output_filter, last);
+                    if rc == NGX_ERROR {
+                        break;
+                    }
+                    start = end;
+                }
+                rc
+            },
             None => {
                 let segs = parts.iter().map(|p| (p.clone(), 0));
                 // SAFETY: the whole chain goes through the output filters, as any module's body.
-                unsafe { self.queue(out, segs, ngx_http_output_filter) }
+                unsafe { self.queue(out, segs, ngx_http_output_filter, true) }
             }
         };
         out.blocked = rc == NGX_AGAIN;
@@ -246,11 +307,21 @@ impl Request<'_> {
         }
     }
 
+    /// Whether the response body is chunked (known once the header was sent).
+    fn chunked(&self) -> bool {
+        // SAFETY: a field of a live request.
+        unsafe { (*self.raw()).chunked() != 0 }
+    }
+
     /// The direct write of `send_shared`; None when it does not apply (nothing was written).
-    fn send_direct(&self, out: &mut Out, parts: &[Rc<[u8]>]) -> Option<ngx_int_t> {
-        const MAX_IOV: usize = 64;
+    fn send_direct(&self, out: &mut Out, parts: &[Rc<[u8]>], ends: &[usize]) -> Option<ngx_int_t> {
+        // Iovecs on the stack for the usual write (one message, maybe with its padding); a
+        // worker catching up (up to 256 messages a batch) takes them from the heap.
+        const STACK_IOV: usize = 64;
+        const MAX_IOV: usize = 1024; // Linux's IOV_MAX
         let size: usize = parts.iter().map(|p| p.len()).sum();
-        if size == 0 || parts.len() > MAX_IOV - 2 || out.blocked || !out.busy.is_null() {
+        let needed = parts.len() + 2 * ends.len();
+        if size == 0 || needed > MAX_IOV || out.blocked || !out.busy.is_null() {
             return None;
         }
         if out.direct == Direct::Unknown {
@@ -259,30 +330,45 @@ impl Request<'_> {
         let Direct::Yes { c, fd, chunked } = out.direct else {
             return None;
         };
-        let head = chunked.then(|| wire::chunk_head(size));
-        let mut iov = [libc::iovec {
-            iov_base: ptr::null_mut(),
-            iov_len: 0,
-        }; MAX_IOV];
-        let mut n = 0;
-        let mut push = |b: &[u8]| {
-            if !b.is_empty() {
-                iov[n] = libc::iovec {
-                    iov_base: b.as_ptr() as *mut libc::c_void,
-                    iov_len: b.len(),
-                };
-                n += 1;
+        // Each message's chunk head (chunked responses; empty messages get no chunk).
+        let (one, many);
+        let heads: &[([u8; 18], usize)] = match (chunked, ends) {
+            (false, _) => &[],
+            (true, [_]) => {
+                one = [wire::chunk_head(size)];
+                &one
+            }
+            (true, _) => {
+                many = wire::message_sizes(parts.iter().map(|p| p.len()), ends)
+                    .map(wire::chunk_head)
+                    .collect::<Vec<_>>();
+                &many
             }
         };
-        if let Some((h, len)) = &head {
-            push(&h[..*len]);
-        }
-        for p in parts {
-            push(p);
-        }
-        if chunked {
-            push(wire::CHUNK_TAIL);
-        }
+        let empty = libc::iovec {
+            iov_base: ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut stack = [empty; STACK_IOV];
+        let mut heap;
+        let iov: &mut [libc::iovec] = if needed <= STACK_IOV {
+            &mut stack
+        } else {
+            heap = vec![empty; needed];
+            &mut heap
+        };
+        let mut n = 0;
+        framed(parts, ends, heads, |piece| {
+            let b: &[u8] = match piece {
+                Piece::Shared(p) => p,
+                Piece::Frame(b) => b,
+            };
+            iov[n] = libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            };
+            n += 1;
+        });
         let total: usize = iov[..n].iter().map(|v| v.iov_len).sum();
         let written = loop {
             // SAFETY: the iovecs point into `parts`, `head` and a static, all alive for the
@@ -310,23 +396,22 @@ impl Request<'_> {
         // socket is writable again (the write event handler flushes it).
         // SAFETY: as above.
         unsafe { (*(*c).write).set_ready(0) };
-        let mut segs: Vec<Rc<[u8]>> = Vec::with_capacity(parts.len() + 2);
-        if let Some((h, len)) = &head {
-            segs.push(Rc::from(&h[..*len]));
-        }
-        segs.extend(parts.iter().cloned());
-        if chunked {
-            segs.push(Rc::from(wire::CHUNK_TAIL));
-        }
+        let mut segs: Vec<Rc<[u8]>> = Vec::with_capacity(n);
+        framed(parts, ends, heads, |piece| match piece {
+            // The payloads stay shared; the framing bytes are copied.
+            Piece::Shared(p) => segs.push(p.clone()),
+            Piece::Frame(b) => segs.push(Rc::from(b)),
+        });
         let lens: Vec<usize> = segs.iter().map(|p| p.len()).collect();
         let rest = wire::unsent(&lens, written).map(|(i, at)| (segs[i].clone(), at));
         // SAFETY: the rest is already framed: it goes to the write filter only, behind
         // nothing (direct_ok saw nothing queued).
-        Some(unsafe { self.queue(out, rest, nginx_sys::ngx_http_write_filter) })
+        Some(unsafe { self.queue(out, rest, nginx_sys::ngx_http_write_filter, true) })
     }
 
     /// Hands `segs` (payload, offset of its first unsent byte) to `filter` as buffers from the
-    /// request's free chain, keeping each payload in `out` until nginx reports it written.
+    /// request's free chain (the last one flushed when `flush`), keeping each payload in `out`
+    /// until nginx reports it written.
     ///
     /// # Safety
     /// `filter` must be nginx's output filter or its write filter, with what that implies
@@ -336,6 +421,7 @@ impl Request<'_> {
         out: &mut Out,
         segs: impl Iterator<Item = (Rc<[u8]>, usize)>,
         filter: unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_chain_t) -> ngx_int_t,
+        flush: bool,
     ) -> ngx_int_t {
         out.settle();
         let r = self.raw();
@@ -365,7 +451,9 @@ impl Request<'_> {
         if head.is_null() {
             return NGX_OK;
         }
-        (*last).set_flush(1);
+        if flush {
+            (*last).set_flush(1);
+        }
         let rc = filter(r, head);
         nginx_sys::ngx_chain_update_chains(
             (*r).pool,

@@ -9,7 +9,7 @@ use hashbrown::HashMap;
 
 use super::keys::KeyRef;
 use super::record::{concat_in, Msg, QEntry, TrashEntry};
-use super::{Limits, Store, StoreError, OOM, TRASH_DELAY};
+use super::{Limits, Store, StoreError, OOM};
 
 /// One remembered exchange message: forgotten at `expires`.
 #[derive(Clone, Copy, Default)]
@@ -69,6 +69,8 @@ impl<A: Allocator + Clone> Store<A> {
             Some(_) => {}
             None => self.create_channel(id, now, limits, false)?,
         }
+        // Inserting leaves the delete reserve alone.
+        self.hold_reserve(limits)?;
         // Reserve everything first.
         let data = concat_in(&self.alloc, &[id, event_id, event_type, text])?;
         let msg = Msg {
@@ -76,7 +78,6 @@ impl<A: Allocator + Clone> Store<A> {
             id: off,
             time,
             tag,
-            deleted_notice: false,
             broker: !to_log,
             published_ms: if to_log { self.clock_ms } else { 0 },
             chan_len: id.len(),
@@ -102,7 +103,7 @@ impl<A: Allocator + Clone> Store<A> {
         self.msgs.insert(seq, boxed);
         self.published += 1;
         self.broker_offset = Some(self.broker_offset.map_or(offset, |b| b.max(offset)));
-        let deadline = now.saturating_add(TRASH_DELAY);
+        let deadline = now.saturating_add(limits.trash_delay());
         if store {
             let expires = time.max(now).saturating_add(limits.message_ttl);
             let _ = ch.queue.push_back(QEntry { seq, expires }); // room reserved above
@@ -122,7 +123,7 @@ impl<A: Allocator + Clone> Store<A> {
                 self.messages_in_trash += 1;
             }
         } else {
-            self.trash_record(seq, deadline, true);
+            self.trash_record(seq, deadline);
         }
         Ok((time, tag))
     }

@@ -5,10 +5,10 @@ use allocator_api2::boxed::Box as ABox;
 use allocator_api2::vec::Vec as AVec;
 
 use super::keys::{Key, KeyRef};
-use super::record::{concat_in, Msg, QEntry};
+use super::record::{concat_in, QEntry};
 use super::ring::Ring;
 use super::subscribers::Subs;
-use super::{ChannelInfo, Limits, Store, StoreError, OOM, TRASH_DELAY};
+use super::{ChannelInfo, Limits, Record, Store, StoreError, DELETE_HOLD, OOM};
 use crate::channel_path::is_wildcard;
 
 pub(super) struct Channel<A: Allocator + Clone> {
@@ -25,10 +25,17 @@ pub(super) struct Channel<A: Allocator + Clone> {
     pub(super) events: bool,
 }
 
-/// A deleted channel whose subscribers are still being told.
+/// A deleted channel, counted in `channels_in_delete`, with its deleted-channel notice (the
+/// log record `seq`): it goes to the channel trash once its subscribers have been told, every
+/// worker has read the notice and `ready_at` has passed (see [`DELETE_HOLD`]). One small
+/// allocation per delete (boxed, its text apart), and no growth of the message map or the
+/// trash, so that a delete still fits when publishing has filled the zone.
 pub(super) struct Deleting<A: Allocator> {
     pub(super) id: Key<A>,
     pub(super) subs: Subs<A>,
+    pub(super) ready_at: i64,
+    pub(super) seq: u64,
+    pub(super) text: AVec<u8, A>,
 }
 
 impl<A: Allocator + Clone> Store<A> {
@@ -62,6 +69,12 @@ impl<A: Allocator + Clone> Store<A> {
         self.channel(id).ok_or(OOM)
     }
 
+    /// Deletes a live channel: its id is free at once, its stored messages go to the trash,
+    /// the deleted-channel notice (with `text`) goes into the delivery log for its
+    /// subscribers, and the channel is counted in `channels_in_delete` until [`Store::gc`]
+    /// moves it to the trash (after its subscribers left and [`DELETE_HOLD`]), emitting
+    /// `channel_destroyed` then. Ok(false): no such channel. A delete may use the delete
+    /// reserve (see `reserve`) when the zone is otherwise full.
     pub fn delete(
         &mut self,
         id: &[u8],
@@ -75,55 +88,58 @@ impl<A: Allocator + Clone> Store<A> {
         if ch.events {
             return Err(StoreError::EventsChannel);
         }
-        let subscribers = ch.subs.total;
-        // Reserve everything first.
-        let data = concat_in(&self.alloc, &[id, text])?;
-        let notice = Msg {
-            seq: 0,
-            id: -2,
-            time: 0,
-            tag: 0,
-            deleted_notice: true,
-            broker: false,
-            published_ms: 0,
-            chan_len: id.len(),
-            eid_len: None,
-            etype_len: None,
-            data,
+        // Reserve everything first (the stored messages move into the trash, which has room
+        // for everything queued); when the zone is full, once more with the reserve freed.
+        let mut entry = match self.delete_entry(text) {
+            Ok(e) => e,
+            Err(_) if self.release_reserve() => self.delete_entry(text)?,
+            Err(e) => return Err(e),
         };
-        let mut boxed = ABox::try_new_in(notice, self.alloc.clone()).map_err(|_| OOM)?;
-        self.msgs.try_reserve(1).map_err(|_| OOM)?;
-        self.trash
-            .try_reserve(self.queued_total + 1)
-            .map_err(|_| OOM)?;
-        if subscribers > 0 {
-            self.deleting.try_reserve(1).map_err(|_| OOM)?;
-        }
         // Commit (nothing below allocates).
         let Some((key, mut ch)) = self.channels.remove_entry(&KeyRef(id)) else {
             return Ok(false);
         };
         self.unlink_counts(&ch);
-        let deadline = now.saturating_add(TRASH_DELAY);
+        let deadline = now.saturating_add(limits.trash_delay());
         for e in ch.queue.iter() {
             self.queued_total -= 1;
-            self.trash_record(e.seq, deadline, true);
+            self.trash_record(e.seq, deadline);
             self.stored -= 1;
         }
-        let subs = core::mem::replace(&mut ch.subs, Subs::new_in(self.alloc.clone()));
+        entry.subs = core::mem::replace(&mut ch.subs, Subs::new_in(self.alloc.clone()));
         drop(ch);
         self.last_seq += 1;
-        boxed.seq = self.last_seq;
-        self.msgs.insert(self.last_seq, boxed);
-        self.trash_record(self.last_seq, deadline, false);
-        if subscribers > 0 {
-            self.deleting.push(Deleting { id: key, subs });
-        } else {
-            drop(key);
-            self.channel_to_trash(now);
-            self.emit("channel_destroyed", id, now, limits);
-        }
+        entry.id = key;
+        entry.seq = self.last_seq;
+        entry.ready_at = now.saturating_add(DELETE_HOLD);
+        self.deleting.push(entry);
         Ok(true)
+    }
+
+    /// The memory of one delete: its entry (with the notice's text) and its place in the list.
+    fn delete_entry(&mut self, text: &[u8]) -> Result<ABox<Deleting<A>, A>, StoreError> {
+        let entry = Deleting {
+            id: Key(AVec::new_in(self.alloc.clone())),
+            subs: Subs::new_in(self.alloc.clone()),
+            ready_at: 0,
+            seq: 0,
+            text: concat_in(&self.alloc, &[text])?,
+        };
+        let entry = ABox::try_new_in(entry, self.alloc.clone()).map_err(|_| OOM)?;
+        self.deleting.try_reserve(1).map_err(|_| OOM)?;
+        Ok(entry)
+    }
+
+    /// The deleted-channel notice with log sequence number `seq`, while its channel is in
+    /// delete (the log reads it from there).
+    pub(super) fn deleted_notice(&self, seq: u64) -> Option<Record> {
+        let i = self.deleting.binary_search_by_key(&seq, |d| d.seq).ok()?;
+        let d = &self.deleting[i];
+        Some(Record::ChannelDeleted {
+            seq,
+            channel: d.id.0.to_vec(),
+            text: d.text.to_vec(),
+        })
     }
 
     pub fn channels(&self, prefix: Option<&[u8]>) -> Vec<ChannelInfo> {
@@ -154,6 +170,8 @@ impl<A: Allocator + Clone> Store<A> {
             if max.is_some_and(|m| count >= m) {
                 return Err(StoreError::ChannelsLimit);
             }
+            // Creating channels leaves the delete reserve alone.
+            self.hold_reserve(limits)?;
         }
         let key = Key(concat_in(&self.alloc, &[id])?);
         self.channels.try_reserve(1).map_err(|_| OOM)?;
@@ -183,8 +201,11 @@ impl<A: Allocator + Clone> Store<A> {
         Ok(())
     }
 
-    pub(super) fn channel_to_trash(&mut self, now: i64) {
-        let _ = self.chan_trash.push_back(now.saturating_add(TRASH_DELAY));
+    /// A channel leaves for the trash (room is guaranteed by the capacity invariant).
+    pub(super) fn channel_to_trash(&mut self, now: i64, limits: &Limits) {
+        let _ = self
+            .chan_trash
+            .push_back(now.saturating_add(limits.trash_delay()));
     }
 
     pub(super) fn unlink_counts(&mut self, ch: &Channel<A>) {
@@ -195,14 +216,29 @@ impl<A: Allocator + Clone> Store<A> {
         }
     }
 
-    /// The deleted channel `deleting[i]` has no subscriber left: it goes to the channel trash.
-    pub(super) fn finish_deleting(&mut self, i: usize, now: i64, limits: &Limits) {
-        let d = self.deleting.swap_remove(i);
-        if self.deleting.is_empty() {
-            self.deleting = AVec::new_in(self.alloc.clone());
+    /// Moves the deleted channels that no subscriber waits on and whose hold has passed to
+    /// the channel trash, oldest delete first, each with its `channel_destroyed` event.
+    /// Returns how many moved.
+    pub(super) fn collect_deleted(&mut self, now: i64, limits: &Limits) -> u64 {
+        let floor = self.log_floor;
+        let ready = |d: &Deleting<A>| d.subs.total == 0 && d.ready_at <= now && d.seq <= floor;
+        if !self.deleting.iter().any(|d| ready(d)) {
+            return 0;
         }
-        self.channel_to_trash(now);
-        self.emit("channel_destroyed", &d.id.0, now, limits);
+        // Taken out while the events go into the events channel (`emit` does not touch it;
+        // the trash room reserved for these channels stays reserved).
+        let mut del = core::mem::replace(&mut self.deleting, AVec::new_in(self.alloc.clone()));
+        let mut moved = 0;
+        for d in del.iter().filter(|d| ready(d)) {
+            self.channel_to_trash(now, limits);
+            self.emit("channel_destroyed", &d.id.0, now, limits);
+            moved += 1;
+        }
+        del.retain(|d| !ready(d));
+        if !del.is_empty() {
+            self.deleting = del;
+        }
+        moved
     }
 }
 

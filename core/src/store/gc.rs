@@ -1,4 +1,5 @@
-//! Garbage collection: dead workers, expired messages, inactive channels, the trash.
+//! Garbage collection, run about once a second (the C module's cleanup runs every 4 s):
+//! dead workers, deleted channels, expired messages, inactive channels, the trash.
 
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec as AVec;
@@ -7,7 +8,7 @@ use hashbrown::HashMap;
 use super::broker::XKeys;
 use super::keys::SeqHash;
 use super::record::TrashEntry;
-use super::{ChannelMap, GcReport, Limits, MsgMap, Store, TRASH_DELAY};
+use super::{ChannelMap, GcReport, Limits, MsgMap, Store};
 
 impl<A: Allocator + Clone> Store<A> {
     pub fn gc(&mut self, now: i64, limits: &Limits, is_alive: &dyn Fn(u32) -> bool) -> GcReport {
@@ -25,9 +26,21 @@ impl<A: Allocator + Clone> Store<A> {
                 self.drop_slot(w.slot, now, limits);
             }
         }
+        // What every live worker has read (a record at or below it may be freed).
+        let floor = self
+            .workers
+            .iter()
+            .map(|w| w.cursor)
+            .min()
+            .unwrap_or(self.last_seq);
+        self.log_floor = self.log_floor.max(floor.min(self.last_seq));
 
-        // (2) Expire stored messages from the head of each queue.
-        let deadline = now.saturating_add(TRASH_DELAY);
+        // (2) Deleted channels that no one waits on (and whose notice every worker has read)
+        // go to the trash.
+        report.trashed_deleted = self.collect_deleted(now, limits);
+
+        // (3) Expire stored messages from the head of each queue.
+        let deadline = now.saturating_add(limits.trash_delay());
         for ch in self.channels.values_mut() {
             while let Some(e) = ch.queue.front() {
                 if e.expires > now {
@@ -54,10 +67,11 @@ impl<A: Allocator + Clone> Store<A> {
             }
         }
 
-        // (3) Remove inactive channels.
+        // (4) Remove inactive channels: no stored message, no subscriber, and the inactivity
+        // deadline passed (strictly, as in the C module).
         let mut removed: Vec<Vec<u8>> = Vec::new();
         for (k, ch) in self.channels.extract_if(|_, c| {
-            !c.events && c.queue.is_empty() && c.subs.total == 0 && c.inactive_at <= now
+            !c.events && c.queue.is_empty() && c.subs.total == 0 && c.inactive_at < now
         }) {
             if ch.wildcard {
                 self.n_wildcard -= 1;
@@ -74,33 +88,25 @@ impl<A: Allocator + Clone> Store<A> {
             self.emit("channel_destroyed", id, now, limits);
         }
 
-        // (4) Free trashed records whose delay passed and that every live worker has seen.
-        let floor = self
-            .workers
-            .iter()
-            .map(|w| w.cursor)
-            .min()
-            .unwrap_or(self.last_seq);
-        self.log_floor = self.log_floor.max(floor.min(self.last_seq));
+        // (5) Free trashed messages whose delay passed (strictly, as in the C module) and that
+        // every live worker has seen.
         while let Some(e) = self.trash.front() {
-            if e.deadline > now || e.seq > self.log_floor {
+            if e.deadline >= now || e.seq > self.log_floor {
                 break;
             }
             self.trash.pop_front();
-            if let Some(m) = self.msgs.remove(&e.seq) {
-                if !m.deleted_notice {
-                    self.messages_in_trash -= 1;
-                    report.freed_messages += 1;
-                }
+            if self.msgs.remove(&e.seq).is_some() {
+                self.messages_in_trash -= 1;
+                report.freed_messages += 1;
             }
         }
 
-        // (5) Drop trashed channels.
-        while self.chan_trash.front().is_some_and(|d| d <= now) {
+        // (6) Drop trashed channels whose delay passed.
+        while self.chan_trash.front().is_some_and(|d| d < now) {
             self.chan_trash.pop_front();
         }
 
-        // (6) Forget exchange keys whose window passed.
+        // (7) Forget exchange keys whose window passed.
         while let Some(x) = self.xorder.front() {
             if x.expires > now {
                 break;
@@ -110,6 +116,8 @@ impl<A: Allocator + Clone> Store<A> {
         }
 
         self.shrink();
+        // Take the delete reserve back (best effort).
+        let _ = self.hold_reserve(limits);
         report
     }
 

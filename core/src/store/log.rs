@@ -32,7 +32,10 @@ impl<A: Allocator + Clone> Store<A> {
             match self.msgs.get(&s) {
                 Some(m) if m.broker => {}
                 Some(m) => batch.records.push(m.record()),
-                None => batch.lost += 1,
+                None => match self.deleted_notice(s) {
+                    Some(r) => batch.records.push(r),
+                    None => batch.lost += 1,
+                },
             }
         }
         batch.cursor = s;

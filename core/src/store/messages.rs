@@ -5,7 +5,7 @@ use allocator_api2::boxed::Box as ABox;
 
 use super::keys::KeyRef;
 use super::record::{concat_in, Msg, QEntry, TrashEntry};
-use super::{Limits, Published, Store, StoreError, StoredMessage, OOM, TRASH_DELAY};
+use super::{Limits, Published, Store, StoreError, StoredMessage, OOM};
 use crate::resume::{old_messages_start, Cursor, MessageMeta};
 
 impl<A: Allocator + Clone> Store<A> {
@@ -28,6 +28,8 @@ impl<A: Allocator + Clone> Store<A> {
             Some(_) => {}
             None => self.create_channel(id, now, limits, false)?,
         }
+        // Publishing leaves the delete reserve alone.
+        self.hold_reserve(limits)?;
         self.publish_inner(id, text, event_id, event_type, store, now, limits)
     }
 
@@ -104,7 +106,6 @@ impl<A: Allocator + Clone> Store<A> {
             id: 0,
             time: 0,
             tag: 0,
-            deleted_notice: false,
             broker: false,
             published_ms: 0,
             chan_len: id.len(),
@@ -147,7 +148,7 @@ impl<A: Allocator + Clone> Store<A> {
         if !events {
             self.published += 1;
         }
-        let deadline = now.saturating_add(TRASH_DELAY);
+        let deadline = now.saturating_add(limits.trash_delay());
         if store {
             let expires = time.saturating_add(limits.message_ttl);
             let _ = ch.queue.push_back(QEntry { seq, expires }); // room reserved above
@@ -171,7 +172,7 @@ impl<A: Allocator + Clone> Store<A> {
                 self.messages_in_trash += 1;
             }
         } else {
-            self.trash_record(seq, deadline, true);
+            self.trash_record(seq, deadline);
         }
         Ok(Published {
             seq,
@@ -181,12 +182,10 @@ impl<A: Allocator + Clone> Store<A> {
         })
     }
 
-    /// Appends to the trash (room is guaranteed by the capacity invariant).
-    pub(super) fn trash_record(&mut self, seq: u64, deadline: i64, message: bool) {
+    /// Appends a message to the trash (room is guaranteed by the capacity invariant).
+    pub(super) fn trash_record(&mut self, seq: u64, deadline: i64) {
         let _ = self.trash.push_back(TrashEntry { seq, deadline });
-        if message {
-            self.messages_in_trash += 1;
-        }
+        self.messages_in_trash += 1;
     }
 
     /// Publishes an event into the events channel, if there is one. Failures are counted.

@@ -7,23 +7,41 @@
 //! needs first and returns [`StoreError::OutOfMemory`] with the store unchanged when it cannot.
 //!
 //! Layout:
-//! * every record (published message or channel-deleted notice) lives once, boxed, in `msgs`,
-//!   keyed by its host-wide sequence number `seq`;
+//! * every published message lives once, boxed, in `msgs`, keyed by its host-wide sequence
+//!   number `seq`;
+//! * a channel-deleted notice (also a log record with a `seq`) lives in its deleted channel's
+//!   entry in `deleting`, in `seq` order;
 //! * a channel's queue holds `(seq, expires)` of its stored messages, oldest first;
-//! * the trash is a FIFO of `(seq, deadline)` of records that are in no queue (removed messages,
-//!   unstored messages, channel-deleted notices);
+//! * the trash is a FIFO of `(seq, deadline)` of messages that are in no queue (removed,
+//!   expired or unstored messages);
 //! * the delivery log is implicit: every record with `seq` in `(log_floor, last_seq]` is kept
-//!   (a record is freed only from the trash, only when its deadline passed and its seq is at or
-//!   below `log_floor`, the lowest cursor acknowledged by every registered worker).
+//!   (a message is freed only from the trash, a notice only with its deleted channel, and only
+//!   once its seq is at or below `log_floor`, the lowest cursor acknowledged by every
+//!   registered worker).
+//!
+//! A small delete reserve (a few pages, `Limits::delete_reserve_pages`) is held while
+//! publishing: publishes and channel creations refuse when they cannot hold it, a delete
+//! frees it when the zone is otherwise full, and collections take it back. So deleting
+//! channels works on a zone that publishing has filled (`reserve`).
 //!
 //! Capacity invariants that let GC and unsubscribe move things around without allocating:
 //! * `trash` has room for everything queued: `trash.cap >= trash.len + queued_total`;
 //! * `chan_trash` has room for every live or deleting channel:
 //!   `chan_trash.cap >= chan_trash.len + channels.len + deleting.len`.
 //!
+//! Channel lifecycle, as the C module's statistics show it: live → (`DELETE`) in delete →
+//! in trash → gone, or live → (inactive) in trash → gone:
+//! * a deleted channel leaves the live map at once (its id is free again) and is counted in
+//!   `channels_in_delete` until its subscribers have been told and at least [`DELETE_HOLD`]
+//!   has passed; [`Store::gc`] then moves it to the channel trash and emits
+//!   `channel_destroyed`;
+//! * a channel with no stored message and no subscriber whose inactivity deadline has passed
+//!   goes to the channel trash at the next [`Store::gc`] (`channel_destroyed` too);
+//! * a trashed channel (or record) is freed by the first [`Store::gc`] after its trash delay
+//!   ([`TRASH_DELAY`], unless the limits say otherwise) has passed.
+//!
 //! Subscriber counts are kept per worker slot: every live channel (and every deleted channel
-//! whose subscribers are still being told) holds `(slot, count)` pairs, and its `subscribers`
-//! is their sum. When a worker goes away — found dead by [`Store::gc`], replaced in its slot by
+//! still in delete) holds `(slot, count)` pairs, and its `subscribers` is their sum. When a worker goes away — found dead by [`Store::gc`], replaced in its slot by
 //! [`Store::register_worker`] (a respawn after a crash), or leaving with
 //! [`Store::unregister_worker`] — whatever its slot still counts is removed everywhere, as if
 //! each of those subscribers had unsubscribed, so the counts never outlive the process that
@@ -59,12 +77,22 @@ mod log;
 mod messages;
 mod record;
 pub mod recovery;
+mod reserve;
 mod ring;
 mod subscribers;
 mod workers;
 
-/// How long removed messages and channels stay in the trash (seconds), as in the C module.
+/// How long removed messages and channels stay in the trash (seconds), as in the C module:
+/// they are freed by the first collection after this has passed.
 pub const TRASH_DELAY: i64 = 10;
+
+/// How long a deleted channel is at least counted in `channels_in_delete` before it may go to
+/// the trash (seconds; it also waits until its subscribers have been told). The C module
+/// moves deleted channels at its next cleanup pass, every 4 s; with collections every second
+/// this keeps a deleted channel "in delete" for 1 to 3 s.
+pub const DELETE_HOLD: i64 = 2;
+
+pub use self::reserve::{MAX_RESERVE_PAGES, RESERVE_PAGE};
 
 /// Limits and names from the configuration, passed to every call that needs them.
 #[derive(Clone, Debug, Default)]
@@ -77,6 +105,18 @@ pub struct Limits {
     pub channel_inactivity_time: i64,
     pub wildcard_prefix: Option<Vec<u8>>,
     pub events_channel_id: Option<Vec<u8>>,
+    /// The trash delay in seconds; None: [`TRASH_DELAY`] (only tests set it).
+    pub trash_delay: Option<i64>,
+    /// Pages (4 KiB) held back from publishing for deletes on a full zone (at most
+    /// [`MAX_RESERVE_PAGES`]); 0: none.
+    pub delete_reserve_pages: usize,
+}
+
+impl Limits {
+    /// How long removed messages and channels stay in the trash (seconds).
+    pub fn trash_delay(&self) -> i64 {
+        self.trash_delay.unwrap_or(TRASH_DELAY)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,7 +225,10 @@ pub struct Batch {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
     pub expired_messages: u64,
+    /// Live channels removed for inactivity.
     pub removed_channels: u64,
+    /// Deleted channels that went from "in delete" to the trash.
+    pub trashed_deleted: u64,
     pub freed_messages: u64,
     pub dead_workers: Vec<u32>,
 }
@@ -207,7 +250,10 @@ pub struct Store<A: Allocator + Clone> {
     /// Live non-wildcard channels (events channel included) and live wildcard channels.
     n_channels: u64,
     n_wildcard: u64,
-    deleting: AVec<Deleting<A>, A>,
+    /// Deleted channels in delete, in delete (= seq) order.
+    deleting: AVec<ABox<Deleting<A>, A>, A>,
+    /// The delete reserve: pages held back from publishing (see `reserve`).
+    reserve: [AVec<u8, A>; MAX_RESERVE_PAGES],
     /// Inactivity deadlines of trashed channels, FIFO.
     chan_trash: Ring<i64, A>,
     msgs: MsgMap<A>,
@@ -246,6 +292,7 @@ impl<A: Allocator + Clone> Store<A> {
             n_channels: 0,
             n_wildcard: 0,
             deleting: AVec::new_in(alloc.clone()),
+            reserve: core::array::from_fn(|_| AVec::new_in(alloc.clone())),
             chan_trash: Ring::new_in(alloc.clone()),
             msgs: HashMap::with_hasher_in(SeqHash, alloc.clone()),
             trash: Ring::new_in(alloc.clone()),
@@ -269,6 +316,8 @@ impl<A: Allocator + Clone> Store<A> {
             alloc,
         };
         s.ensure_events_channel(now, limits)?;
+        // Best effort: a publish takes it when it is missing (or refuses).
+        let _ = s.hold_reserve(limits);
         Ok(s)
     }
 

@@ -1,5 +1,5 @@
-//! One stored record (a message or a channel-deleted notice) and the queue and trash entries
-//! that point at it.
+//! One stored message and the queue and trash entries that point at it. (A channel-deleted
+//! notice lives in its deleted channel's entry, see `channels`.)
 
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec as AVec;
@@ -18,14 +18,13 @@ pub(super) struct TrashEntry {
     pub(super) deadline: i64,
 }
 
-/// One record: a published message or a channel-deleted notice. `data` holds, back to back,
-/// the channel id, the event id, the event type and the text.
+/// One published message. `data` holds, back to back, the channel id, the event id, the event
+/// type and the text.
 pub(super) struct Msg<A: Allocator> {
     pub(super) seq: u64,
     pub(super) id: i64,
     pub(super) time: i64,
     pub(super) tag: u64,
-    pub(super) deleted_notice: bool,
     /// Consumed from the broker and not part of the host delivery log (every worker consumes
     /// the broker itself). False for a broker message that one worker consumed for the host
     /// (`push_stream_amqp_consumer host`): the others deliver it from the log.
@@ -61,24 +60,16 @@ impl<A: Allocator> Msg<A> {
     }
 
     pub(super) fn record(&self) -> Record {
-        if self.deleted_notice {
-            Record::ChannelDeleted {
-                seq: self.seq,
-                channel: self.channel().to_vec(),
-                text: self.text().to_vec(),
-            }
-        } else {
-            Record::Message {
-                seq: self.seq,
-                channel: self.channel().to_vec(),
-                id: self.id,
-                time: self.time,
-                tag: self.tag,
-                event_id: self.event_id().unwrap_or_default().to_vec(),
-                event_type: self.event_type().unwrap_or_default().to_vec(),
-                text: self.text().to_vec(),
-                published_ms: self.published_ms,
-            }
+        Record::Message {
+            seq: self.seq,
+            channel: self.channel().to_vec(),
+            id: self.id,
+            time: self.time,
+            tag: self.tag,
+            event_id: self.event_id().unwrap_or_default().to_vec(),
+            event_type: self.event_type().unwrap_or_default().to_vec(),
+            text: self.text().to_vec(),
+            published_ms: self.published_ms,
         }
     }
 

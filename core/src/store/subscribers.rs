@@ -120,10 +120,11 @@ impl<A: Allocator + Clone> Store<A> {
     }
 
     /// One subscription to `id` held by the worker in `slot` ended; nothing happens when that
-    /// slot counts no subscriber there. A deleted channel whose subscribers are still being
-    /// told takes precedence over a live channel of the same id (recreated after the delete)
-    /// when it still counts subscribers of `slot`: those that existed at delete time are the
-    /// ones leaving while it waits.
+    /// slot counts no subscriber there. A deleted channel still in delete takes precedence
+    /// over a live channel of the same id (recreated after the delete) when it still counts
+    /// subscribers of `slot`: those that existed at delete time are the ones leaving while it
+    /// waits. A deleted channel left without subscribers goes to the trash at the next
+    /// [`Store::gc`] after its hold.
     pub fn remove_subscriber(&mut self, id: &[u8], slot: usize, now: i64, limits: &Limits) {
         let Ok(sk) = u32::try_from(slot) else {
             return;
@@ -131,13 +132,10 @@ impl<A: Allocator + Clone> Store<A> {
         if let Some(i) = self
             .deleting
             .iter()
-            .position(|d| d.id.0[..] == *id && d.subs.has(sk))
+            .position(|d| d.subs.total > 0 && d.id.0[..] == *id && d.subs.has(sk))
         {
             self.deleting[i].subs.remove_one(sk);
             self.emit("client_unsubscribed", id, now, limits);
-            if self.deleting[i].subs.total == 0 {
-                self.finish_deleting(i, now, limits);
-            }
             return;
         }
         if let Some(ch) = self.channels.get_mut(&KeyRef(id)) {
@@ -163,8 +161,9 @@ impl<A: Allocator + Clone> Store<A> {
     }
 
     /// Removes every subscriber counted for `slot` (its worker is gone), from live and deleted
-    /// channels, emitting the events of as many unsubscribes; a deleted channel left without
-    /// subscribers goes to the channel trash. Inactivity deadlines do not change. O(channels).
+    /// channels, emitting the events of as many unsubscribes (a deleted channel left without
+    /// subscribers goes to the trash at the next [`Store::gc`] after its hold). Inactivity
+    /// deadlines do not change. O(channels).
     /// Never fails: the events are best effort (counted in `dropped_events` when the process
     /// heap cannot hold the list of channels they are about).
     pub(super) fn drop_slot(&mut self, slot: usize, now: i64, limits: &Limits) {
@@ -191,35 +190,17 @@ impl<A: Allocator + Clone> Store<A> {
             }
         }
         drop(gone);
-        // Deleted channels: `emit` does not touch `deleting`, so events go out as we walk.
-        let mut i = 0;
-        while i < self.deleting.len() {
-            let n = self.deleting[i].subs.take_slot(sk);
-            if n == 0 {
-                i += 1;
-                continue;
+        // Deleted channels: taken out while the events go into the events channel (`emit`
+        // does not touch them).
+        let mut del = core::mem::replace(&mut self.deleting, AVec::new_in(self.alloc.clone()));
+        for d in del.iter_mut() {
+            let n = d.subs.take_slot(sk);
+            for _ in 0..n {
+                self.emit("client_unsubscribed", &d.id.0, now, limits);
             }
-            if self.deleting[i].subs.total == 0 {
-                let d = self.deleting.swap_remove(i);
-                for _ in 0..n {
-                    self.emit("client_unsubscribed", &d.id.0, now, limits);
-                }
-                self.channel_to_trash(now);
-                self.emit("channel_destroyed", &d.id.0, now, limits);
-                continue; // `i` now holds the entry swapped in
-            }
-            match try_copy(&self.deleting[i].id.0) {
-                Some(id) => {
-                    for _ in 0..n {
-                        self.emit("client_unsubscribed", &id, now, limits);
-                    }
-                }
-                None => lost = lost.saturating_add(n),
-            }
-            i += 1;
         }
-        if self.deleting.is_empty() && self.deleting.capacity() > 0 {
-            self.deleting = AVec::new_in(self.alloc.clone());
+        if !del.is_empty() {
+            self.deleting = del;
         }
         // Only when an events channel would have received them.
         let ev = limits.events_channel_id.as_deref();

@@ -132,7 +132,6 @@ impl<A: Allocator + Clone> Store<A> {
             let mut prev: Option<(u64, i64)> = None;
             for e in c.queue.iter() {
                 let m = self.msgs.get(&e.seq).expect("queued message exists");
-                assert!(!m.deleted_notice);
                 assert_eq!(m.channel(), &k.0[..]);
                 if let Some((ps, pid)) = prev {
                     assert!(e.seq > ps && m.id > pid);
@@ -158,16 +157,26 @@ impl<A: Allocator + Clone> Store<A> {
             self.queued_total + self.trash.len(),
             "every record queued or trashed"
         );
-        let mut in_trash = 0;
         for e in self.trash.iter() {
-            let m = self.msgs.get(&e.seq).expect("trashed record exists");
-            if !m.deleted_notice {
-                in_trash += 1;
-            }
+            assert!(self.msgs.contains_key(&e.seq), "trashed message exists");
         }
-        assert_eq!(in_trash, self.messages_in_trash, "messages_in_trash");
+        assert_eq!(
+            self.trash.len() as u64,
+            self.messages_in_trash,
+            "messages_in_trash"
+        );
         for s in self.log_floor + 1..=self.last_seq {
-            assert!(self.msgs.contains_key(&s), "log record {s} present");
+            assert!(
+                self.msgs.contains_key(&s) || self.deleted_notice(s).is_some(),
+                "log record {s} present"
+            );
+        }
+        assert!(
+            self.deleting.windows(2).all(|w| w[0].seq < w[1].seq),
+            "deleted channels in seq order"
+        );
+        for d in self.deleting.iter() {
+            assert!(!self.msgs.contains_key(&d.seq), "a notice is not a message");
         }
         assert!(self.log_floor <= self.last_seq);
         for c in self.channels.values() {
@@ -175,7 +184,6 @@ impl<A: Allocator + Clone> Store<A> {
         }
         for d in self.deleting.iter() {
             d.subs.check();
-            assert!(d.subs.total > 0, "deleted channel waiting on no one");
         }
     }
 }
@@ -298,9 +306,9 @@ fn trimming_to_max_stored() {
         (5, 3, 2)
     );
     s.check();
-    // Trimmed ones are freed after the trash delay.
-    assert_eq!(s.gc(T0 + 9, &l, &alive).freed_messages, 0);
-    assert_eq!(s.gc(T0 + 10, &l, &alive).freed_messages, 2);
+    // Trimmed ones are freed once the trash delay has passed.
+    assert_eq!(s.gc(T0 + 10, &l, &alive).freed_messages, 0);
+    assert_eq!(s.gc(T0 + 11, &l, &alive).freed_messages, 2);
     assert_eq!(s.counters().messages_in_trash, 0);
     assert_eq!(s.channel(b"a").unwrap().stored_messages, 3);
     s.check();
@@ -324,7 +332,8 @@ fn ttl_expiry() {
         (1, 1, 2)
     );
     s.check();
-    assert_eq!(s.gc(T0 + 110, &l, &alive).freed_messages, 1);
+    assert_eq!(s.gc(T0 + 110, &l, &alive).freed_messages, 0);
+    assert_eq!(s.gc(T0 + 111, &l, &alive).freed_messages, 1);
     assert_eq!(s.channel(b"a").unwrap().published_messages, 2);
     // The last message expires; the channel, idle since T0 + 50, goes in the same pass.
     let r = s.gc(T0 + 150, &l, &alive);
@@ -340,8 +349,8 @@ fn unstored_messages_go_through_the_trash() {
     s.publish(b"a", b"1", None, None, false, T0, &l).unwrap();
     assert_eq!(s.counters().messages_in_trash, 1);
     assert_eq!(s.counters().stored_messages, 0);
-    assert_eq!(s.gc(T0 + 9, &l, &alive).freed_messages, 0);
-    assert_eq!(s.gc(T0 + 10, &l, &alive).freed_messages, 1);
+    assert_eq!(s.gc(T0 + 10, &l, &alive).freed_messages, 0);
+    assert_eq!(s.gc(T0 + 11, &l, &alive).freed_messages, 1);
     assert_eq!(s.counters().messages_in_trash, 0);
     s.check();
 }
@@ -351,16 +360,18 @@ fn inactivity_removal_timing() {
     let l = lim(); // inactivity 30 s
     let mut s = Store::new_in(Global, T0, &l).unwrap();
     s.get_or_create(b"a", T0, &l).unwrap();
-    assert_eq!(s.gc(T0 + 29, &l, &alive).removed_channels, 0);
-    assert_eq!(s.gc(T0 + 30, &l, &alive).removed_channels, 1);
+    // Live until the deadline has passed (the C module: `expires < now`).
+    assert_eq!(s.gc(T0 + 30, &l, &alive).removed_channels, 0);
+    assert_eq!(s.gc(T0 + 31, &l, &alive).removed_channels, 1);
     assert!(s.channel(b"a").is_none());
     assert_eq!(
         (s.counters().channels, s.counters().channels_in_trash),
         (0, 1)
     );
-    s.gc(T0 + 39, &l, &alive);
+    // In the trash until the trash delay has passed (the C module: `now > expires`).
+    s.gc(T0 + 41, &l, &alive);
     assert_eq!(s.counters().channels_in_trash, 1);
-    s.gc(T0 + 40, &l, &alive);
+    s.gc(T0 + 42, &l, &alive);
     assert_eq!(s.counters().channels_in_trash, 0);
 
     // Publishing and subscribing refresh the deadline; unsubscribing does not.
@@ -370,8 +381,8 @@ fn inactivity_removal_timing() {
     s.add_subscriber(b"b", 0, T0 + 120, &l).unwrap(); // → 150
     assert_eq!(s.gc(T0 + 145, &l, &alive).removed_channels, 0); // has a subscriber
     s.remove_subscriber(b"b", 0, T0 + 146, &l);
-    assert_eq!(s.gc(T0 + 149, &l, &alive).removed_channels, 0);
-    assert_eq!(s.gc(T0 + 150, &l, &alive).removed_channels, 1);
+    assert_eq!(s.gc(T0 + 150, &l, &alive).removed_channels, 0);
+    assert_eq!(s.gc(T0 + 151, &l, &alive).removed_channels, 1);
 
     // Stored messages keep a channel alive until they expire.
     s.publish(b"c", b"x", None, None, true, T0 + 200, &l)
@@ -458,55 +469,149 @@ fn delete_reuse_and_transitions() {
     s.add_subscriber(b"d", 0, T0 + 1, &l).unwrap();
     assert_eq!(s.counters().channels, 2);
 
-    // The old subscribers leave: counted out of the deleted channel, not the new one.
+    // The old subscribers leave: counted out of the deleted channel, not the new one. The
+    // deleted channel stays in delete until a collection after its hold.
     s.remove_subscriber(b"d", 0, T0 + 1, &l);
     assert_eq!(s.counters().channels_in_delete, 1);
     s.remove_subscriber(b"d", 0, T0 + 2, &l);
     let c = s.counters();
-    assert_eq!((c.channels_in_delete, c.channels_in_trash), (0, 1));
+    assert_eq!((c.channels_in_delete, c.channels_in_trash), (1, 0));
     assert_eq!(s.channel(b"d").unwrap().subscribers, 1);
-    let ev = events(&s);
-    let tail: Vec<&str> = ev
-        .iter()
-        .rev()
-        .take(3)
-        .rev()
-        .map(|(t, _)| t.as_str())
-        .collect();
+    let tail = |s: &Store<Global>, n: usize| -> Vec<String> {
+        let ev = events(s);
+        ev[ev.len() - n..].iter().map(|(t, _)| t.clone()).collect()
+    };
     assert_eq!(
-        tail,
-        [
-            "client_unsubscribed",
-            "client_unsubscribed",
-            "channel_destroyed"
-        ]
+        tail(&s, 2),
+        ["client_unsubscribed", "client_unsubscribed"],
+        "no channel_destroyed before the channel leaves the delete state"
     );
     s.check();
-    s.gc(T0 + 11, &l, &alive);
-    assert_eq!(s.counters().channels_in_trash, 1);
+    // The hold passed, but worker 100 has not read the notice yet: still in delete.
+    assert_eq!(s.gc(T0 + DELETE_HOLD, &l, &alive).trashed_deleted, 0);
+    assert_eq!(s.counters().channels_in_delete, 1);
+    // Once it has, the collection moves it, in an event of its own.
+    let log = s.records_after(0, 100).records;
+    assert!(log
+        .iter()
+        .any(|r| matches!(r, Record::ChannelDeleted { channel, .. } if channel == b"d")));
     s.ack(0, 100, s.last_seq());
-    let r = s.gc(T0 + 12, &l, &alive);
-    assert_eq!(s.counters().channels_in_trash, 0);
-    assert_eq!(r.freed_messages, 3);
-    assert_eq!(s.counters().messages_in_trash, 0);
-    s.check();
-
-    // A channel without subscribers goes straight to the trash.
-    s.publish(b"e", b"x", None, None, true, T0 + 20, &l)
-        .unwrap();
-    assert_eq!(s.delete(b"e", b"", T0 + 20, &l), Ok(true));
+    let r = s.gc(T0 + DELETE_HOLD, &l, &alive);
+    assert_eq!((r.trashed_deleted, r.removed_channels), (1, 0));
     let c = s.counters();
     assert_eq!((c.channels_in_delete, c.channels_in_trash), (0, 1));
-    assert_eq!(events(&s).last().unwrap().0, "channel_destroyed");
-    // Delete and recreate in a loop.
+    assert_eq!(events(&s).last().unwrap(), &ev("channel_destroyed", "d"));
+    s.check();
+    // Its messages were trashed at the delete (T0), the channel at T0 + DELETE_HOLD.
+    s.ack(0, 100, s.last_seq());
+    assert_eq!(s.gc(T0 + 10, &l, &alive).freed_messages, 0);
+    assert_eq!(s.gc(T0 + 11, &l, &alive).freed_messages, 3);
+    assert_eq!(s.counters().messages_in_trash, 0);
+    s.gc(T0 + DELETE_HOLD + 10, &l, &alive);
+    assert_eq!(s.counters().channels_in_trash, 1);
+    s.gc(T0 + DELETE_HOLD + 11, &l, &alive);
+    assert_eq!(s.counters().channels_in_trash, 0);
+    s.check();
+
+    // A channel without subscribers is in delete too, then in the trash, then gone.
+    let t = T0 + 20;
+    s.publish(b"e", b"x", None, None, true, t, &l).unwrap();
+    assert_eq!(s.delete(b"e", b"", t, &l), Ok(true));
+    let c = s.counters();
+    assert_eq!((c.channels_in_delete, c.channels_in_trash), (1, 0));
+    assert_ne!(events(&s).last().unwrap().0, "channel_destroyed");
+    s.ack(0, 100, s.last_seq());
+    assert_eq!(s.gc(t + DELETE_HOLD - 1, &l, &alive).trashed_deleted, 0);
+    assert_eq!(s.counters().channels_in_delete, 1);
+    assert_eq!(s.gc(t + DELETE_HOLD, &l, &alive).trashed_deleted, 1);
+    let c = s.counters();
+    assert_eq!((c.channels_in_delete, c.channels_in_trash), (0, 1));
+    assert_eq!(events(&s).last().unwrap(), &ev("channel_destroyed", "e"));
+    s.gc(t + DELETE_HOLD + 10, &l, &alive);
+    assert_eq!(s.counters().channels_in_trash, 1);
+    s.gc(t + DELETE_HOLD + 11, &l, &alive);
+    assert_eq!(s.counters().channels_in_trash, 0);
+    s.check();
+
+    // Delete and recreate in a loop: every deleted channel is counted, then collected.
+    let t = T0 + 40;
     for i in 0..20 {
-        s.publish(b"loop", b"x", None, None, true, T0 + 21, &l)
-            .unwrap();
-        s.add_subscriber(b"loop", 0, T0 + 21, &l).unwrap();
-        assert_eq!(s.delete(b"loop", b"", T0 + 21, &l), Ok(true), "{i}");
-        s.remove_subscriber(b"loop", 0, T0 + 21, &l);
+        s.publish(b"loop", b"x", None, None, true, t, &l).unwrap();
+        s.add_subscriber(b"loop", 0, t, &l).unwrap();
+        assert_eq!(s.delete(b"loop", b"", t, &l), Ok(true), "{i}");
+        s.remove_subscriber(b"loop", 0, t, &l);
     }
-    assert_eq!(s.counters().channels_in_delete, 0);
+    assert_eq!(s.counters().channels_in_delete, 20);
+    s.check();
+    s.ack(0, 100, s.last_seq());
+    assert_eq!(s.gc(t + DELETE_HOLD, &l, &alive).trashed_deleted, 20);
+    let c = s.counters();
+    assert_eq!((c.channels_in_delete, c.channels_in_trash), (0, 20));
+    s.check();
+}
+
+/// The lifecycle as the statistics show it: live → in delete → in trash → gone, and live →
+/// (inactive) → in trash → gone, with the C module's timing: a deleted channel waits for its
+/// subscribers and the hold, a trashed one for the trash delay (strictly), an idle one for its
+/// inactivity deadline (strictly).
+#[test]
+fn lifecycle_state_machine() {
+    let l = Limits {
+        channel_inactivity_time: 5,
+        ..ev_lim()
+    };
+    let mut s = Store::new_in(Global, T0, &l).unwrap();
+    let state = |s: &Store<Global>| {
+        let c = s.counters();
+        (c.channels - 1, c.channels_in_delete, c.channels_in_trash) // minus the events channel
+    };
+    // An unstored publish creates the channel: it is live, with its published count.
+    s.publish(b"idle", b"x", None, None, false, T0, &l).unwrap();
+    assert_eq!(s.channel(b"idle").unwrap().published_messages, 1);
+    assert_eq!(state(&s), (1, 0, 0));
+    // Idle: live through its deadline, trashed after it, freed after the trash delay.
+    assert_eq!(s.gc(T0 + 5, &l, &alive).removed_channels, 0);
+    assert_eq!(s.gc(T0 + 6, &l, &alive).removed_channels, 1);
+    assert_eq!(state(&s), (0, 0, 1));
+    assert!(s.channel(b"idle").is_none());
+    s.gc(T0 + 16, &l, &alive);
+    assert_eq!(state(&s), (0, 0, 1));
+    s.gc(T0 + 17, &l, &alive);
+    assert_eq!(state(&s), (0, 0, 0));
+
+    // Deleted with a subscriber: in delete until it was told and the hold passed.
+    let t = T0 + 100;
+    s.add_subscriber(b"del", 3, t, &l).unwrap();
+    assert_eq!(s.delete(b"del", b"bye", t, &l), Ok(true));
+    assert_eq!(state(&s), (0, 1, 0));
+    let r = s.gc(t + DELETE_HOLD + 5, &l, &alive);
+    assert_eq!(r.trashed_deleted, 0, "a subscriber is still being told");
+    assert_eq!(state(&s), (0, 1, 0));
+    let n = events(&s).len();
+    s.remove_subscriber(b"del", 3, t + DELETE_HOLD + 5, &l);
+    assert_eq!(events(&s)[n..], [ev("client_unsubscribed", "del")]);
+    assert_eq!(state(&s), (0, 1, 0));
+    let r = s.gc(t + DELETE_HOLD + 6, &l, &alive);
+    assert_eq!(r.trashed_deleted, 1);
+    assert_eq!(events(&s)[n + 1..], [ev("channel_destroyed", "del")]);
+    assert_eq!(state(&s), (0, 0, 1));
+    s.gc(t + DELETE_HOLD + 16, &l, &alive);
+    assert_eq!(state(&s), (0, 0, 1));
+    s.gc(t + DELETE_HOLD + 17, &l, &alive);
+    assert_eq!(state(&s), (0, 0, 0));
+
+    // A two-channel delete counts two; the same id deleted twice (recreated between) too.
+    let t = T0 + 200;
+    s.publish(b"a", b"x", None, None, true, t, &l).unwrap();
+    s.publish(b"b", b"x", None, None, true, t, &l).unwrap();
+    assert_eq!(s.delete(b"a", b"", t, &l), Ok(true));
+    assert_eq!(s.delete(b"b", b"", t, &l), Ok(true));
+    s.publish(b"a", b"y", None, None, true, t, &l).unwrap();
+    assert_eq!(s.delete(b"a", b"", t, &l), Ok(true));
+    assert_eq!(state(&s), (0, 3, 0));
+    assert_eq!(s.counters().stored_messages, 0);
+    s.gc(t + DELETE_HOLD, &l, &alive);
+    assert_eq!(state(&s), (0, 0, 3));
     s.check();
 }
 
@@ -737,12 +842,12 @@ fn log_delivery_two_workers() {
     );
     // Freed only once both acked (and after the trash delay).
     assert_eq!(s.gc(T0 + 5, &l, &alive).freed_messages, 0);
-    assert_eq!(s.gc(T0 + 10, &l, &alive).freed_messages, 2);
+    assert_eq!(s.gc(T0 + 11, &l, &alive).freed_messages, 2);
     s.check();
     let b3 = s.records_after(2, 10);
     assert_eq!((b3.records.len(), b3.cursor, b3.lost), (3, 5, 0));
     s.ack(1, 101, 5);
-    assert_eq!(s.gc(T0 + 11, &l, &alive).freed_messages, 3);
+    assert_eq!(s.gc(T0 + 12, &l, &alive).freed_messages, 3);
     // A worker that is far behind is told what it lost.
     let b4 = s.records_after(0, 10);
     assert_eq!((b4.records.len(), b4.cursor, b4.lost), (0, 5, 5));
@@ -1220,7 +1325,8 @@ fn dead_worker_subscriptions_are_released() {
     assert_eq!(s.counters().channels_in_delete, 2);
     s.check();
 
-    // Worker 101 (slot 1) dies.
+    // Worker 101 (slot 1) dies (worker 100 has read everything).
+    s.ack(0, 100, s.last_seq());
     let n = events(&s).len();
     let r = s.gc(T0 + 5, &l, &|p| p != 101);
     assert_eq!(
@@ -1232,9 +1338,11 @@ fn dead_worker_subscriptions_are_released() {
     assert_eq!(s.channel_slots(b"a"), [(0, 2)]);
     assert_eq!(s.channel(b"f").unwrap().subscribers, 0);
     assert!(s.channel_slots(b"f").is_empty());
-    // "d" waited only on slot 1: trashed. "e" still waits on slot 0.
+    // "d" waited only on slot 1: trashed (its hold passed) in the same collection, after the
+    // unsubscribes. "e" still waits on slot 0.
     let c = s.counters();
     assert_eq!((c.channels_in_delete, c.channels_in_trash), (1, 1));
+    assert_eq!(r.trashed_deleted, 1);
     let tail = events(&s).split_off(n);
     let mut got = tail.clone();
     got.sort();
@@ -1266,13 +1374,16 @@ fn dead_worker_subscriptions_are_released() {
     assert_eq!(events(&s).len(), n);
 
     // "f" keeps its inactivity deadline (from its last subscribe).
-    assert_eq!(s.gc(T0 + 29, &l, &alive).removed_channels, 0);
-    assert_eq!(s.gc(T0 + 30, &l, &alive).removed_channels, 1);
+    assert_eq!(s.gc(T0 + 30, &l, &alive).removed_channels, 0);
+    assert_eq!(s.gc(T0 + 31, &l, &alive).removed_channels, 1);
     assert!(s.channel(b"f").is_none());
     assert!(s.channel(b"a").is_some());
 
-    // Slot 0's subscriber of "e" leaves normally: "e" is done.
+    // Slot 0's subscriber of "e" leaves normally: "e" goes at the next collection.
     s.remove_subscriber(b"e", 0, T0 + 31, &l);
+    assert_eq!(s.counters().channels_in_delete, 1);
+    assert_eq!(events(&s).last().unwrap(), &ev("client_unsubscribed", "e"));
+    assert_eq!(s.gc(T0 + 31, &l, &alive).trashed_deleted, 1);
     assert_eq!(s.counters().channels_in_delete, 0);
     assert_eq!(events(&s).last().unwrap(), &ev("channel_destroyed", "e"));
     s.check();
@@ -1303,16 +1414,22 @@ fn respawn_in_a_slot_releases_the_old_process_subscriptions() {
     assert_eq!(s.channel_slots(b"a"), [(0, 1)]);
     assert_eq!(s.channel(b"a").unwrap().subscribers, 1);
     let c = s.counters();
-    assert_eq!((c.channels_in_delete, c.channels_in_trash), (0, 1));
+    assert_eq!((c.channels_in_delete, c.channels_in_trash), (1, 0));
     assert_eq!(
         events(&s).split_off(n),
         [
             ev("client_unsubscribed", "a"),
             ev("client_unsubscribed", "a"),
             ev("client_unsubscribed", "d"),
-            ev("channel_destroyed", "d"),
         ]
     );
+    s.check();
+    // The next collection after the hold (once worker 100 has read the notice) trashes "d".
+    s.ack(0, 100, s.last_seq());
+    assert_eq!(s.gc(T0 + DELETE_HOLD, &l, &alive).trashed_deleted, 1);
+    let c = s.counters();
+    assert_eq!((c.channels_in_delete, c.channels_in_trash), (0, 1));
+    assert_eq!(events(&s).last().unwrap(), &ev("channel_destroyed", "d"));
     s.check();
 
     // The new process subscribes; a stale pid unregistering the slot changes nothing.
@@ -1352,6 +1469,12 @@ fn unsubscribes_are_counted_per_slot() {
     assert_eq!(events(&s).len(), n + 1);
     s.check();
     s.remove_subscriber(b"d", 0, T0, &l);
+    assert_eq!(s.counters().channels_in_delete, 1);
+    assert_eq!(events(&s).last().unwrap(), &ev("client_unsubscribed", "d"));
+    // No subscriber of the deleted channel left anywhere: slot 0 now leaves nothing.
+    s.remove_subscriber(b"d", 0, T0, &l);
+    assert_eq!(events(&s).len(), n + 2);
+    s.gc(T0 + DELETE_HOLD, &l, &alive);
     assert_eq!(s.counters().channels_in_delete, 0);
     assert_eq!(events(&s).last().unwrap(), &ev("channel_destroyed", "d"));
     s.check();
@@ -1553,4 +1676,106 @@ fn store_errors_display_operator_text() {
     );
     let e: Box<dyn std::error::Error> = Box::new(StoreError::OutOfMemory);
     assert_eq!(e.to_string(), "shared memory is full");
+}
+
+/// A deleted channel's notice is a log record while the channel is in delete; the channel
+/// leaves only once every registered worker has read it.
+#[test]
+fn deleted_notice_is_in_the_log_until_every_worker_read_it() {
+    let l = lim();
+    let mut s = Store::new_in(Global, T0, &l).unwrap();
+    s.register_worker(0, 100, T0, &l).unwrap();
+    s.register_worker(1, 101, T0, &l).unwrap();
+    s.publish(b"a", b"m", None, None, true, T0, &l).unwrap();
+    assert_eq!(s.delete(b"a", b"gone", T0, &l), Ok(true));
+    let b = s.records_after(0, 10);
+    assert_eq!(b.lost, 0);
+    assert_eq!(
+        b.records[1],
+        Record::ChannelDeleted {
+            seq: 2,
+            channel: b"a".to_vec(),
+            text: b"gone".to_vec()
+        }
+    );
+    s.ack(0, 100, 2);
+    assert_eq!(s.gc(T0 + DELETE_HOLD + 5, &l, &alive).trashed_deleted, 0);
+    assert_eq!(s.counters().channels_in_delete, 1);
+    assert_eq!(
+        s.records_after(1, 10).records.len(),
+        1,
+        "worker 101 still reads it"
+    );
+    s.ack(1, 101, 2);
+    assert_eq!(s.gc(T0 + DELETE_HOLD + 5, &l, &alive).trashed_deleted, 1);
+    // Gone with its channel: a worker that had not read it is told it lost it.
+    let b = s.records_after(1, 10);
+    assert_eq!((b.records.len(), b.lost, b.cursor), (0, 1, 2));
+    s.check();
+}
+
+/// The delete reserve: publishing fills the zone short of it; a delete then takes it; until a
+/// collection got it back, publishing and creating channels refuse; after the cleanup the
+/// same number fits again.
+#[test]
+fn deletes_fit_in_a_full_zone_through_the_reserve() {
+    const PAGES: usize = 2;
+    let l = Limits {
+        delete_reserve_pages: PAGES,
+        ..lim()
+    };
+    let budget = Budget::new(64 * 1024);
+    let mut s = Store::new_in(budget.clone(), T0, &l).unwrap();
+    assert_eq!(s.reserve_pages(), PAGES);
+    let fill = |s: &mut Store<Budget>| {
+        let mut n = 0;
+        while s
+            .publish(format!("c{n}").as_bytes(), b"x", None, None, true, T0, &l)
+            .is_ok()
+        {
+            n += 1;
+        }
+        n
+    };
+    let first = fill(&mut s);
+    assert!(first > 20, "{first}");
+    assert!(budget.used() + RESERVE_PAGE > 64 * 1024 - PAGES * RESERVE_PAGE);
+    // Every channel can be deleted on the full zone: the first delete frees the reserve.
+    let created = s.counters().channels;
+    for i in 0..created {
+        assert_eq!(
+            s.delete(format!("c{i}").as_bytes(), b"", T0, &l),
+            Ok(true),
+            "{i}"
+        );
+    }
+    assert_eq!(s.reserve_pages(), 0);
+    assert_eq!(s.counters().channels_in_delete, created);
+    // Publishing (and creating channels) leaves what is left of the reserve alone.
+    assert_eq!(
+        s.publish(b"new", b"x", None, None, true, T0, &l),
+        Err(StoreError::OutOfMemory)
+    );
+    assert_eq!(
+        s.get_or_create(b"new", T0, &l),
+        Err(StoreError::OutOfMemory)
+    );
+    assert!(s.channel(b"new").is_none());
+    s.check();
+    // The cleanup frees everything and takes the reserve back; the same number fits.
+    s.gc(T0 + DELETE_HOLD, &l, &alive);
+    s.gc(T0 + 200, &l, &alive);
+    assert_eq!(s.reserve_pages(), PAGES);
+    let c = s.counters();
+    assert_eq!(
+        (
+            c.channels,
+            c.channels_in_delete,
+            c.channels_in_trash,
+            c.messages_in_trash
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(fill(&mut s), first);
+    s.check();
 }
