@@ -325,10 +325,13 @@ fn spawn_request(
     })
 }
 
+/// `elapsed` is within [from, to] (the C specs' `be_in_the_interval`), less 50 ms at the low
+/// end: nginx arms its timers from its cached clock, which may be a few milliseconds behind
+/// the moment the client started counting.
 fn assert_within(elapsed: Duration, from: f64, to: f64, what: &str) {
     let s = elapsed.as_secs_f64();
     assert!(
-        (from..=to).contains(&s),
+        (from - 0.05..=to).contains(&s),
         "{what}: {s:.3} s, expected within [{from}, {to}]"
     );
 }
@@ -1319,4 +1322,559 @@ fn eventsource_should_receive_ping_message() {
         }
     }
     n.stop();
+}
+
+// ---- subscriber/long_polling_spec.rb and subscriber/polling_spec.rb -------------------------
+
+/// The two contexts the polling and long-polling specs run every case in: "when using
+/// subscriber push mode config" (the location's mode) and "when using push mode header"
+/// (a streaming location and `X-Nginx-PushStream-Mode`).
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Location,
+    Header,
+}
+
+const VIAS: [Via; 2] = [Via::Location, Via::Header];
+
+/// The (long-)polling specs' configuration for a context.
+fn polling_spec(via: Via, mode: &str) -> Spec {
+    spec()
+        .with("push_stream_ping_message_interval", None)
+        .with("push_stream_header_template", None)
+        .with("push_stream_footer_template", None)
+        .with("push_stream_message_template", None)
+        .with(
+            "subscriber_mode",
+            match via {
+                Via::Location => Some(mode),
+                Via::Header => None,
+            },
+        )
+}
+
+/// The request headers of a context (`Accept: text/html`, and the mode header).
+fn polling_headers(via: Via, mode: &str, more: &[String]) -> Vec<String> {
+    let mut h = vec!["Accept: text/html".to_string()];
+    if let Via::Header = via {
+        h.push(format!("X-Nginx-PushStream-Mode: {mode}"));
+    }
+    h.extend_from_slice(more);
+    h
+}
+
+fn lp_spec(via: Via) -> Spec {
+    polling_spec(via, "long-polling")
+}
+
+fn lp_headers(via: Via, more: &[String]) -> Vec<String> {
+    polling_headers(via, "long-polling", more)
+}
+
+fn poll_spec(via: Via) -> Spec {
+    polling_spec(via, "polling")
+}
+
+fn poll_headers(via: Via, more: &[String]) -> Vec<String> {
+    polling_headers(via, "polling", more)
+}
+
+/// A request with the given headers, answered at once.
+fn get_with(port: u16, path: &str, headers: &[String]) -> Response {
+    let h: Vec<&str> = headers.iter().map(String::as_str).collect();
+    request(port, "GET", path, &h, b"")
+}
+
+/// A long-poll on `ch` (path `path`) held until `publish` has run.
+fn held_long_poll(
+    n: &Nginx,
+    ch: &str,
+    path: &str,
+    headers: Vec<String>,
+    publish_then: impl FnOnce(),
+) -> Response {
+    let t = spawn_request(n.port, path.to_string(), headers);
+    wait_subscribers(n.port, ch, 1);
+    publish_then();
+    t.join().unwrap().0
+}
+
+/// long_polling_spec "should disconnect after receive a message": the answer is the message;
+/// a long-poll sent with its `Last-Modified` and `Etag` waits for, and gets, the next one.
+#[test]
+fn long_polling_should_disconnect_after_receive_a_message() {
+    for via in VIAS {
+        let n = lp_spec(via).start();
+        let ch = "ch_test_disconnect_after_receive_a_message_when_longpolling_is_on";
+        let path = format!("/sub/{ch}");
+        let r = held_long_poll(&n, ch, &path, lp_headers(via, &[]), || {
+            publish(n.port, ch, &[], "body")
+        });
+        assert_eq!((r.status, r.text()), (200, "body".to_string()), "{via:?}");
+        let more = [
+            format!("If-Modified-Since: {}", r.header("Last-Modified").unwrap()),
+            format!("If-None-Match: {}", r.header("Etag").unwrap()),
+        ];
+        let r = held_long_poll(&n, ch, &path, lp_headers(via, &more), || {
+            publish(n.port, ch, &[], "body 1")
+        });
+        assert_eq!((r.status, r.text()), (200, "body 1".to_string()), "{via:?}");
+        n.stop();
+    }
+}
+
+/// long_polling_spec "should disconnect after receive old messages": with `Last-Event-Id`
+/// the answer is every message after that event id, at once.
+#[test]
+fn long_polling_should_disconnect_after_receive_old_messages() {
+    for via in VIAS {
+        let n = lp_spec(via).start();
+        let ch = "ch_test_disconnect_after_receive_old_messages_by_last_event_id";
+        publish(n.port, ch, &["Event-Id: event 1"], "msg 1");
+        publish(n.port, ch, &["Event-Id: event 2"], "msg 2");
+        publish(n.port, ch, &[], "msg 3");
+        publish(n.port, ch, &["Event-Id: event 3"], "msg 4");
+        let r = get_with(
+            n.port,
+            &format!("/sub/{ch}"),
+            &lp_headers(via, &["Last-Event-Id: event 2".into()]),
+        );
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "msg 3msg 4".to_string()),
+            "{via:?}"
+        );
+        n.stop();
+    }
+}
+
+/// A long-poll that gets nothing: 304 without body within [ttl, ttl + 0.5 s], `Last-Modified`
+/// now and `Etag: W/0`.
+fn assert_long_poll_timeout(n: &Nginx, via: Via, ttl: f64) {
+    let (r, took) = spawn_request(
+        n.port,
+        "/sub/ch_test_disconnect_long_polling_subscriber".into(),
+        lp_headers(via, &[]),
+    )
+    .join()
+    .unwrap();
+    assert_within(took, ttl, ttl + 0.5, &format!("{via:?} long-poll timeout"));
+    assert_eq!(r.status, 304, "{via:?}");
+    assert!(r.body.is_empty(), "{via:?}");
+    assert_last_modified_now(&r);
+    assert_eq!(r.header("Etag"), Some("W/0"), "{via:?}");
+}
+
+/// long_polling_spec "should disconnect after timeout is reached" (only
+/// `push_stream_subscriber_connection_ttl`: C 10 s, here 2 s), "should overwrite subscriber
+/// timeout with long polling timeout" (C 10 s and 5 s, here 4 s and 2 s) and "should disconnet
+/// after timeout be reached when only long polling timeout is set" (3 s).
+#[test]
+fn long_polling_timeouts() {
+    for via in VIAS {
+        for (sub_ttl, lp_ttl, expected) in [
+            (Some("2s"), None, 2.0),
+            (Some("4s"), Some("2s"), 2.0),
+            (None, Some("3s"), 3.0),
+        ] {
+            let n = lp_spec(via)
+                .with("push_stream_subscriber_connection_ttl", sub_ttl)
+                .with("push_stream_longpolling_connection_ttl", lp_ttl)
+                .start();
+            assert_long_poll_timeout(&n, via, expected);
+            n.stop();
+        }
+    }
+}
+
+/// long_polling_spec "should not receive ping message": with a 1 s ping interval a long-poll
+/// still ends at its ttl with 304 and no body (C: ttl 5 s, here 2 s).
+#[test]
+fn long_polling_should_not_receive_ping_message() {
+    for via in VIAS {
+        let n = lp_spec(via)
+            .with("push_stream_subscriber_connection_ttl", Some("2s"))
+            .with("push_stream_ping_message_interval", Some("1s"))
+            .start();
+        assert_long_poll_timeout(&n, via, 2.0);
+        n.stop();
+    }
+}
+
+/// long_polling_spec "should receive a timed out message when timeout_with_body is on": 200
+/// within [1, 1.5] s with the timeout message (id -3, `Timed out`, empty channel, tag 0, the
+/// epoch), `Last-Modified` now and `Etag: W/0`; with `?callback=` the same in JSONP.
+#[test]
+fn long_polling_should_receive_a_timed_out_message_when_timeout_with_body_is_on() {
+    for via in VIAS {
+        let n = lp_spec(via)
+            .with("push_stream_subscriber_connection_ttl", Some("1s"))
+            .with("push_stream_timeout_with_body", Some("on"))
+            .with(
+                "push_stream_message_template",
+                Some(r#"{\"id\":\"~id~\", \"message\":\"~text~\", \"channel\":\"~channel~\", \"tag\":\"~tag~\", \"time\":\"~time~\"}"#),
+            )
+            .start();
+        let path = "/sub/ch_test_timeout_with_body".to_string();
+        let (r, took) = spawn_request(n.port, path.clone(), lp_headers(via, &[]))
+            .join()
+            .unwrap();
+        assert_within(took, 1.0, 1.5, "timeout");
+        assert_eq!(r.status, 200, "{via:?}");
+        let v = json(&r);
+        assert_eq!(v["id"], "-3");
+        assert_eq!(v["message"], "Timed out");
+        assert_eq!(v["channel"], "");
+        assert_eq!(v["tag"], "0");
+        assert_eq!(v["time"], "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_last_modified_now(&r);
+        assert_eq!(r.header("Etag"), Some("W/0"));
+        let r = get_with(
+            n.port,
+            &format!("{path}?callback=callback_function"),
+            &lp_headers(via, &[]),
+        );
+        assert_eq!(
+            r.text(),
+            r#"callback_function([{"id":"-3", "message":"Timed out", "channel":"", "tag":"0", "time":"Thu, 01 Jan 1970 00:00:00 GMT"}]);"#,
+            "{via:?}"
+        );
+        n.stop();
+    }
+}
+
+/// long_polling_spec "should receive messages when connected in more than one channel": a
+/// long-poll on two channels (`If-Modified-Since` the epoch written with a one-digit day,
+/// `If-None-Match: 0`) gets the first channel's message; one sent with that answer's
+/// `Last-Modified` and `Etag` gets the second's at once, whose `Etag` is one more.
+#[test]
+fn long_polling_should_receive_messages_when_connected_in_more_than_one_channel() {
+    for via in VIAS {
+        let n = lp_spec(via)
+            .with("store_messages", Some("on"))
+            .with(
+                "push_stream_message_template",
+                Some(r#"{\"id\":\"~id~\", \"message\":\"~text~\", \"channel\":\"~channel~\"}"#),
+            )
+            .start();
+        let ch_1 = "ch_test_receiving_messages_when_connected_in_more_then_one_channel_1";
+        let ch_2 = "ch_test_receiving_messages_when_connected_in_more_then_one_channel_2";
+        let path = format!("/sub/{ch_1}/{ch_2}");
+        let first = [
+            "If-Modified-Since: Thu, 1 Jan 1970 00:00:00 GMT".to_string(),
+            "If-None-Match: 0".to_string(),
+        ];
+        let r1 = held_long_poll(&n, ch_2, &path, lp_headers(via, &first), || {
+            // Both in one second, so that their tags follow each other.
+            align_to_second(Duration::from_millis(50));
+            publish(n.port, ch_1, &[], "published message");
+            publish(n.port, ch_2, &[], "published message");
+        });
+        assert_eq!(r1.status, 200, "{via:?}");
+        assert_eq!(json(&r1)["channel"], ch_1);
+        let more = [
+            format!("If-Modified-Since: {}", r1.header("Last-Modified").unwrap()),
+            format!("If-None-Match: {}", r1.header("Etag").unwrap()),
+        ];
+        let r2 = get_with(n.port, &path, &lp_headers(via, &more));
+        assert_eq!(r2.status, 200, "{via:?}");
+        assert_eq!(json(&r2)["channel"], ch_2);
+        let tag = |r: &Response| -> u64 {
+            r.header("Etag")
+                .unwrap()
+                .trim_start_matches("W/")
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(tag(&r2), tag(&r1) + 1, "{via:?}");
+        n.stop();
+    }
+}
+
+/// long_polling_spec "should accept delete a channel with a long polling subscriber": the
+/// `DELETE` answers 200 without body (`Channel deleted.`); each long-poll gets the deleted
+/// message (id -2, `Channel deleted`), the one with `?callback=` in JSONP.
+#[test]
+fn long_polling_should_accept_delete_a_channel_with_a_long_polling_subscriber() {
+    for via in VIAS {
+        let n = lp_spec(via)
+            .with("publisher_mode", Some("admin"))
+            .with(
+                "push_stream_message_template",
+                Some(r#"{\"id\":\"~id~\", \"message\":\"~text~\", \"channel\":\"~channel~\"}"#),
+            )
+            .start();
+        let ch = "ch_test_delete_channel_with_long_polling_subscriber";
+        let sub_1 = spawn_request(n.port, format!("/sub/{ch}"), lp_headers(via, &[]));
+        let sub_2 = spawn_request(
+            n.port,
+            format!("/sub/{ch}?callback=callback_function"),
+            lp_headers(via, &[]),
+        );
+        wait_subscribers(n.port, ch, 2);
+        let r = request(n.port, "DELETE", &format!("/pub?id={ch}"), &[], b"");
+        assert_refused(&r, 200, "Channel deleted.");
+        let (r1, _) = sub_1.join().unwrap();
+        assert_eq!(r1.status, 200, "{via:?}");
+        let v = json(&r1);
+        assert_eq!(
+            (v["channel"].as_str(), v["id"].as_str()),
+            (Some(ch), Some("-2"))
+        );
+        let (r2, _) = sub_2.join().unwrap();
+        assert_eq!(
+            r2.text(),
+            format!(
+                r#"callback_function([{{"id":"-2", "message":"Channel deleted", "channel":"{ch}"}}]);"#
+            ),
+            "{via:?}"
+        );
+        n.stop();
+    }
+}
+
+/// long_polling_spec "should accept a callback parameter to be used with JSONP" (the message
+/// in `callback([…]);`) and "should force content_type to be application/javascript when
+/// using function name specified in callback parameter" (whatever `default_type` and
+/// `Accept` say).
+#[test]
+fn long_polling_jsonp_callback_and_its_content_type() {
+    for via in VIAS {
+        let n = lp_spec(via)
+            .with("content_type", Some("anything/value"))
+            .start();
+        let ch = "ch_test_return_message_using_function_name_specified_in_callback_parameter";
+        let mut headers = lp_headers(via, &[]);
+        headers[0] = "Accept: otherknown/value".into();
+        let r = held_long_poll(
+            &n,
+            ch,
+            &format!("/sub/{ch}?callback=callback_function"),
+            headers,
+            || publish(n.port, ch, &[], "body"),
+        );
+        assert_eq!(r.text(), "callback_function([body]);", "{via:?}");
+        assert_eq!(r.header("Content-Type"), Some("application/javascript"));
+        n.stop();
+    }
+}
+
+/// "should return old messages using function name specified in callback parameter grouping
+/// in one answer" (long_polling_spec and polling_spec): `.b2`, `Last-Event-Id` and
+/// `If-Modified-Since` the epoch each answer their old messages in one JSONP call.
+fn jsonp_groups_old_messages(n: &Nginx, headers: impl Fn(&[String]) -> Vec<String>) {
+    let ch = "ch_test_return_old_messages_grouping_in_one_answer";
+    publish(n.port, ch, &["Event-Id: event_id"], "body");
+    publish(n.port, ch, &[], "body1");
+    let cb = "?callback=callback_function";
+    let r = get_with(n.port, &format!("/sub/{ch}.b2{cb}"), &headers(&[]));
+    assert_eq!(r.text(), "callback_function([body,body1]);");
+    let r = get_with(
+        n.port,
+        &format!("/sub/{ch}{cb}"),
+        &headers(&["Last-Event-Id: event_id".into()]),
+    );
+    assert_eq!(r.text(), "callback_function([body1]);");
+    let r = get_with(
+        n.port,
+        &format!("/sub/{ch}{cb}"),
+        &headers(&[format!("If-Modified-Since: {}", http_date(0))]),
+    );
+    assert_eq!(r.text(), "callback_function([body,body1]);");
+}
+
+#[test]
+fn long_polling_should_return_old_messages_in_one_jsonp_answer() {
+    for via in VIAS {
+        let n = lp_spec(via).start();
+        jsonp_groups_old_messages(&n, |more| lp_headers(via, more));
+        n.stop();
+    }
+}
+
+/// long_polling_spec "should return messages from different channels on JSONP response": the
+/// old messages of each channel in turn, in one JSONP call.
+#[test]
+fn long_polling_should_return_messages_from_different_channels_on_jsonp_response() {
+    for via in VIAS {
+        let n = lp_spec(via).start();
+        let chs = [
+            "ch_test_jsonp_ch1",
+            "ch_test_jsonp_ch2",
+            "ch_test_jsonp_ch3",
+        ];
+        for i in 1..=3 {
+            for (c, ch) in chs.iter().enumerate() {
+                publish(n.port, ch, &[], &format!("body{i}_{}", c + 1));
+            }
+        }
+        let r = get_with(
+            n.port,
+            &format!(
+                "/sub/{}.b3/{}.b3/{}.b3?callback=callback_function",
+                chs[0], chs[1], chs[2]
+            ),
+            &lp_headers(via, &[]),
+        );
+        assert_eq!(
+            r.text(),
+            "callback_function([body1_1,body2_1,body3_1,body1_2,body2_2,body3_2,body1_3,body2_3,body3_3]);",
+            "{via:?}"
+        );
+        n.stop();
+    }
+}
+
+/// "should not cache the response" (long_polling_spec on a long-poll's 304 after its 1 s ttl,
+/// polling_spec on a poll's 304): `Expires` and `Cache-Control` as on every subscriber.
+#[test]
+fn long_polling_and_polling_should_not_cache_the_response() {
+    for via in VIAS {
+        let n = lp_spec(via)
+            .with("push_stream_longpolling_connection_ttl", Some("1s"))
+            .start();
+        let r = get_with(
+            n.port,
+            "/sub/ch_test_not_cache_the_response",
+            &lp_headers(via, &[]),
+        );
+        assert_eq!(r.status, 304);
+        assert_eq!(r.header("Expires"), Some("Thu, 01 Jan 1970 00:00:01 GMT"));
+        assert_eq!(
+            r.header("Cache-Control"),
+            Some("no-cache, no-store, must-revalidate")
+        );
+        n.stop();
+        let n = poll_spec(via).start();
+        let r = get_with(
+            n.port,
+            "/sub/ch_test_not_cache_the_response",
+            &poll_headers(via, &[]),
+        );
+        assert_eq!(r.status, 304);
+        assert_eq!(r.header("Expires"), Some("Thu, 01 Jan 1970 00:00:01 GMT"));
+        assert_eq!(
+            r.header("Cache-Control"),
+            Some("no-cache, no-store, must-revalidate")
+        );
+        n.stop();
+    }
+}
+
+/// "should accept return content gzipped" (long_polling_spec and polling_spec): with `gzip on`
+/// the answer has `Etag: W/<n>` and `Content-Encoding: gzip`, and inflates to the message.
+#[test]
+fn long_polling_and_polling_should_accept_return_content_gzipped() {
+    let check = |r: &Response, via: Via| {
+        assert_eq!(r.status, 200, "{via:?}");
+        let etag = r.header("Etag").unwrap();
+        assert!(
+            etag.strip_prefix("W/")
+                .is_some_and(|t| t.parse::<u64>().is_ok()),
+            "{etag}"
+        );
+        assert_eq!(r.header("Content-Encoding"), Some("gzip"), "{via:?}");
+        assert_eq!(gunzip(&r.body), "body");
+    };
+    let gz = "Accept-Encoding: gzip, compressed".to_string();
+    for via in VIAS {
+        let n = lp_spec(via).with("gzip", Some("on")).start();
+        let ch = "ch_test_get_content_gzipped";
+        let r = held_long_poll(
+            &n,
+            ch,
+            &format!("/sub/{ch}"),
+            lp_headers(via, &[gz.clone()]),
+            || publish(n.port, ch, &[], "body"),
+        );
+        check(&r, via);
+        n.stop();
+        let n = poll_spec(via).with("gzip", Some("on")).start();
+        publish(n.port, ch, &[], "body");
+        let ims = format!("If-Modified-Since: {}", http_date(0));
+        let r = get_with(
+            n.port,
+            &format!("/sub/{ch}"),
+            &poll_headers(via, &[gz.clone(), ims]),
+        );
+        check(&r, via);
+        n.stop();
+    }
+}
+
+/// polling_spec "when has no messages": "should receive a 304" (no body, no `Last-Modified`,
+/// no `Etag`) and "should receive a 304 keeping sent headers" (`Last-Modified` and `Etag`
+/// echo `If-Modified-Since` and `If-None-Match`).
+#[test]
+fn polling_when_has_no_messages_should_receive_a_304() {
+    for via in VIAS {
+        let n = poll_spec(via).start();
+        let r = get_with(
+            n.port,
+            "/sub/ch_test_receive_a_304_when_has_no_messages",
+            &poll_headers(via, &[]),
+        );
+        assert_eq!(r.status, 304, "{via:?}");
+        assert!(r.body.is_empty());
+        assert_eq!(
+            (r.header("Last-Modified"), r.header("Etag")),
+            (None, None),
+            "{via:?}"
+        );
+        let since = unix_now() as i64;
+        let more = [
+            format!("If-Modified-Since: {}", http_date(since)),
+            "If-None-Match: W/3".to_string(),
+        ];
+        let r = get_with(
+            n.port,
+            "/sub/ch_test_receive_a_304_when_has_no_messages_keeping_headers",
+            &poll_headers(via, &more),
+        );
+        assert_eq!(r.status, 304, "{via:?}");
+        assert!(r.body.is_empty());
+        assert_eq!(parse_http_date(r.header("Last-Modified").unwrap()), since);
+        assert_eq!(r.header("Etag"), Some("W/3"), "{via:?}");
+        n.stop();
+    }
+}
+
+/// polling_spec "when has messages": "should receive specific headers" (200, `Last-Modified`,
+/// `Etag: W/1`, the message), "should accept a callback parameter to works with JSONP",
+/// "should return old messages using function name specified in callback parameter grouping
+/// in one answer" and "should force content_type to be application/javascript when using
+/// function name specified in callback parameter" (also on a 304).
+#[test]
+fn polling_when_has_messages() {
+    for via in VIAS {
+        let n = poll_spec(via)
+            .with("content_type", Some("anything/value"))
+            .start();
+        let ch = "ch_test_receive_specific_headers_when_has_messages";
+        publish(n.port, ch, &[], "body");
+        let epoch = format!("If-Modified-Since: {}", http_date(0));
+        let r = get_with(
+            n.port,
+            &format!("/sub/{ch}"),
+            &poll_headers(via, &[epoch.clone()]),
+        );
+        assert_eq!(r.status, 200, "{via:?}");
+        assert!(r.header("Last-Modified").is_some_and(|v| !v.is_empty()));
+        assert_eq!(r.header("Etag"), Some("W/1"), "{via:?}");
+        assert_eq!(r.text(), "body");
+        let cb = "?callback=callback_function";
+        let r = get_with(
+            n.port,
+            &format!("/sub/{ch}{cb}"),
+            &poll_headers(via, &[epoch]),
+        );
+        assert_eq!(r.text(), "callback_function([body]);", "{via:?}");
+        let mut headers = poll_headers(via, &[]);
+        headers[0] = "Accept: otherknown/value".into();
+        let r = get_with(n.port, &format!("/sub/{ch}{cb}"), &headers);
+        assert_eq!(r.status, 304, "{via:?}");
+        assert_eq!(r.header("Content-Type"), Some("application/javascript"));
+        jsonp_groups_old_messages(&n, |more| poll_headers(via, more));
+        n.stop();
+    }
 }
