@@ -1784,7 +1784,7 @@ fn long_polling_and_polling_should_accept_return_content_gzipped() {
             &n,
             ch,
             &format!("/sub/{ch}"),
-            lp_headers(via, &[gz.clone()]),
+            lp_headers(via, std::slice::from_ref(&gz)),
             || publish(n.port, ch, &[], "body"),
         );
         check(&r, via);
@@ -1856,7 +1856,7 @@ fn polling_when_has_messages() {
         let r = get_with(
             n.port,
             &format!("/sub/{ch}"),
-            &poll_headers(via, &[epoch.clone()]),
+            &poll_headers(via, std::slice::from_ref(&epoch)),
         );
         assert_eq!(r.status, 200, "{via:?}");
         assert!(r.header("Last-Modified").is_some_and(|v| !v.is_empty()));
@@ -1877,4 +1877,625 @@ fn polling_when_has_messages() {
         jsonp_groups_old_messages(&n, |more| poll_headers(via, more));
         n.stop();
     }
+}
+
+// ---- subscriber/padding_by_user_agent_spec.rb -----------------------------------------------
+
+/// The two contexts of padding_by_user_agent_spec: "for non EventSource mode" (padding of
+/// `\r\n`, nothing added around a template) and "for EventSource mode" (padding of `:`
+/// ending in a line break; the header becomes a comment line, 3 more bytes, a message a
+/// `data:` event, 8 more bytes).
+#[derive(Clone, Copy, Debug)]
+enum Padded {
+    Stream,
+    EventSource,
+}
+
+impl Padded {
+    fn spec(self) -> Spec {
+        spec()
+            .with(
+                "push_stream_padding_by_user_agent",
+                Some("[T|t]est 1,0,508"),
+            )
+            .with("push_stream_user_agent", None)
+            .with("push_stream_subscriber_connection_ttl", Some("1s"))
+            .with("push_stream_header_template", None)
+            .with("push_stream_message_template", None)
+            .with("push_stream_footer_template", None)
+            .with(
+                "subscriber_mode",
+                match self {
+                    Padded::Stream => None,
+                    Padded::EventSource => Some("eventsource"),
+                },
+            )
+    }
+
+    fn header_delta(self) -> usize {
+        match self {
+            Padded::Stream => 0,
+            Padded::EventSource => 3,
+        }
+    }
+
+    fn body_delta(self) -> usize {
+        match self {
+            Padded::Stream => 0,
+            Padded::EventSource => 8,
+        }
+    }
+
+    /// The C spec's `padding_pattern`: `/(\r\n)+\r\n\r\n\r\n$/` or `/(:::)+\n$/`.
+    fn assert_padded(self, body: &str) {
+        let ok = match self {
+            Padded::Stream => body.ends_with("\r\n\r\n\r\n\r\n"),
+            Padded::EventSource => body.ends_with(":::\n"),
+        };
+        assert!(ok, "{self:?}: no padding at the end of {body:?}");
+    }
+}
+
+const PADDED: [Padded; 2] = [Padded::Stream, Padded::EventSource];
+
+/// A subscriber with `User-Agent: ua` that gets `body` (published once it is subscribed),
+/// until its 1 s ttl; its whole response.
+fn padded_response(n: &Nginx, ch: &str, ua: &str, body: &str) -> String {
+    let t = spawn_request(
+        n.port,
+        format!("/sub/{ch}"),
+        vec![format!("User-Agent: {ua}")],
+    );
+    wait_subscribers(n.port, ch, 1);
+    publish(n.port, ch, &[], body);
+    let (r, _) = t.join().unwrap();
+    assert_eq!(r.status, 200);
+    r.text()
+}
+
+/// "should apply a padding to the header": with `[T|t]est 1,1024,508:[T|t]est 2,4097,0` a
+/// 10-byte header gets 1100 bytes of padding for `Test 1`, 4097 for `Test 2` and none for
+/// `Test 3`.
+#[test]
+fn padding_should_apply_a_padding_to_the_header() {
+    for mode in PADDED {
+        let n = mode
+            .spec()
+            .with("push_stream_header_template", Some("0123456789"))
+            .with(
+                "push_stream_padding_by_user_agent",
+                Some("[T|t]est 1,1024,508:[T|t]est 2,4097,0"),
+            )
+            .start();
+        let expected = 10 + mode.header_delta();
+        let ua = |ua: &str| {
+            let h = format!("User-Agent: {ua}");
+            let r = request(
+                n.port,
+                "GET",
+                "/sub/ch_test_header_padding",
+                &[h.as_str()],
+                b"",
+            );
+            assert_eq!(r.status, 200);
+            r.text()
+        };
+        let r = ua("Test 1");
+        assert_eq!(r.len(), 1100 + expected, "{mode:?}");
+        mode.assert_padded(&r);
+        assert_eq!(ua("Test 2").len(), 4097 + expected, "{mode:?}");
+        assert_eq!(ua("Test 3").len(), expected, "{mode:?}");
+        n.stop();
+    }
+}
+
+/// "should apply a padding to the message": with `[T|t]est 1,0,508` a 10-byte message gets
+/// 500 bytes of padding for `Test 1`, none for `Test 2` or `Test 3`.
+#[test]
+fn padding_should_apply_a_padding_to_the_message() {
+    for mode in PADDED {
+        let n = mode.spec().start();
+        let ch = "ch_test_message_padding";
+        let expected = 10 + mode.header_delta() + mode.body_delta();
+        let r = padded_response(&n, ch, "Test 1", "0123456789");
+        assert_eq!(r.len(), 500 + expected, "{mode:?}");
+        mode.assert_padded(&r);
+        for ua in ["Test 2", "Test 3"] {
+            assert_eq!(
+                padded_response(&n, ch, ua, "0123456789").len(),
+                expected,
+                "{mode:?} {ua}"
+            );
+        }
+        n.stop();
+    }
+}
+
+/// "should apply a padding to the message with different sizes": with `[T|t]est 1,0,545`
+/// the padding is 545 for a 1-byte message, then `600 - (len / 100) * 100` (500, 400, 300,
+/// 200, 100 for 105, 221, 331, 435, 502 bytes), and none for 550 bytes.
+#[test]
+fn padding_should_apply_a_padding_to_the_message_with_different_sizes() {
+    for mode in PADDED {
+        let n = mode
+            .spec()
+            .with(
+                "push_stream_padding_by_user_agent",
+                Some("[T|t]est 1,0,545"),
+            )
+            .start();
+        let ch = "ch_test_message_padding_with_different_sizes";
+        let expected = mode.header_delta() + mode.body_delta();
+        for (len, padding) in [
+            (1, 545),
+            (105, 500),
+            (221, 400),
+            (331, 300),
+            (435, 200),
+            (502, 100),
+            (550, 0),
+        ] {
+            let r = padded_response(&n, ch, "Test 1", &"_".repeat(len));
+            assert_eq!(r.len(), padding + len + expected, "{mode:?}, {len} bytes");
+            if padding > 0 {
+                mode.assert_padded(&r);
+            }
+        }
+        n.stop();
+    }
+}
+
+/// "should accept the user agent set by a complex value": `push_stream_user_agent $arg_ua`
+/// (URL-unescaped) chooses the rule: `?ua=test%201` gets 1024 bytes of header padding,
+/// `?ua=test%202` none.
+#[test]
+fn padding_should_accept_the_user_agent_set_by_a_complex_value() {
+    for mode in PADDED {
+        let n = mode
+            .spec()
+            .with(
+                "push_stream_padding_by_user_agent",
+                Some("[T|t]est 1,1024,512"),
+            )
+            .with("push_stream_user_agent", Some("$arg_ua"))
+            .with("push_stream_header_template", Some("0123456789"))
+            .start();
+        let expected = 10 + mode.header_delta();
+        let r = get(
+            n.port,
+            "/sub/ch_test_user_agent_by_complex_value?ua=test%201",
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text().len(), 1024 + expected, "{mode:?}");
+        mode.assert_padded(&r.text());
+        let r = get(
+            n.port,
+            "/sub/ch_test_user_agent_by_complex_value?ua=test%202",
+        );
+        assert_eq!(r.text().len(), expected, "{mode:?}");
+        n.stop();
+    }
+}
+
+// ---- subscriber/receive_old_message_spec.rb -------------------------------------------------
+
+/// The five contexts of receive_old_message_spec ("in stream mode", "in pooling mode", "in
+/// long-pooling mode", "in event source mode", "in websocket mode"). One nginx serves them
+/// all: the spec's `/sub` location in each mode (`/sub/` streaming, `/sub-<mode>/` the
+/// others), so a case publishes once and asks every mode.
+const OLD_MODES: [&str; 5] = [
+    "streaming",
+    "polling",
+    "long-polling",
+    "eventsource",
+    "websocket",
+];
+
+fn old_messages_spec() -> Spec {
+    let mut extra = String::new();
+    for mode in &OLD_MODES[1..] {
+        extra.push_str(&format!(
+            "location ~ /sub-{mode}/(.*)? {{ push_stream_subscriber {mode}; push_stream_channels_path $1; default_type text/html; }}\n        "
+        ));
+    }
+    spec()
+        .with("push_stream_header_template", None)
+        .with("push_stream_footer_template", None)
+        .with(
+            "push_stream_message_template",
+            Some(r#"{\"channel\":\"~channel~\", \"id\":\"~id~\", \"message\":\"~text~\"}\r\n"#),
+        )
+        .with("push_stream_ping_message_interval", Some("1s"))
+        .with("extra_location", Some(&extra))
+}
+
+/// The spec's `get_content`: the response's lines (split on `\r\n`, `\n` in EventSource mode;
+/// `: ` and `data: ` removed from their start, `id: …` lines and empty lines dropped) once
+/// there are `lines` of them, and the response headers. WebSocket mode connects as the spec
+/// does (HTTP/1.0, `Sec-WebSocket-Version: 8`) and reads the text frames until the first ping
+/// frame.
+fn get_content(
+    port: u16,
+    mode: &str,
+    channels: &str,
+    lines: usize,
+    headers: &[String],
+) -> (Vec<String>, Vec<(String, String)>) {
+    let path = match mode {
+        "streaming" => format!("/sub/{channels}"),
+        m => format!("/sub-{m}/{channels}"),
+    };
+    let eol = if mode == "eventsource" { "\n" } else { "\r\n" };
+    let split = |raw: &str| -> Vec<String> {
+        raw.split(eol)
+            .map(|l| {
+                let l = l.strip_prefix(": ").unwrap_or(l);
+                let l = l.strip_prefix("data: ").unwrap_or(l);
+                if l.starts_with("id: ") {
+                    String::new()
+                } else {
+                    l.to_string()
+                }
+            })
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    let mut h: Vec<String> = vec!["Accept: text/html".into()];
+    h.extend_from_slice(headers);
+    match mode {
+        "polling" | "long-polling" => {
+            let r = get_with(port, &path, &h);
+            assert_eq!(r.status, 200, "{mode}: {r:?}");
+            let got = split(&r.text());
+            assert!(got.len() >= lines, "{mode}: {got:?}");
+            (got, r.headers)
+        }
+        "websocket" => {
+            let mut s = connect(port);
+            let mut req = format!(
+                "GET {path} HTTP/1.0\r\nConnection: Upgrade\r\nSec-WebSocket-Key: /mQoZf6pRiv8+6o72GncLQ==\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 8\r\n"
+            );
+            for line in &h {
+                req.push_str(line);
+                req.push_str("\r\n");
+            }
+            req.push_str("\r\n");
+            s.write_all(req.as_bytes()).unwrap();
+            let mut buf = vec![];
+            let mut tmp = [0u8; 4096];
+            let end = loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                let k = read_some(&mut s, &mut tmp).unwrap();
+                assert!(k > 0, "websocket: closed during the handshake");
+                buf.extend_from_slice(&tmp[..k]);
+            };
+            let head = text(&buf[..end]);
+            assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+            let mut rest = buf[end..].to_vec();
+            let mut texts = String::new();
+            loop {
+                // A server frame: FIN/opcode, then a 7-bit, 16-bit or 64-bit length.
+                let frame = (rest.len() >= 2).then(|| {
+                    let (len, at) = match rest[1] & 0x7f {
+                        126 if rest.len() >= 4 => {
+                            (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4)
+                        }
+                        127 if rest.len() >= 10 => (
+                            u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
+                            10,
+                        ),
+                        126 | 127 => (usize::MAX, 0),
+                        n => (n as usize, 2),
+                    };
+                    (len != usize::MAX && rest.len() >= at + len).then_some((at, len))
+                });
+                if let Some(Some((at, len))) = frame {
+                    let op = rest[0] & 0x0f;
+                    let payload = rest[at..at + len].to_vec();
+                    rest.drain(..at + len);
+                    match op {
+                        1 => texts.push_str(&text(&payload)),
+                        9 => break,
+                        op => panic!("websocket: unexpected opcode {op}"),
+                    }
+                    continue;
+                }
+                let k = read_some(&mut s, &mut tmp).unwrap();
+                assert!(k > 0, "websocket: closed before the ping; got {texts:?}");
+                rest.extend_from_slice(&tmp[..k]);
+            }
+            let got = split(&texts);
+            assert!(got.len() >= lines, "{mode}: {got:?}");
+            let headers = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect();
+            (got, headers)
+        }
+        _ => {
+            let h: Vec<&str> = h.iter().map(String::as_str).collect();
+            let mut s = Stream::open(port, &path, &h);
+            assert_eq!(s.status, 200, "{mode}");
+            let mut raw = String::new();
+            while split(&raw).len() < lines {
+                raw.push_str(&text(&s.next_chunk().expect("more lines")));
+            }
+            (split(&raw), s.headers)
+        }
+    }
+}
+
+/// What each mode received, checked as the spec's block does: in the polling modes
+/// `Last-Modified` and `Etag` are set (and the `Etag` is `etag` when given); the lines are
+/// `expected`. In EventSource mode a message template ending in `\r\n` becomes
+/// `data: <template>\n` (the C module's rewrite), so there the lines of the messages (those
+/// after the first `header` lines) keep the template's `\r`, as with the C module: the spec's
+/// comparisons hold with it (`JSON.parse` ignores it, and the lines, joined with `\n`, are
+/// compared with text written with `\r\n`).
+fn assert_old(
+    n: &Nginx,
+    channels: &str,
+    headers: &[String],
+    (header, expected): (usize, &[String]),
+    etag: Option<&str>,
+) {
+    for mode in OLD_MODES {
+        let (lines, h) = get_content(n.port, mode, channels, expected.len(), headers);
+        let expected: Vec<String> = expected
+            .iter()
+            .enumerate()
+            .map(|(i, l)| match (mode, i >= header) {
+                ("eventsource", true) => format!("{l}\r"),
+                _ => l.clone(),
+            })
+            .collect();
+        assert_eq!(lines, expected, "{mode}");
+        if mode == "polling" || mode == "long-polling" {
+            let header = |name: &str| {
+                h.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.as_str())
+            };
+            assert!(
+                header("Last-Modified").is_some_and(|v| !v.is_empty()),
+                "{mode}"
+            );
+            assert!(header("Etag").is_some_and(|v| !v.is_empty()), "{mode}");
+            if let Some(etag) = etag {
+                assert_eq!(header("Etag"), Some(etag), "{mode}");
+            }
+        }
+    }
+}
+
+/// A line of the spec's JSON message template.
+fn json_line(ch: &str, id: u64, message: &str) -> String {
+    format!(r#"{{"channel":"{ch}", "id":"{id}", "message":"{message}"}}"#)
+}
+
+/// "should receive old messages in a multi channel subscriber using backtrack": the header
+/// template, then `.b5` of the second channel (all three) and `.b2` of the third, nothing of
+/// the first.
+#[test]
+fn old_messages_in_a_multi_channel_subscriber_using_backtrack() {
+    let n = old_messages_spec()
+        .with("push_stream_header_template", Some("HEADER\\r\\n"))
+        .start();
+    let ch = |i: usize| format!("ch_test_retreive_old_messages_in_multichannel_subscribe_{i}");
+    for i in 1..=3 {
+        for c in 1..=3 {
+            publish(n.port, &ch(c), &[], &format!("body{i}"));
+        }
+    }
+    let expected = vec![
+        "HEADER".to_string(),
+        json_line(&ch(2), 1, "body1"),
+        json_line(&ch(2), 2, "body2"),
+        json_line(&ch(2), 3, "body3"),
+        json_line(&ch(3), 2, "body2"),
+        json_line(&ch(3), 3, "body3"),
+    ];
+    assert_old(
+        &n,
+        &format!("{}/{}.b5/{}.b2", ch(1), ch(2), ch(3)),
+        &[],
+        (1, &expected),
+        None,
+    );
+    n.stop();
+}
+
+/// Publishes the three rounds of the `If-Modified-Since` cases so that a time falls strictly
+/// between them (the C spec spreads them over 18 s and asks for "less than 10 seconds ago"):
+/// the first channel's `body1`, `body2`, the second's `body1`, `body2` and the third's
+/// `body1` in one second; nothing the next second (the time returned); the rest after it.
+fn publish_rounds_around_a_second(n: &Nginx, ch: &dyn Fn(usize) -> String) -> i64 {
+    align_to_second(Duration::from_millis(20));
+    for (c, i) in [(1, 1), (2, 1), (3, 1), (1, 2), (2, 2)] {
+        publish(n.port, &ch(c), &[], &format!("body{i}"));
+    }
+    let between = unix_now() as i64 + 1;
+    sleep_until_second(between + 1, Duration::from_millis(20));
+    for (c, i) in [(3, 2), (1, 3), (2, 3), (3, 3)] {
+        publish(n.port, &ch(c), &[], &format!("body{i}"));
+    }
+    between
+}
+
+/// "should receive old messages in a multi channel subscriber using 'if_modified_since'
+/// header": the messages of each channel published after that time.
+#[test]
+fn old_messages_in_a_multi_channel_subscriber_using_if_modified_since() {
+    let n = old_messages_spec()
+        .with("push_stream_header_template", Some("HEADER\\r\\n"))
+        .start();
+    let ch = |i: usize| {
+        format!("ch_test_retreive_old_messages_in_multichannel_subscribe_using_if_modified_since_header_{i}")
+    };
+    let since = publish_rounds_around_a_second(&n, &ch);
+    let expected = vec![
+        "HEADER".to_string(),
+        json_line(&ch(1), 3, "body3"),
+        json_line(&ch(2), 3, "body3"),
+        json_line(&ch(3), 2, "body2"),
+        json_line(&ch(3), 3, "body3"),
+    ];
+    assert_old(
+        &n,
+        &format!("{}/{}/{}", ch(1), ch(2), ch(3)),
+        &[format!("If-Modified-Since: {}", http_date(since))],
+        (1, &expected),
+        None,
+    );
+    n.stop();
+}
+
+/// "should receive old messages in a multi channel subscriber using 'if_modified_since'
+/// header and backtrack mixed": `.b5` of the second channel wins over the time for it.
+#[test]
+fn old_messages_in_a_multi_channel_subscriber_using_if_modified_since_and_backtrack_mixed() {
+    let n = old_messages_spec()
+        .with("push_stream_header_template", Some("HEADER\\r\\n"))
+        .start();
+    let ch = |i: usize| {
+        format!("ch_test_retreive_old_messages_in_multichannel_subscribe_using_if_modified_since_header_and_backtrack_mixed_{i}")
+    };
+    let since = publish_rounds_around_a_second(&n, &ch);
+    let expected = vec![
+        "HEADER".to_string(),
+        json_line(&ch(1), 3, "body3"),
+        json_line(&ch(2), 1, "body1"),
+        json_line(&ch(2), 2, "body2"),
+        json_line(&ch(2), 3, "body3"),
+        json_line(&ch(3), 2, "body2"),
+        json_line(&ch(3), 3, "body3"),
+    ];
+    assert_old(
+        &n,
+        &format!("{}/{}.b5/{}", ch(1), ch(2), ch(3)),
+        &[format!("If-Modified-Since: {}", http_date(since))],
+        (1, &expected),
+        None,
+    );
+    n.stop();
+}
+
+/// The four messages of the `Last-Event-Id` cases.
+fn publish_event_ids(n: &Nginx, ch: &str) {
+    publish(n.port, ch, &["Event-Id: event 1"], "msg 1");
+    publish(n.port, ch, &["Event-Id: event 2"], "msg 2");
+    publish(n.port, ch, &[], "msg 3");
+    publish(n.port, ch, &["Event-Id: event 3"], "msg 4");
+}
+
+/// "should receive old messages by 'last_event_id'" and "should accept event id value not
+/// using headers" (`push_stream_last_event_id $arg_event_id`): the messages after that event
+/// id.
+#[test]
+fn old_messages_by_last_event_id_from_the_header_or_a_variable() {
+    let expected = vec!["msg 3".to_string(), "msg 4".to_string()];
+    let n = old_messages_spec()
+        .with("push_stream_message_template", Some("~text~\\r\\n"))
+        .start();
+    let ch = "ch_test_receive_old_messages_by_last_event_id";
+    publish_event_ids(&n, ch);
+    assert_old(
+        &n,
+        ch,
+        &["Last-Event-Id: event 2".into()],
+        (0, &expected),
+        None,
+    );
+    n.stop();
+    let n = old_messages_spec()
+        .with("push_stream_message_template", Some("~text~\\r\\n"))
+        .with("push_stream_last_event_id", Some("$arg_event_id"))
+        .start();
+    let ch = "ch_test_send_event_id_value_not_using_headers";
+    publish_event_ids(&n, ch);
+    assert_old(
+        &n,
+        &format!("{ch}?event_id=event%202"),
+        &[],
+        (0, &expected),
+        None,
+    );
+    n.stop();
+}
+
+/// Publishes `msg 0` … `msg 9` in one second and returns that second (the time the C spec
+/// takes before `msg 5`); retries on a fresh channel if the second changed meanwhile.
+fn publish_ten_in_one_second(n: &Nginx, base: &str) -> (String, i64) {
+    for attempt in 0..3 {
+        let ch = format!("{base}_{attempt}");
+        align_to_second(Duration::from_millis(20));
+        let second = unix_now() as i64;
+        for i in 0..10 {
+            publish(n.port, &ch, &[], &format!("msg {i}"));
+        }
+        if unix_now() as i64 == second {
+            return (ch, second);
+        }
+    }
+    panic!("could not publish ten messages within one second");
+}
+
+/// "should receive old messages with equals 'if_modified_since' header untie them by the
+/// 'if_none_match' header" and "should accept modified since and none match values not using
+/// headers" (`push_stream_last_received_message_time $arg_time`, `…_tag $arg_tag`): ten
+/// messages in one second have the tags 1 to 10; the time of that second with tag 6 gives
+/// `msg 6` to `msg 9`, and the polling modes answer `Etag: W/10`.
+#[test]
+fn old_messages_with_equal_if_modified_since_untied_by_if_none_match() {
+    let expected: Vec<String> = (6..10).map(|i| format!("msg {i}")).collect();
+    let n = old_messages_spec()
+        .with("push_stream_message_template", Some("~text~\\r\\n"))
+        .start();
+    let (ch, second) = publish_ten_in_one_second(&n, "ch_test_receiving_messages_untie_by_etag");
+    let headers = [
+        format!("If-Modified-Since: {}", http_date(second)),
+        "If-None-Match: 6".to_string(),
+    ];
+    assert_old(&n, &ch, &headers, (0, &expected), Some("W/10"));
+    n.stop();
+    let n = old_messages_spec()
+        .with("push_stream_message_template", Some("~text~\\r\\n"))
+        .with("push_stream_last_received_message_time", Some("$arg_time"))
+        .with("push_stream_last_received_message_tag", Some("$arg_tag"))
+        .start();
+    let (ch, second) = publish_ten_in_one_second(
+        &n,
+        "ch_test_send_modified_since_and_none_match_values_not_using_headers",
+    );
+    // Ruby's CGI.escape with `+` turned into `%20`.
+    let time = http_date(second).replace(',', "%2C").replace(' ', "%20");
+    assert_old(
+        &n,
+        &format!("{ch}?time={time}&tag=6"),
+        &[],
+        (0, &expected),
+        Some("W/10"),
+    );
+    n.stop();
+}
+
+/// "should receive message published on same second a subscriber connect": `If-Modified-Since`
+/// the second before the publish and `If-None-Match: 0` give the message (`Etag: W/1`).
+#[test]
+fn old_messages_published_on_the_same_second_a_subscriber_connects() {
+    let n = old_messages_spec()
+        .with("push_stream_message_template", Some("~text~"))
+        .start();
+    let ch = "ch_test_receiving_messages_on_the_same_second";
+    let now = unix_now() as i64;
+    publish(n.port, ch, &[], "msg 1");
+    let headers = [
+        format!("If-Modified-Since: {}", http_date(now)),
+        "If-None-Match: 0".to_string(),
+    ];
+    assert_old(&n, ch, &headers, (1, &["msg 1".to_string()]), Some("W/1"));
+    n.stop();
 }
