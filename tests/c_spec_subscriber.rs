@@ -2197,8 +2197,19 @@ fn get_content(
                     let payload = rest[at..at + len].to_vec();
                     rest.drain(..at + len);
                     match op {
-                        1 => texts.push_str(&text(&payload)),
-                        9 => break,
+                        1 => {
+                            // Each old message (and the header) is a frame of its own, as
+                            // the C module sends them: the spec's parser reads the frame
+                            // headers between them.
+                            let t = text(&payload);
+                            assert_eq!(split(&t).len(), 1, "one line per frame: {t:?}");
+                            texts.push_str(&t);
+                        }
+                        // The spec reads until the bytes of an empty ping frame, `\x89\x00`.
+                        9 => {
+                            assert!(payload.is_empty(), "ping payload {payload:?}");
+                            break;
+                        }
                         op => panic!("websocket: unexpected opcode {op}"),
                     }
                     continue;
