@@ -1942,6 +1942,16 @@ const PADDED: [Padded; 2] = [Padded::Stream, Padded::EventSource];
 /// A subscriber with `User-Agent: ua` that gets `body` (published once it is subscribed),
 /// until its 1 s ttl; its whole response.
 fn padded_response(n: &Nginx, ch: &str, ua: &str, body: &str) -> String {
+    // A channel of its own per call: the previous call's subscriber is uncounted when its
+    // worker has finished ending its request, which can come just after its client read the
+    // end of the response; on the same channel, "1 subscriber" could still be that one, and
+    // the message would be published before this subscriber is there.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let ch = format!(
+        "{ch}_{}",
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let ch = ch.as_str();
     let t = spawn_request(
         n.port,
         format!("/sub/{ch}"),
