@@ -15,10 +15,16 @@ impl<A: Allocator + Clone> Store<A> {
         let mut report = GcReport::default();
 
         // (1) Dead workers stop pinning the log, and their subscribers are gone.
+        // A pid registered again in another slot by a worker that started later belongs to
+        // that worker now (the kernel reused it): the older entry is a dead worker's.
+        let reused = |w: &super::workers::WorkerEntry, all: &[super::workers::WorkerEntry]| {
+            all.iter()
+                .any(|o| o.pid == w.pid && o.slot != w.slot && o.started > w.started)
+        };
         let mut i = 0;
         while i < self.workers.len() {
             let w = self.workers[i];
-            if is_alive(w.pid) {
+            if !reused(&w, &self.workers) && is_alive(w.pid) {
                 i += 1;
             } else {
                 self.workers.remove(i);

@@ -363,6 +363,24 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_workers_pid_reused_by_a_later_worker_does_not_pin_the_log() {
+        let l = limits();
+        let mut s = Store::new_in(Global, 0, &l).unwrap();
+        s.register_worker(0, 100, 10, &l).unwrap();
+        s.add_subscriber(b"a", 0, 10, &l).unwrap();
+        // Worker 100 died without unregistering; the kernel gave pid 100 to a worker that
+        // started later in slot 3. The pid is alive, but no longer slot 0's.
+        s.register_worker(3, 100, 20, &l).unwrap();
+        let r = s.gc(21, &l, &|_| true);
+        assert_eq!(r.dead_workers, vec![100]);
+        let w = s.workers();
+        assert_eq!((w.len(), w[0].slot), (1, 3));
+        assert_eq!(s.channel(b"a").map_or(0, |c| c.subscribers), 0);
+        // The live one stays.
+        assert!(s.gc(22, &l, &|_| true).dead_workers.is_empty());
+    }
+
+    #[test]
     fn none_offsets_survive_the_carry() {
         let l = limits();
         let s = Store::new_in(Global, 0, &l).unwrap();
