@@ -58,7 +58,8 @@ enum Op {
     Advance(u8),
     Register { slot: u8, pid: u8 },
     Unregister { slot: u8, pid: u8 },
-    SetSubs { slot: u8, pid: u8, n: u8 },
+    CountSub { slot: u8, pid: u8 },
+    UncountSub { slot: u8, pid: u8 },
     Ack { slot: u8, pid: u8, cursor: u16 },
     Records { cursor: u16, max: u8 },
     Old { ch: u8, backtrack: u8, since: Option<u8>, tag: Option<u8>, eid: Option<u8> },
@@ -96,8 +97,8 @@ struct Model {
     deleting: Vec<(Vec<u8>, BTreeMap<usize, u64>, i64, u64)>,
     /// What every live worker has read (the store's `log_floor`).
     log_floor: u64,
-    /// (slot, pid, subscribers, cursor), sorted by slot.
-    workers: Vec<(usize, u32, u64, u64)>,
+    /// (slot, pid, subscribers, cursor, started), sorted by slot.
+    workers: Vec<(usize, u32, u64, u64, i64)>,
     published: u64,
 }
 
@@ -203,7 +204,8 @@ impl Run {
             }
         }
         let ws = self.store.workers();
-        let got: Vec<_> = ws.iter().map(|w| (w.slot, w.pid, w.subscribers, w.cursor)).collect();
+        let got: Vec<_> =
+            ws.iter().map(|w| (w.slot, w.pid, w.subscribers, w.cursor, w.started)).collect();
         assert_eq!(got, self.model.workers, "workers");
         assert!(self.store.last_seq() >= self.last_seq, "last_seq went back");
     }
@@ -381,9 +383,15 @@ impl Run {
                 let report = self.store.gc(now, &lim, &alive);
                 let last = self.store.last_seq();
                 let m = &mut self.model;
+                // dead: its pid is gone, or a worker that started later registered the same
+                // pid in another slot (a reused pid)
+                let all = m.workers.clone();
+                let is_dead = |w: &(usize, u32, u64, u64, i64)| {
+                    !alive(w.1) || all.iter().any(|o| o.1 == w.1 && o.0 != w.0 && o.4 > w.4)
+                };
                 let dead: Vec<(usize, u32)> =
-                    m.workers.iter().filter(|w| !alive(w.1)).map(|w| (w.0, w.1)).collect();
-                m.workers.retain(|w| alive(w.1));
+                    m.workers.iter().filter(|w| is_dead(w)).map(|w| (w.0, w.1)).collect();
+                m.workers.retain(|w| !is_dead(w));
                 for &(slot, _) in &dead {
                     m.drop_slot(slot);
                 }
@@ -435,13 +443,16 @@ impl Run {
                 }
                 // the cursor is taken after the slot's old subscriptions were dropped
                 assert_eq!(r, Ok(last), "register_worker");
-                if existing.is_none_or(|i| ws[i].1 != pid) {
+                // a registration repeated by the same pid keeps its subscriber count
+                let same_pid = existing.filter(|&i| ws[i].1 == pid);
+                let kept = same_pid.map_or(0, |i| ws[i].2);
+                if same_pid.is_none() {
                     self.model.drop_slot(slot);
                 }
                 let ws = &mut self.model.workers;
                 match existing {
-                    Some(i) => ws[i] = (slot, pid, 0, last),
-                    None => ws.insert(pos.unwrap_or(ws.len()), (slot, pid, 0, last)),
+                    Some(i) => ws[i] = (slot, pid, kept, last, now),
+                    None => ws.insert(pos.unwrap_or(ws.len()), (slot, pid, kept, last, now)),
                 }
             }
             Op::Unregister { slot, pid } => {
@@ -457,11 +468,18 @@ impl Run {
                     None => self.model.drop_slot(slot),
                 }
             }
-            Op::SetSubs { slot, pid, n } => {
+            Op::CountSub { slot, pid } => {
                 let (slot, pid) = (*slot as usize % 4, u32::from(*pid % 6));
-                self.store.set_worker_subscribers(slot, pid, u64::from(*n));
+                self.store.count_worker_subscriber(slot, pid);
                 if let Some(w) = self.model.workers.iter_mut().find(|w| w.0 == slot && w.1 == pid) {
-                    w.2 = u64::from(*n);
+                    w.2 = w.2.saturating_add(1);
+                }
+            }
+            Op::UncountSub { slot, pid } => {
+                let (slot, pid) = (*slot as usize % 4, u32::from(*pid % 6));
+                self.store.uncount_worker_subscriber(slot, pid);
+                if let Some(w) = self.model.workers.iter_mut().find(|w| w.0 == slot && w.1 == pid) {
+                    w.2 = w.2.saturating_sub(1);
                 }
             }
             Op::Ack { slot, pid, cursor } => {
