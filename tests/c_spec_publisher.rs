@@ -2093,3 +2093,59 @@ fn should_accept_a_configuration_without_http_block() {
         "{said}"
     );
 }
+
+/// The statistics' `hostname` is nginx's host name (`ngx_cycle->hostname`, what `$hostname`
+/// shows), which nginx lower-cases: on a host named `Push-Stream-Test` the C module writes
+/// `push-stream-test`. Run in a UTS namespace of its own with that name when the test may
+/// create one (root with `unshare`); the comparison with `$hostname` holds anywhere.
+#[test]
+fn statistics_hostname_is_nginxs_lower_cased_host_name() {
+    let can_rename = unsafe { libc::geteuid() } == 0
+        && std::process::Command::new("unshare")
+            .args(["-u", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !can_rename {
+        let n = start(&[(
+            "extra_location",
+            Some("location = /hostname { return 200 $hostname; }"),
+        )]);
+        let h = get(n.port, "/hostname").text();
+        assert_eq!(stats(n.port, "/channels-stats")["hostname"], h.as_str());
+        n.stop();
+        return;
+    }
+    let prefix = temp_prefix("hostname");
+    let port = free_port();
+    let conf = prefix.join("conf/nginx.conf");
+    std::fs::write(&conf, full_config(&prefix, 1, "", &spec_conf(&[]), port)).unwrap();
+    let mut child = std::process::Command::new("unshare")
+        .arg("-u")
+        .arg("sh")
+        .arg("-c")
+        .arg(format!(
+            "hostname Push-Stream-Test && exec {} -p {} -c {}",
+            nginx_bin().display(),
+            prefix.display(),
+            conf.display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let result = std::panic::catch_unwind(|| {
+        wait_for("nginx", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        for path in ["/channels-stats", "/channels-stats?id=ALL"] {
+            assert_eq!(stats(port, path)["hostname"], "push-stream-test", "{path}");
+        }
+    });
+    // SAFETY: the nginx master this test started (sh exec'ed it in place).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
