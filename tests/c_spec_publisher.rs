@@ -2100,6 +2100,7 @@ fn should_accept_a_configuration_without_http_block() {
 /// create one (root with `unshare`); the comparison with `$hostname` holds anywhere.
 #[test]
 fn statistics_hostname_is_nginxs_lower_cased_host_name() {
+    // SAFETY: geteuid has no preconditions.
     let can_rename = unsafe { libc::geteuid() } == 0
         && std::process::Command::new("unshare")
             .args(["-u", "true"])
