@@ -3,8 +3,31 @@
 //! `publisher/channel_id_collision_spec.rb`, `mix/channel_statistics_spec.rb`,
 //! `mix/wildcard_properties_spec.rb`, `mix/keepalive_spec.rb` and the one case of
 //! `mix/setup_parameters_spec.rb` that `tests/config_errors.rs` does not hold. Each test is
-//! named after its spec case(s) and states what the C module answers; cases that another file
-//! already checks are listed there, not repeated here.
+//! named after its spec case(s) and states what the C module answers. Cases another file
+//! already checks, not repeated here:
+//!
+//! * properties_spec, admin mode, every "should delete ..." case (without subscribers, with a
+//!   subscriber, with a custom message, in two channels, a long-poll of 20 channels, channels
+//!   with subscribers, the custom delete text, several on one request, one of them missing):
+//!   `tests/lifecycle.rs` (`a_deleted_channel_is_in_delete_then_in_the_trash_…`,
+//!   `the_delete_body_or_the_configured_text_reaches_the_subscriber`,
+//!   `a_subscriber_of_two_channels_gets_each_delete`, `a_long_poll_of_twenty_channels_…`,
+//!   `deleted_channels_with_subscribers_are_in_delete_then_in_the_trash`,
+//!   `a_delete_of_several_channels_counts_each_in_delete`); "should receive footer template
+//!   when channel is deleted": `tests/publisher.rs`
+//!   (`delete_tells_subscribers_on_every_worker_and_frees_the_id`); "should limit the number
+//!   of stored messages", "... of channels", "... of wildcard channels", "should not receive
+//!   channel info after publish a message when disabled": `tests/publisher.rs`
+//!   (`store_limits_backtrack_and_ttl_expiry`, `channel_limits_wildcards_and_the_events_channel`,
+//!   `publish_then_channel_info_in_json`); "should accept channel id inside an if block",
+//!   "should accept store messages inside an if block": `tests/if_blocks.rs`.
+//! * channel_statistics_spec, "should return the number of channels in the trash":
+//!   `tests/lifecycle.rs`.
+//! * setup_parameters_spec, every `nginx -t` message but the configuration without `http{}`:
+//!   `tests/config_errors.rs`.
+//! * broadcast_properties_spec.rb is the 0.3 name of wildcard_properties_spec.rb (its
+//!   `push_stream_broadcast_*` directives are gone from the C module: `tests/config_errors.rs`
+//!   `removed_directives_are_unknown`); its two cases are the wildcard ones here.
 //!
 //! The configuration is the specs' own (`misc/spec/nginx_configuration.rb`): 2 workers, the
 //! `/channels-stats`, `/pub` and `/sub/(.*)?` locations, the default templates, and the
