@@ -943,7 +943,7 @@ fn test_hook_directive_errors() {
     let line = "push_stream_test_hook nope;";
     rejects(
         &conf("", "", line),
-        "push stream module: invalid push_stream_test_hook value: nope, accepted values (ok, panic, hold, inbox, pause-inbox)",
+        "push stream module: invalid push_stream_test_hook value: nope, accepted values (ok, panic, hold, inbox, pause-inbox, die-in-lock)",
         line,
     );
     rejects(

@@ -9,6 +9,11 @@
 //! store before the response head (WebSocket: the 101) is written. The test asks after the
 //! first bytes, on fresh connections that `reuseport` spreads over both workers, many times in
 //! a row, with every subscriber kept open so the totals are exact.
+//!
+//! And the other end: a subscriber that has its last bytes (a footer, a long-poll's answer, a
+//! WebSocket close frame) is no longer counted when the client asks next: the C module runs
+//! its cleanup right after that last write; here the subscriber is counted out of the store
+//! before the last bytes are written.
 
 mod common;
 
@@ -47,6 +52,23 @@ fn conf() -> &'static str {
             push_stream_subscriber long-polling;
             push_stream_channels_path $1;
             push_stream_header_template "H";
+        }
+        location ~ /ttl-sub/(.*) {
+            push_stream_subscriber;
+            push_stream_channels_path $1;
+            push_stream_footer_template "F";
+            push_stream_subscriber_connection_ttl 100ms;
+        }
+        location ~ /ttl-ws/(.*) {
+            push_stream_subscriber websocket;
+            push_stream_channels_path $1;
+            push_stream_footer_template "F";
+            push_stream_subscriber_connection_ttl 100ms;
+        }
+        location ~ /ttl-lp/(.*) {
+            push_stream_subscriber long-polling;
+            push_stream_channels_path $1;
+            push_stream_longpolling_connection_ttl 100ms;
         }
     }"#
 }
@@ -124,5 +146,63 @@ fn statistics_count_a_subscriber_and_its_channels_from_its_first_byte() {
         || summary(port).1 == 0,
     );
     assert_eq!(summary(port), (channels, 0, 0));
+    n.stop();
+}
+
+/// Many subscribers of each kind whose ttl ends together, so that their worker writes the
+/// others' last bytes while the client reads the first ones and asks the statistics.
+#[test]
+fn statistics_no_longer_count_a_subscriber_that_has_its_last_bytes() {
+    const BATCH: usize = 20;
+    let n = Nginx::start(conf());
+    let port = n.port;
+    for round in 0..5 {
+        let name = |kind: &str, i: usize| format!("{kind}{round}_{i}");
+        let mut subs: Vec<(String, Stream)> = (0..BATCH)
+            .map(|i| {
+                let s = Stream::open(port, &format!("/ttl-sub/{}", name("sub", i)), &[]);
+                assert_eq!(s.status, 200);
+                (name("sub", i), s)
+            })
+            .collect();
+        let mut wss: Vec<(String, Ws)> = (0..BATCH)
+            .map(|i| {
+                let w = Ws::connect(port, &format!("/ttl-ws/{}", name("ws", i)));
+                assert_eq!(w.status(), 101, "{}", w.head);
+                (name("ws", i), w)
+            })
+            .collect();
+        let lps: Vec<(String, std::net::TcpStream)> = (0..BATCH)
+            .map(|i| {
+                let mut c = connect(port);
+                send_request(
+                    &mut c,
+                    "GET",
+                    &format!("/ttl-lp/{}", name("lp", i)),
+                    &[],
+                    b"",
+                    true,
+                );
+                (name("lp", i), c)
+            })
+            .collect();
+        // The streaming subscribers' footer and the end of their responses.
+        for (ch, s) in &mut subs {
+            assert_eq!(s.rest(), b"F");
+            assert_eq!(channel(port, ch)["subscribers"], 0, "{ch}");
+        }
+        // The WebSocket subscribers' footer frame, then their close frame.
+        for (ch, w) in &mut wss {
+            while w.read_frame().expect("a close frame").1 != 8 {}
+            assert_eq!(channel(port, ch)["subscribers"], 0, "{ch}");
+        }
+        // The long-polls' timeout answer.
+        for (ch, c) in lps {
+            let r = read_response(&mut std::io::BufReader::new(c), false);
+            assert_eq!(r.status, 304);
+            assert_eq!(channel(port, &ch)["subscribers"], 0, "{ch}");
+        }
+        assert_eq!(summary(port).1, 0, "round {round}");
+    }
     n.stop();
 }

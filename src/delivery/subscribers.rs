@@ -254,6 +254,14 @@ pub fn forget(key: usize, serial: u64) -> bool {
     true
 }
 
+/// Counts a subscriber that is about to get its last bytes (a long-poll's answer, a footer)
+/// out, here and in the store, before they are written: a client that has its whole answer
+/// and asks the statistics does not find itself counted, as with the C module, which runs its
+/// cleanup right after that last write. The request's cleanup finds nothing left to forget.
+fn detach(h: HeldRef) {
+    forget(h.key(), h.serial());
+}
+
 /// Writes shared payloads to a held request (no copy per request); closes it when the write
 /// fails, or when it has stopped reading: more than its `push_stream_max_pending_bytes` wait
 /// for it besides the largest message it is receiving (so one message larger than the bound
@@ -376,6 +384,7 @@ pub(super) fn longpoll_complete(
         })
     })
     .flatten();
+    detach(h);
     let rc = h.with(|req| {
         reply_batch(
             req,
@@ -479,9 +488,13 @@ pub fn end(h: HeldRef) {
                 tail = push_stream_core::websocket::text_frame(&footer);
             }
             tail.extend_from_slice(push_stream_core::websocket::CLOSE_FRAME);
+            detach(h);
             h.finish(&tail);
         }
-        _ => h.finish(&footer),
+        _ => {
+            detach(h);
+            h.finish(&footer)
+        }
     }
 }
 

@@ -50,16 +50,22 @@ pub fn drain_eventfd(fd: RawFd) -> u64 {
     }
 }
 
-/// The machine's host name (stats' `hostname`).
+/// The host name as nginx has it (`ngx_cycle->hostname`, which nginx's `$hostname` also
+/// shows): the C module's statistics `hostname`. nginx lower-cases what `gethostname` returns.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return String::new();
+    // SAFETY: called on the worker's main thread while serving a request, when ngx_cycle is
+    // the running cycle; its hostname lives in the cycle's pool for the cycle's lifetime.
+    unsafe {
+        let cycle = nginx_sys::ngx_cycle;
+        if cycle.is_null() {
+            return String::new();
+        }
+        let h = (*cycle).hostname;
+        if h.data.is_null() || h.len == 0 {
+            return String::new();
+        }
+        String::from_utf8_lossy(std::slice::from_raw_parts(h.data, h.len)).into_owned()
     }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// Spawns a thread with every signal blocked, so that process-directed signals (HUP, QUIT,
