@@ -49,9 +49,10 @@ pub fn into_store(
     let zone = mcf.zone()?;
     let now = event::now();
     let now_ms = event::now_ms();
+    // Taken before locking: nothing inside the lock may abort on a failed allocation.
+    let mut infos = Vec::with_capacity(channels.len());
     delivery::commit(zone, |s| {
         s.set_clock_ms(now_ms);
-        let mut infos = Vec::with_capacity(channels.len());
         for c in channels {
             s.publish(
                 c,

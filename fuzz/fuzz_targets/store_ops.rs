@@ -172,7 +172,7 @@ impl Run {
         assert_eq!(c.channels_in_delete, self.model.deleting.len() as u64, "channels in delete");
         let subs: u64 = self.model.workers.iter().map(|w| w.2).sum();
         assert_eq!(c.subscribers, subs, "subscribers");
-        let list = self.store.channels(None);
+        let list = self.store.channels(None).unwrap();
         let ids: Vec<&[u8]> = list.iter().map(|i| &i.id[..]).collect();
         let mids: Vec<&[u8]> = self.model.chans.iter().map(|c| &c.id[..]).collect();
         assert_eq!(ids, mids, "channels() differs from the model");
@@ -522,7 +522,7 @@ impl Run {
                     tag: tag.map(|t| u64::from(t % 4)),
                     last_event_id: eid.map(|e| vec![b'e', b'0' + e % 3]),
                 };
-                let got = self.store.old_messages(id, &cur);
+                let got = self.store.old_messages(id, &cur).unwrap();
                 let want: Vec<&MMsg> = match self.model.get(id) {
                     None => Vec::new(),
                     Some(c) => {

@@ -73,6 +73,10 @@ pub struct Worker {
     cursor: Option<u64>,
     /// The store generation this worker is registered in (a rebuild bumps it).
     generation: u64,
+    /// A generation whose re-registration failed (zone full right after a rebuild): retried
+    /// by the once-a-second tick only, not by every store operation, so a full zone logs one
+    /// line per second rather than one per operation.
+    rejoin_failed: Option<u64>,
     subs: HashMap<usize, Sub, PtrHash>,
     /// Subscribers (keys) of each channel: a set, so a subscriber leaving a channel of
     /// 100 000 is O(1), not a scan.
@@ -150,6 +154,7 @@ pub fn init<A: App>(zone: Option<Zone>, limits: &'static Limits) -> Result<(), I
             pid,
             cursor: None,
             generation: 0,
+            rejoin_failed: None,
             subs: HashMap::default(),
             by_channel: HashMap::new(),
             shutting_down: false,
@@ -203,10 +208,18 @@ pub fn inbox_next_turn() {
 /// next turn, after the running handler answered) deliver what `f` added to the delivery
 /// log. The one way code changes the store. None when the zone is not set up.
 pub fn commit<R>(zone: Zone, f: impl FnOnce(&mut ZoneStore) -> R) -> Option<R> {
-    let (r, slots) = zone.with_store(|s| {
+    // Room for the registered workers is taken before locking (nothing inside the lock may
+    // abort on a failed allocation); workers in slots beyond `MAX_SLOTS` have no wake token
+    // anyway (their tick catches up).
+    let mut slots: Vec<(usize, u32)> = Vec::with_capacity(crate::ngx::zone::MAX_SLOTS);
+    let r = zone.with_store(|s| {
         let r = f(s);
-        let slots: Vec<(usize, u32)> = s.workers().iter().map(|w| (w.slot, w.pid)).collect();
-        (r, slots)
+        s.for_each_worker(|slot, pid| {
+            if slots.len() < slots.capacity() {
+                slots.push((slot, pid));
+            }
+        });
+        r
     })?;
     schedule_delivery();
     wake_others(zone, &slots);
@@ -216,13 +229,26 @@ pub fn commit<R>(zone: Zone, f: impl FnOnce(&mut ZoneStore) -> R) -> Option<R> {
 
 /// When the store was rebuilt (a worker died inside a change; see `ngx::zone`), registers
 /// this worker again and gives back its subscriber counts from its own registry; the first
-/// worker of the host to notice wakes the others so they do the same at once.
+/// worker of the host to notice wakes the others so they do the same at once. After a failed
+/// attempt only [`tick`] tries again (see [`rejoin_after_failure`]).
 pub fn rejoin_if_rebuilt() {
-    let Some((Some(zone), known, Some(cursor))) = with(|w| (w.zone, w.generation, w.cursor)) else {
+    rejoin(false);
+}
+
+/// Whether a re-registration attempt for store `generation` should run now: always from the
+/// tick; from any other caller only while no attempt for this generation has failed.
+fn rejoin_after_failure(from_tick: bool, failed: Option<u64>, generation: u64) -> bool {
+    from_tick || failed != Some(generation)
+}
+
+fn rejoin(from_tick: bool) {
+    let Some((Some(zone), known, Some(cursor), failed)) =
+        with(|w| (w.zone, w.generation, w.cursor, w.rejoin_failed))
+    else {
         return;
     };
     let generation = zone.generation();
-    if generation == known {
+    if generation == known || !rejoin_after_failure(from_tick, failed, generation) {
         return;
     }
     let Some((slot, pid, limits, counts, requests)) = with(|w| {
@@ -251,7 +277,10 @@ pub fn rejoin_if_rebuilt() {
     match done {
         Some(Ok(refused)) => {
             let generation = zone.generation();
-            with(|w| w.generation = generation);
+            with(|w| {
+                w.generation = generation;
+                w.rejoin_failed = None;
+            });
             ngx_log!(
                 warn,
                 crate::ngx::log::Log::cycle(),
@@ -265,12 +294,15 @@ pub fn rejoin_if_rebuilt() {
                 }
             );
         }
-        // Retried on the next tick.
-        Some(Err(e)) => ngx_log!(
-            error,
-            crate::ngx::log::Log::cycle(),
-            "push_stream: worker {pid} cannot register in the rebuilt shared store ({e}); retried every second"
-        ),
+        // Retried by the tick only.
+        Some(Err(e)) => {
+            with(|w| w.rejoin_failed = Some(generation));
+            ngx_log!(
+                error,
+                crate::ngx::log::Log::cycle(),
+                "push_stream: worker {pid} cannot register in the rebuilt shared store ({e}); retried every second"
+            )
+        }
         None => {}
     }
     if zone.claim_rebuild_wake(generation) {
@@ -333,7 +365,7 @@ pub fn tick() {
     if with(|w| w.cursor.is_none()).unwrap_or(false) {
         register();
     }
-    rejoin_if_rebuilt();
+    rejoin(true);
     process_log();
     let Some((zone, limits)) = with(|w| (w.zone, w.limits)) else {
         return;

@@ -36,14 +36,16 @@ pub fn handle(req: &Request<'_>, mcf: &MainConf, lcf: &LocConf) -> Status {
             return fail_channel(req, ChannelError::TooLong);
         }
         if let Some(prefix) = cp::stats_prefix(&c.id) {
-            let all = zone
-                .with_store(|s| s.channels(Some(prefix)))
-                .unwrap_or_default();
-            return reply_infos(req, mcf, &all, true);
+            return match zone.with_store(|s| s.channels(Some(prefix))) {
+                Some(Ok(all)) => reply_infos(req, mcf, &all, true),
+                _ => listing_failed(req),
+            };
         }
         if c.id == b"ALL" {
-            let all = zone.with_store(|s| s.channels(None)).unwrap_or_default();
-            return reply_infos(req, mcf, &all, true);
+            return match zone.with_store(|s| s.channels(None)) {
+                Some(Ok(all)) => reply_infos(req, mcf, &all, true),
+                _ => listing_failed(req),
+            };
         }
         if let Some(i) = zone.with_store(|s| s.channel(&c.id)).flatten() {
             infos.push(i);
@@ -98,4 +100,15 @@ fn summary(req: &Request<'_>, mcf: &MainConf) -> Status {
         &[],
         &format::render_summary(fmt, &s),
     )
+}
+
+/// A listing that the worker's heap could not hold (it is copied under the zone lock, where
+/// a failed allocation must not abort): `500` with an explain, and a line in the error log.
+fn listing_failed(req: &Request<'_>) -> Status {
+    crate::ngx_log!(
+        error,
+        req.log(),
+        "push_stream: channels statistics: the listing does not fit in this worker's memory"
+    );
+    super::fail(req, 500, "Not enough memory for the channel listing.")
 }

@@ -108,25 +108,20 @@ pub fn prepare(
     // counted in this worker's total here: the channels and the subscriber are in the store
     // before the first byte is written to the client (statistics asked after any byte of the
     // response see both).
+    // Room for the old messages' lists is taken before locking (nothing inside the lock may
+    // abort on a failed allocation; the copies themselves are fallible).
+    let mut old = Vec::with_capacity(channels.len());
     let outcome = zone.with_store(|s| {
         for c in &channels {
             s.get_or_create(&c.id, now, limits)?;
         }
-        let old: Vec<_> = channels
-            .iter()
-            .map(|c| {
-                (
-                    c.id.clone(),
-                    s.old_messages(
-                        &c.id,
-                        &Cursor {
-                            backtrack: c.backtrack,
-                            ..base.clone()
-                        },
-                    ),
-                )
-            })
-            .collect();
+        for c in &channels {
+            let cursor = Cursor {
+                backtrack: c.backtrack,
+                ..base.clone()
+            };
+            old.push((c.id.clone(), s.old_messages(&c.id, &cursor)?));
+        }
         let any_old = old.iter().any(|(_, m)| !m.is_empty());
         let subscribe = match subscribe {
             Subscribe::Always => true,

@@ -53,7 +53,7 @@ fn broker_inserts_are_idempotent_by_offset_and_stay_out_of_the_log() {
         tag: None,
         last_event_id: Some(b"8".to_vec()),
     };
-    let old = s.old_messages(b"a", &cur);
+    let old = s.old_messages(b"a", &cur).unwrap();
     assert_eq!(old.len(), 1);
     assert_eq!(
         (old[0].id, old[0].text.clone(), old[0].event_type.clone()),

@@ -8,7 +8,7 @@ use super::keys::{Key, KeyRef};
 use super::record::{concat_in, QEntry};
 use super::ring::Ring;
 use super::subscribers::Subs;
-use super::{ChannelInfo, Limits, Record, Store, StoreError, DELETE_HOLD, OOM};
+use super::{copy, ChannelInfo, Limits, Record, Store, StoreError, DELETE_HOLD, OOM};
 use crate::channel_path::is_wildcard;
 
 pub(super) struct Channel<A: Allocator + Clone> {
@@ -53,7 +53,9 @@ impl<A: Allocator + Clone> Store<A> {
     }
 
     pub fn channel(&self, id: &[u8]) -> Option<ChannelInfo> {
-        self.channels.get(&KeyRef(id)).map(|c| info(id, c))
+        // One small copy (the id, bounded by the channel id length limit); the listings,
+        // which copy many, are fallible.
+        self.channels.get(&KeyRef(id)).map(|c| info(id.to_vec(), c))
     }
 
     pub fn get_or_create(
@@ -132,25 +134,41 @@ impl<A: Allocator + Clone> Store<A> {
 
     /// The deleted-channel notice with log sequence number `seq`, while its channel is in
     /// delete (the log reads it from there).
-    pub(super) fn deleted_notice(&self, seq: u64) -> Option<Record> {
+    /// (A copy made under the zone lock: fallible, see `copy`.)
+    pub(super) fn deleted_notice(&self, seq: u64) -> Option<Result<Record, StoreError>> {
         let i = self.deleting.binary_search_by_key(&seq, |d| d.seq).ok()?;
         let d = &self.deleting[i];
-        Some(Record::ChannelDeleted {
-            seq,
-            channel: d.id.0.to_vec(),
-            text: d.text.to_vec(),
-        })
+        Some((|| {
+            Ok(Record::ChannelDeleted {
+                seq,
+                channel: copy::bytes(&d.id.0)?,
+                text: copy::bytes(&d.text)?,
+            })
+        })())
     }
 
-    pub fn channels(&self, prefix: Option<&[u8]>) -> Vec<ChannelInfo> {
-        let mut v: Vec<(u64, ChannelInfo)> = self
+    /// The live channels whose id starts with `prefix` (all: None), in creation order. The
+    /// copy is made under the zone lock: when the process heap cannot hold it, Err and no
+    /// listing (see `copy`).
+    pub fn channels(&self, prefix: Option<&[u8]>) -> Result<Vec<ChannelInfo>, StoreError> {
+        let prefix = prefix.unwrap_or_default();
+        let mut v: Vec<(u64, ChannelInfo)> = copy::with_capacity(
+            self.channels
+                .keys()
+                .filter(|k| k.0.starts_with(prefix))
+                .count(),
+        )?;
+        for (k, c) in self
             .channels
             .iter()
-            .filter(|(k, _)| k.0.starts_with(prefix.unwrap_or_default()))
-            .map(|(k, c)| (c.order, info(&k.0, c)))
-            .collect();
+            .filter(|(k, _)| k.0.starts_with(prefix))
+        {
+            v.push((c.order, info(copy::bytes(&k.0)?, c)));
+        }
         v.sort_unstable_by_key(|(o, _)| *o);
-        v.into_iter().map(|(_, i)| i).collect()
+        let mut out = copy::with_capacity(v.len())?;
+        out.extend(v.into_iter().map(|(_, i)| i));
+        Ok(out)
     }
 
     pub(super) fn create_channel(
@@ -242,9 +260,10 @@ impl<A: Allocator + Clone> Store<A> {
     }
 }
 
-pub(super) fn info<A: Allocator + Clone>(id: &[u8], c: &Channel<A>) -> ChannelInfo {
+/// A channel's info, with `id` (its copied id).
+pub(super) fn info<A: Allocator + Clone>(id: Vec<u8>, c: &Channel<A>) -> ChannelInfo {
     ChannelInfo {
-        id: id.to_vec(),
+        id,
         published_messages: c.last_id.max(0) as u64,
         stored_messages: c.queue.len() as u64,
         subscribers: c.subs.total,

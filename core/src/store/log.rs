@@ -3,16 +3,23 @@
 
 use allocator_api2::alloc::Allocator;
 
-use super::{Batch, Store};
+use super::{copy, Batch, Store};
+
+/// How many message bytes one [`Store::records_after`] copies out under the lock at most
+/// (unless one record alone is larger).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
 impl<A: Allocator + Clone> Store<A> {
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
 
-    /// Log records after `cursor`, oldest first, at most `max`. Records at or below the freeing
-    /// floor are no longer available: they are skipped and counted in `lost`. The returned
-    /// cursor is the last seq consumed (returned or counted lost), or `cursor` when nothing was.
+    /// Log records after `cursor`, oldest first, at most `max` records and at most
+    /// [`MAX_BATCH_BYTES`] of message bytes (a larger record comes alone). Records at or below
+    /// the freeing floor are no longer available: they are skipped and counted in `lost`. The
+    /// returned cursor is the last seq consumed (returned or counted lost), or `cursor` when
+    /// nothing was. The copies are made under the zone lock: when the process heap cannot take
+    /// one, the batch ends before it (its record is read again by the next call).
     pub fn records_after(&self, cursor: u64, max: usize) -> Batch {
         let mut batch = Batch {
             records: Vec::new(),
@@ -27,16 +34,30 @@ impl<A: Allocator + Clone> Store<A> {
             batch.lost = self.log_floor - s;
             s = self.log_floor;
         }
+        let mut bytes = 0usize;
         while s < self.last_seq && batch.records.len() < max {
-            s += 1;
-            match self.msgs.get(&s) {
-                Some(m) if m.broker => {}
-                Some(m) => batch.records.push(m.record()),
-                None => match self.deleted_notice(s) {
-                    Some(r) => batch.records.push(r),
-                    None => batch.lost += 1,
+            let next = s + 1;
+            let copied = match self.msgs.get(&next) {
+                Some(m) if m.broker => Ok(()),
+                Some(m) => {
+                    bytes = bytes.saturating_add(m.copy_len());
+                    if bytes > MAX_BATCH_BYTES && !batch.records.is_empty() {
+                        break;
+                    }
+                    m.record().and_then(|r| copy::push(&mut batch.records, r))
+                }
+                None => match self.deleted_notice(next) {
+                    Some(r) => r.and_then(|r| copy::push(&mut batch.records, r)),
+                    None => {
+                        batch.lost += 1;
+                        Ok(())
+                    }
                 },
+            };
+            if copied.is_err() {
+                break;
             }
+            s = next;
         }
         batch.cursor = s;
         batch

@@ -5,7 +5,7 @@ use allocator_api2::boxed::Box as ABox;
 
 use super::keys::KeyRef;
 use super::record::{concat_in, Msg, QEntry, TrashEntry};
-use super::{Limits, Published, Store, StoreError, StoredMessage, OOM};
+use super::{copy, Limits, Published, Store, StoreError, StoredMessage, OOM};
 use crate::resume::{old_messages_start, Cursor, MessageMeta};
 
 impl<A: Allocator + Clone> Store<A> {
@@ -33,41 +33,47 @@ impl<A: Allocator + Clone> Store<A> {
         self.publish_inner(id, text, event_id, event_type, store, now, limits)
     }
 
-    pub fn old_messages(&self, id: &[u8], cursor: &Cursor) -> Vec<StoredMessage> {
+    /// The stored messages of `id` that a subscriber resuming at `cursor` gets, oldest first.
+    /// The copies are made under the zone lock: Err when the process heap cannot hold them.
+    pub fn old_messages(
+        &self,
+        id: &[u8],
+        cursor: &Cursor,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let Some(ch) = self.channels.get(&KeyRef(id)) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         if ch.queue.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let want_eid = cursor
             .last_event_id
             .as_deref()
             .is_some_and(|e| !e.is_empty());
-        let metas: Vec<MessageMeta> = ch
-            .queue
-            .iter()
-            .map(|e| match self.msgs.get(&e.seq) {
+        let mut metas: Vec<MessageMeta> = copy::with_capacity(ch.queue.len())?;
+        for e in ch.queue.iter() {
+            metas.push(match self.msgs.get(&e.seq) {
                 Some(m) => MessageMeta {
                     time: m.time,
                     tag: m.tag,
-                    event_id: if want_eid {
-                        m.event_id().map(<[u8]>::to_vec)
-                    } else {
-                        None
+                    event_id: match m.event_id() {
+                        Some(eid) if want_eid => Some(copy::bytes(eid)?),
+                        _ => None,
                     },
                 },
                 None => MessageMeta::default(),
-            })
-            .collect();
+            });
+        }
         let Some(start) = old_messages_start(&metas, cursor) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        ch.queue
-            .iter()
-            .skip(start)
-            .filter_map(|e| self.msgs.get(&e.seq).map(|m| m.stored()))
-            .collect()
+        let mut out = copy::with_capacity(ch.queue.len() - start)?;
+        for e in ch.queue.iter().skip(start) {
+            if let Some(m) = self.msgs.get(&e.seq) {
+                out.push(m.stored()?);
+            }
+        }
+        Ok(out)
     }
 
     /// Sets the millisecond clock that the next publishes record as their publish time (the
@@ -199,7 +205,16 @@ impl<A: Allocator + Clone> Store<A> {
         if !self.channels.get(&KeyRef(eid)).is_some_and(|c| c.events) {
             return;
         }
-        let mut text = Vec::with_capacity(34 + ty.len() + channel.len());
+        // Under the zone lock: reserved fallibly (an escaped id is at most 6 bytes per byte);
+        // an event that does not fit is counted as dropped.
+        let mut text = Vec::new();
+        let cap = 34usize
+            .saturating_add(ty.len())
+            .saturating_add(channel.len().saturating_mul(6));
+        if text.try_reserve_exact(cap).is_err() {
+            self.dropped_events += 1;
+            return;
+        }
         text.extend_from_slice(b"{\"type\": \"");
         text.extend_from_slice(ty.as_bytes());
         text.extend_from_slice(b"\", \"channel\": \"");

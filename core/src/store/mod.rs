@@ -71,6 +71,7 @@ use self::workers::WorkerEntry;
 
 mod broker;
 mod channels;
+mod copy;
 mod gc;
 mod keys;
 mod log;
@@ -343,6 +344,9 @@ impl<A: Allocator + Clone> Store<A> {
 
 #[cfg(test)]
 mod broker_tests;
+
+#[cfg(test)]
+mod recovery_tests;
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec as AVec;
 
-use super::{Record, StoreError, StoredMessage, OOM};
+use super::{copy, Record, StoreError, StoredMessage, OOM};
 
 #[derive(Clone, Copy, Default)]
 pub(super) struct QEntry {
@@ -59,29 +59,36 @@ impl<A: Allocator> Msg<A> {
         &self.data[self.etype_end()..]
     }
 
-    pub(super) fn record(&self) -> Record {
-        Record::Message {
-            seq: self.seq,
-            channel: self.channel().to_vec(),
-            id: self.id,
-            time: self.time,
-            tag: self.tag,
-            event_id: self.event_id().unwrap_or_default().to_vec(),
-            event_type: self.event_type().unwrap_or_default().to_vec(),
-            text: self.text().to_vec(),
-            published_ms: self.published_ms,
-        }
+    /// The bytes a copy of this message takes (see [`Msg::record`]).
+    pub(super) fn copy_len(&self) -> usize {
+        self.data.len()
     }
 
-    pub(super) fn stored(&self) -> StoredMessage {
-        StoredMessage {
+    /// A copy for the delivery log (made under the zone lock: fallible, see `copy`).
+    pub(super) fn record(&self) -> Result<Record, StoreError> {
+        Ok(Record::Message {
+            seq: self.seq,
+            channel: copy::bytes(self.channel())?,
             id: self.id,
             time: self.time,
             tag: self.tag,
-            event_id: self.event_id().unwrap_or_default().to_vec(),
-            event_type: self.event_type().unwrap_or_default().to_vec(),
-            text: self.text().to_vec(),
-        }
+            event_id: copy::bytes(self.event_id().unwrap_or_default())?,
+            event_type: copy::bytes(self.event_type().unwrap_or_default())?,
+            text: copy::bytes(self.text())?,
+            published_ms: self.published_ms,
+        })
+    }
+
+    /// A copy for a subscriber's old messages (fallible, see `copy`).
+    pub(super) fn stored(&self) -> Result<StoredMessage, StoreError> {
+        Ok(StoredMessage {
+            id: self.id,
+            time: self.time,
+            tag: self.tag,
+            event_id: copy::bytes(self.event_id().unwrap_or_default())?,
+            event_type: copy::bytes(self.event_type().unwrap_or_default())?,
+            text: copy::bytes(self.text())?,
+        })
     }
 }
 

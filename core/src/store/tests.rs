@@ -12,7 +12,7 @@ const T0: i64 = 1_000_000;
 /// A heap allocator with a byte budget: refuses anything that would go over it.
 /// Also fails exactly the n-th allocation from now when `fail_nth` is set.
 #[derive(Clone)]
-struct Budget(Rc<BudgetState>);
+pub(super) struct Budget(Rc<BudgetState>);
 
 struct BudgetState {
     used: Cell<usize>,
@@ -21,23 +21,23 @@ struct BudgetState {
 }
 
 impl Budget {
-    fn new(limit: usize) -> Self {
+    pub(super) fn new(limit: usize) -> Self {
         Budget(Rc::new(BudgetState {
             used: Cell::new(0),
             limit: Cell::new(limit),
             fail_in: Cell::new(None),
         }))
     }
-    fn fail_nth(&self, n: usize) {
+    pub(super) fn fail_nth(&self, n: usize) {
         self.0.fail_in.set(Some(n))
     }
-    fn failed_yet(&self) -> bool {
+    pub(super) fn failed_yet(&self) -> bool {
         self.0.fail_in.get().is_none()
     }
-    fn used(&self) -> usize {
+    pub(super) fn used(&self) -> usize {
         self.0.used.get()
     }
-    fn set_limit(&self, limit: usize) {
+    pub(super) fn set_limit(&self, limit: usize) {
         self.0.limit.set(limit)
     }
 }
@@ -99,6 +99,7 @@ fn all(s: &Store<impl Allocator + Clone>, id: &[u8]) -> Vec<StoredMessage> {
             ..Cursor::default()
         },
     )
+    .unwrap()
 }
 
 fn events(s: &Store<impl Allocator + Clone>) -> Vec<(String, String)> {
@@ -749,12 +750,18 @@ fn listing_order_and_prefix() {
     }
     s.delete(b"aa", b"", T0, &l).unwrap();
     let ids = |v: Vec<ChannelInfo>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
-    assert_eq!(ids(s.channels(None)), [&b"zz"[..], b"ab", b"b", b"ac"]);
-    assert_eq!(ids(s.channels(Some(b"a"))), [&b"ab"[..], b"ac"]);
-    assert_eq!(ids(s.channels(Some(b""))).len(), 4);
-    assert!(s.channels(Some(b"q")).is_empty());
+    assert_eq!(
+        ids(s.channels(None).unwrap()),
+        [&b"zz"[..], b"ab", b"b", b"ac"]
+    );
+    assert_eq!(ids(s.channels(Some(b"a")).unwrap()), [&b"ab"[..], b"ac"]);
+    assert_eq!(ids(s.channels(Some(b"")).unwrap()).len(), 4);
+    assert!(s.channels(Some(b"q")).unwrap().is_empty());
     s.get_or_create(b"aa", T0, &l).unwrap();
-    assert_eq!(ids(s.channels(Some(b"a"))), [&b"ab"[..], b"ac", b"aa"]);
+    assert_eq!(
+        ids(s.channels(Some(b"a")).unwrap()),
+        [&b"ab"[..], b"ac", b"aa"]
+    );
 }
 
 #[test]
@@ -923,6 +930,7 @@ fn old_messages_resume_rules() {
     s.publish(b"a", b"4", None, None, true, T0 + 1, &l).unwrap(); // tag 2
     let get = |c: Cursor| -> Vec<String> {
         s.old_messages(b"a", &c)
+            .unwrap()
             .into_iter()
             .map(|m| String::from_utf8(m.text).unwrap())
             .collect()
@@ -977,13 +985,15 @@ fn old_messages_resume_rules() {
         ..Cursor::default()
     })
     .is_empty());
-    let m = &s.old_messages(
-        b"a",
-        &Cursor {
-            backtrack: 1,
-            ..Cursor::default()
-        },
-    )[0];
+    let m = &s
+        .old_messages(
+            b"a",
+            &Cursor {
+                backtrack: 1,
+                ..Cursor::default()
+            },
+        )
+        .unwrap()[0];
     assert_eq!(
         (m.id, m.time, m.tag, m.event_id.as_slice()),
         (4, T0 + 1, 2, &b""[..])
@@ -996,6 +1006,7 @@ fn old_messages_resume_rules() {
                 ..Cursor::default()
             }
         )
+        .unwrap()
         .is_empty());
 }
 
@@ -1019,13 +1030,15 @@ fn fill(s: &mut Store<Budget>, now: i64, l: &Limits) -> usize {
 }
 
 fn check_fill(s: &Store<Budget>, first_id: usize, n: usize) {
-    let got = s.old_messages(
-        b"fill",
-        &Cursor {
-            backtrack: u32::MAX,
-            ..Cursor::default()
-        },
-    );
+    let got = s
+        .old_messages(
+            b"fill",
+            &Cursor {
+                backtrack: u32::MAX,
+                ..Cursor::default()
+            },
+        )
+        .unwrap();
     assert_eq!(got.len(), n);
     for (i, m) in got.iter().enumerate() {
         let mut text = format!("message {i:08} ").into_bytes();

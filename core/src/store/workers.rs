@@ -94,6 +94,13 @@ impl<A: Allocator + Clone> Store<A> {
             .find(|w| w.slot == slot && w.pid == pid)
     }
 
+    /// Calls `f(slot, pid)` for every registered worker (no copy: usable under the lock).
+    pub fn for_each_worker(&self, mut f: impl FnMut(usize, u32)) {
+        for w in self.workers.iter() {
+            f(w.slot, w.pid);
+        }
+    }
+
     pub fn workers(&self) -> Vec<WorkerSlot> {
         self.workers
             .iter()
