@@ -281,6 +281,48 @@ if rs and "ours" in rs:
                     f"{num(o['connected'])} held, lost {lost}, {num(o['conn_per_s'])} conn/s",
                     f"{num(n['connected'])} held, lost {sum(s['lost'] for s in n['steps'])}, {num(n['conn_per_s'])} conn/s" if n else "–",
                     verdict(ok)))
+# Scenario 7 (opt-in): only reported when it ran
+def s7_rows(r):
+    rows = [
+        ("stopped for memory (subscribers not tried)", num(r.get("skipped_for_memory"))),
+        ("kernel slab per connection (bytes, /proc/meminfo Slab)", num(r.get("slab_bytes_per_conn"))),
+        ("load tool RSS per connection (bytes, all its processes)", num(r.get("tool_rss_bytes_per_conn"))),
+        ("machine's lowest available memory over the run (MiB)", num(r.get("mem_available_min_kb", 0) / 1024)),
+    ]
+    for shot in r.get("oneshot", []):
+        what = shot["what"]
+        rows += [
+            (f"{what}: published / refused", f'{num(shot["published"])} / {num(shot["publish_refused"])}'),
+            (f"{what}: delivered / expected, lost", f'{num(shot["delivered"])} / {num(shot["expected"])}, {num(shot["lost"])}'),
+            (f"{what}: time until the last subscriber had it (s)", num(shot["secs_until_last"], "{:.2f}")),
+            (f"{what}: latency p50 / p99 / max (ms)",
+             f'{ms(shot["latency"]["p50_ms"])} / {ms(shot["latency"]["p99_ms"])} / {ms(shot["latency"]["max_ms"])}'),
+            (f"{what}: nginx CPU user / kernel (s)", f'{num(shot["nginx_cpu_user_s"], "{:.2f}")} / {num(shot["nginx_cpu_sys_s"], "{:.2f}")}'),
+        ]
+    return rows
+
+
+if "s7" in R:
+    rs = R["s7"]
+    have = [k for k in ("ours", "nchan") if k in rs]
+    r0 = rs[have[0]]
+    body += ["### Scenario 7: a million EventSource subscribers on this box", "",
+             f"{num(r0['subs'])} subscribers asked, each on its own channel (one of {num(r0['channels'])}) and on one "
+             f"channel all of them listen to, {r0['procs']} client processes over source addresses in 127.0.0.0/8; "
+             f"no new connection once the machine has less than {num(r0.get('min_free_mb'))} MiB available. "
+             "Then one message to the channel all of them listen to, then one message to each channel.", "",
+             table(have, [conn_rows(rs[k]) + s7_rows(rs[k]) for k in have]), ""]
+    o = rs.get("ours"); n = rs.get("nchan")
+    if o:
+        shots = o.get("oneshot", [])
+        lost = sum(x["lost"] for x in shots)
+        targets.append(("7", f"{num(o['subs'])} EventSource subscribers held, 0 lost",
+                        f"{num(o['connected'])} held, lost {lost}",
+                        f"{num(n['connected'])} held, lost {sum(x['lost'] for x in n.get('oneshot', []))}" if n else "–",
+                        verdict(o["connected"] == o["subs"] and lost == 0 and bool(shots))))
+        targets.append(("7", "RSS per idle subscriber ≤ 2 048 B",
+                        f"{num(o['rss_bytes_per_conn'])} B", f"{num(n['rss_bytes_per_conn'])} B" if n else "–",
+                        verdict(o["rss_bytes_per_conn"] <= 2048)))
 # Scenario 6
 b, rs = scenario_block("s6", "Scenario 6: scenario 2 fed from a RabbitMQ stream (ours only)",
                        kinds=("ours-amqp", "ours-amqp-host"))

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
 type Res<T> = Result<T, String>;
@@ -176,9 +176,31 @@ impl Head {
     }
 }
 
+thread_local! {
+    /// The one read buffer of a process: every connection reads through it, so an idle
+    /// subscriber holds no read buffer of its own (scenario 7 holds hundreds of thousands).
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 64 * 1024]);
+}
+
+/// Appends what the socket has to `out` (through the shared read buffer). Ok(0): closed.
+async fn read_some(s: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<usize> {
+    loop {
+        s.readable().await?;
+        let r = READ_BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            let n = s.try_read(&mut b)?;
+            out.extend_from_slice(&b[..n]);
+            Ok::<usize, std::io::Error>(n)
+        });
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
 /// Reads a response head; what follows it stays in `buf`.
 async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Res<Head> {
-    let mut tmp = [0u8; 4096];
     loop {
         if let Some(p) = find(buf, b"\r\n\r\n") {
             let text = String::from_utf8_lossy(&buf[..p]).to_string();
@@ -201,38 +223,36 @@ async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Res<Head> {
             }
             return Ok(h);
         }
-        let n = s.read(&mut tmp).await.map_err(|e| e.to_string())?;
+        let n = read_some(s, buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("closed before the response head".into());
         }
-        buf.extend_from_slice(&tmp[..n]);
     }
 }
 
 /// Reads a whole (non-streaming) response body.
 async fn read_body(s: &mut TcpStream, h: &Head, buf: &mut Vec<u8>) -> Res<Vec<u8>> {
-    let mut tmp = [0u8; 4096];
     let mut out = Vec::new();
     if h.chunked {
         let mut d = Chunked::default();
-        let pending = std::mem::take(buf);
+        let mut pending = std::mem::take(buf);
         d.feed(&pending, &mut out);
         while !d.done() {
-            let n = s.read(&mut tmp).await.map_err(|e| e.to_string())?;
+            pending.clear();
+            let n = read_some(s, &mut pending).await.map_err(|e| e.to_string())?;
             if n == 0 {
                 return Err("closed inside a chunked body".into());
             }
-            d.feed(&tmp[..n], &mut out);
+            d.feed(&pending, &mut out);
         }
         return Ok(out);
     }
     let want = h.content_length.unwrap_or(0);
     while buf.len() < want {
-        let n = s.read(&mut tmp).await.map_err(|e| e.to_string())?;
+        let n = read_some(s, buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("closed inside a body".into());
         }
-        buf.extend_from_slice(&tmp[..n]);
     }
     out.extend(buf.drain(..want));
     Ok(out)
@@ -266,6 +286,8 @@ struct Totals {
     hist: Histogram<u64>,
     connected: u64,
     failed: u64,
+    /// Not tried: the machine's memory ran low first (`--min-free-mb`).
+    skipped: u64,
     closed: u64,
     per_channel_connected: Vec<u64>,
     last_connect: Option<Instant>,
@@ -276,12 +298,14 @@ type Shared = Rc<RefCell<Totals>>;
 
 struct Tracker {
     seen: Vec<u64>,
+    /// Messages (seq < 64) of the channel every subscriber also listens to (`--also`).
+    seen_also: u64,
     scan: Vec<u8>,
 }
 
 impl Tracker {
     /// Scans decoded payload bytes for `PSB<ch>.<seq>.<ns>;` markers.
-    fn feed(&mut self, data: &[u8], t: &Shared) {
+    fn feed(&mut self, data: &[u8], t: &Shared, also: &str) {
         self.scan.extend_from_slice(data);
         let mut i = 0;
         let b = &self.scan;
@@ -294,18 +318,23 @@ impl Tracker {
             };
             let field = std::str::from_utf8(&b[start + 3..start + end]).unwrap_or("");
             let mut it = field.split('.');
-            let (_ch, seq, ns) = (it.next(), it.next(), it.next());
+            let (ch, seq, ns) = (it.next(), it.next(), it.next());
             if let (Some(seq), Some(ns)) = (seq.and_then(|x| x.parse::<u64>().ok()), ns.and_then(|x| x.parse::<u64>().ok())) {
                 let now = now_ns();
                 let (w, bit) = ((seq / 64) as usize, seq % 64);
-                if self.seen.len() <= w {
-                    self.seen.resize(w + 1, 0);
-                }
+                let word = if !also.is_empty() && ch == Some(also) && seq < 64 {
+                    &mut self.seen_also
+                } else {
+                    if self.seen.len() <= w {
+                        self.seen.resize(w + 1, 0);
+                    }
+                    &mut self.seen[w]
+                };
                 let mut t = t.borrow_mut();
-                if self.seen[w] & (1 << bit) != 0 {
+                if *word & (1 << bit) != 0 {
                     t.dups += 1;
                 } else {
-                    self.seen[w] |= 1 << bit;
+                    *word |= 1 << bit;
                     t.unique += 1;
                     let us = now.saturating_sub(ns) / 1000;
                     t.hist.saturating_record(us.max(1));
@@ -326,10 +355,20 @@ struct SubCfg {
     mode: String,
     sub_path: String,
     chan_prefix: String,
+    /// A second channel on every subscriber's path (`<prefix><chan>/<prefix><also>`); empty:
+    /// none.
+    also: String,
+    /// Set when the machine's available memory fell below `--min-free-mb`: subscribers not
+    /// connected yet give up (counted as skipped).
+    stop: Rc<std::cell::Cell<bool>>,
 }
 
 async fn subscriber(cfg: Rc<SubCfg>, src: Ipv4Addr, chan: usize, t: Shared, sem: Rc<tokio::sync::Semaphore>) {
     let permit = sem.acquire().await.unwrap();
+    if cfg.stop.get() {
+        t.borrow_mut().skipped += 1;
+        return;
+    }
     let r = subscribe(&cfg, src, chan, &t, Some(permit)).await;
     let mut tt = t.borrow_mut();
     match r {
@@ -354,7 +393,11 @@ async fn subscribe(
     t: &Shared,
     mut permit: Option<tokio::sync::SemaphorePermit<'_>>,
 ) -> Result<bool, (bool, String)> {
-    let path = format!("{}{}{}", cfg.sub_path, cfg.chan_prefix, chan);
+    let path = if cfg.also.is_empty() {
+        format!("{}{}{}", cfg.sub_path, cfg.chan_prefix, chan)
+    } else {
+        format!("{}{}{}/{}{}", cfg.sub_path, cfg.chan_prefix, chan, cfg.chan_prefix, cfg.also)
+    };
     let mut s = connect_from(src, cfg.server).await.map_err(|e| (false, format!("connect: {e}")))?;
     let host = cfg.server;
     let req = match cfg.mode.as_str() {
@@ -375,11 +418,12 @@ async fn subscribe(
     }
     established(t, chan);
     drop(permit.take());
-    let mut tr = Tracker { seen: Vec::new(), scan: Vec::new() };
+    let mut tr = Tracker { seen: Vec::new(), seen_also: 0, scan: Vec::new() };
     let mut ch = Chunked::default();
     let mut ws = Vec::new();
     let mut out = Vec::new();
-    let mut tmp = vec![0u8; 4096];
+    let chunked = h.chunked;
+    drop(h);
     let mut pending = std::mem::take(&mut buf);
     loop {
         if !pending.is_empty() {
@@ -389,19 +433,21 @@ async fn subscribe(
                 if ws_deframe(&mut ws, &mut out) {
                     return Ok(true);
                 }
-            } else if h.chunked {
+            } else if chunked {
                 ch.feed(&pending, &mut out);
             } else {
                 out.extend_from_slice(&pending);
             }
-            tr.feed(&out, t);
+            tr.feed(&out, t, &cfg.also);
+            // An idle subscriber keeps little buffer capacity (not the head's).
             pending.clear();
+            pending.shrink_to(256);
+            out.shrink_to(256);
         }
-        let n = s.read(&mut tmp).await.map_err(|e| (true, format!("read: {e}")))?;
+        let n = read_some(&mut s, &mut pending).await.map_err(|e| (true, format!("read: {e}")))?;
         if n == 0 {
             return Ok(true);
         }
-        pending.extend_from_slice(&tmp[..n]);
     }
 }
 
@@ -463,7 +509,7 @@ async fn long_poll(
     mut permit: Option<tokio::sync::SemaphorePermit<'_>>,
 ) -> Result<bool, (bool, String)> {
     let host = cfg.server;
-    let mut tr = Tracker { seen: Vec::new(), scan: Vec::new() };
+    let mut tr = Tracker { seen: Vec::new(), seen_also: 0, scan: Vec::new() };
     let mut etag: Option<String> = None;
     let mut lm: Option<String> = None;
     let mut buf = Vec::new();
@@ -492,7 +538,7 @@ async fn long_poll(
                 if let Some(v) = h.get("last-modified") {
                     lm = Some(v.to_string());
                 }
-                tr.feed(&body, t);
+                tr.feed(&body, t, &cfg.also);
             }
             304 | 408 => {}
             x => return Err((true, format!("status {x}"))),
@@ -552,13 +598,31 @@ async fn sub_process(a: Args) -> Res<()> {
         mode: a.s("mode", "eventsource"),
         sub_path: a.s("sub-path", "/ev/"),
         chan_prefix: a.s("chan-prefix", "bench"),
+        also: a.s("also", ""),
+        stop: Rc::new(std::cell::Cell::new(false)),
     });
+    // The memory guard: no new connection once the machine's available memory is below
+    // --min-free-mb (0: off); checked every 100 ms while connecting.
+    let min_free_kb = a.n("min-free-mb", 0) * 1024;
+    if min_free_kb > 0 {
+        let stop = cfg.stop.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                if meminfo_kb("MemAvailable:").is_some_and(|m| m < min_free_kb) {
+                    stop.set(true);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
     let t: Shared = Rc::new(RefCell::new(Totals {
         unique: 0,
         dups: 0,
         hist: new_hist(),
         connected: 0,
         failed: 0,
+        skipped: 0,
         closed: 0,
         per_channel_connected: vec![0; channels],
         last_connect: None,
@@ -571,13 +635,17 @@ async fn sub_process(a: Args) -> Res<()> {
         let chan = g % channels;
         // 250 source addresses per /16 block row; ports are per (source, destination) pair.
         let src = Ipv4Addr::new(127, ip_base, (1 + (i / 250) % 250) as u8, (1 + i % 250) as u8);
-        tokio::task::spawn_local(subscriber(cfg.clone(), src, chan, t.clone(), sem.clone()));
+        let fut = subscriber(cfg.clone(), src, chan, t.clone(), sem.clone());
+        if i == 0 && std::env::var_os("PUSHBENCH_FUTURE_SIZE").is_some() {
+            eprintln!("subscriber future: {} bytes", std::mem::size_of_val(&fut));
+        }
+        tokio::task::spawn_local(fut);
     }
     // Wait for every subscriber to be established or failed.
     loop {
         {
             let tt = t.borrow();
-            if (tt.connected + tt.failed) as usize >= count {
+            if (tt.connected + tt.failed + tt.skipped) as usize >= count {
                 break;
             }
         }
@@ -586,7 +654,11 @@ async fn sub_process(a: Args) -> Res<()> {
     let secs = t.borrow().last_connect.map(|l| (l - start).as_secs_f64()).unwrap_or(0.0);
     {
         let tt = t.borrow();
-        let msg = json!({"ready": true, "connected": tt.connected, "failed": tt.failed, "connect_secs": secs,
+        let rss_kb = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|t| t.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let msg = json!({"ready": true, "connected": tt.connected, "failed": tt.failed, "skipped": tt.skipped, "connect_secs": secs, "rss_kb": rss_kb,
             "per_channel": tt.per_channel_connected, "errors": tt.errors});
         println!("{msg}");
         std::io::stdout().flush().ok();
@@ -657,6 +729,12 @@ fn nginx_cpu(master: u32) -> (f64, f64) {
         }
     }
     (u, s)
+}
+
+/// A field of /proc/meminfo, in kB (`key` with its colon, e.g. `"Slab:"`).
+fn meminfo_kb(key: &str) -> Option<u64> {
+    let t = std::fs::read_to_string("/proc/meminfo").ok()?;
+    t.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// (RSS kB, PSS kB) summed over the master and its workers.
@@ -941,6 +1019,72 @@ fn lat_json(h: &Histogram<u64>) -> Value {
         "mean_ms": h.mean() / 1000.0})
 }
 
+/// `--oneshot`: one message (`PSB<ch>.1.<ns>;`) to each of `chans` (POSTed one after the
+/// other on one keep-alive connection), then the time until the subscribers had `expected`
+/// of them (the processes asked every 20 ms), at most `max_wait` seconds; what was lost.
+async fn one_shot(
+    children: &mut [Child],
+    server: SocketAddr,
+    pub_path: &str,
+    prefix: &str,
+    chans: &[String],
+    expected: u64,
+    max_wait: f64,
+) -> Res<Value> {
+    let t0 = Instant::now();
+    let mut conn = TcpStream::connect(server).await.map_err(|e| e.to_string())?;
+    conn.set_nodelay(true).ok();
+    let mut buf = Vec::new();
+    let (mut ok, mut refused) = (0u64, 0u64);
+    for ch in chans {
+        let body = format!("PSB{ch}.1.{};", now_ns());
+        let req = format!(
+            "POST {pub_path}{prefix}{ch} HTTP/1.1\r\nHost: {server}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        let h = read_head(&mut conn, &mut buf).await?;
+        read_body(&mut conn, &h, &mut buf).await?;
+        if (200..300).contains(&h.status) {
+            ok += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    let publish_secs = t0.elapsed().as_secs_f64();
+    let mut got = 0;
+    while t0.elapsed().as_secs_f64() < max_wait {
+        got = 0;
+        for c in children.iter_mut() {
+            c.stdin.write_all(b"peek\n").await.map_err(|e| e.to_string())?;
+            got += child_line(c).await?["unique"].as_u64().unwrap_or(0);
+        }
+        if got >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let mut hist = new_hist();
+    let (mut unique, mut dups) = (0u64, 0u64);
+    for c in children.iter_mut() {
+        c.stdin.write_all(b"report\n").await.map_err(|e| e.to_string())?;
+        let v = child_line(c).await?;
+        unique += v["unique"].as_u64().unwrap();
+        dups += v["dups"].as_u64().unwrap();
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD.decode(v["hist"].as_str().unwrap()).unwrap();
+        let h: Histogram<u64> = Deserializer::new().deserialize(&mut &raw[..]).map_err(|e| format!("{e:?}"))?;
+        hist.add(&h).unwrap();
+    }
+    Ok(json!({
+        "published": ok, "publish_refused": refused, "publish_secs": publish_secs,
+        "expected": expected, "delivered": unique, "lost": expected.saturating_sub(unique), "duplicates": dups,
+        "all_delivered": got >= expected, "secs_until_last": if got >= expected { wall } else { f64::NAN },
+        "latency": lat_json(&hist),
+    }))
+}
+
 async fn orchestrate(a: Args) -> Res<()> {
     let server: SocketAddr = a.s("server", "127.0.0.1:9101").parse().map_err(|e| format!("server: {e}"))?;
     let subs = a.n("subs", 100) as usize;
@@ -958,7 +1102,22 @@ async fn orchestrate(a: Args) -> Res<()> {
     let label = a.s("label", "");
     let mode = a.s("mode", "eventsource");
     let chan_prefix = a.s("chan-prefix", "bench");
+    let also = a.s("also", "");
 
+    // The machine's lowest available memory over the run (the peak of what it all used).
+    let avail_min = Rc::new(std::cell::Cell::new(meminfo_kb("MemAvailable:").unwrap_or(0)));
+    {
+        let m = avail_min.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                if let Some(v) = meminfo_kb("MemAvailable:") {
+                    m.set(m.get().min(v));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+    let slab0 = meminfo_kb("Slab:").unwrap_or(0);
     let mem0 = if nginx_pid > 0 { nginx_mem(nginx_pid) } else { (0, 0) };
     let cpu0 = if nginx_pid > 0 { nginx_cpu(nginx_pid) } else { (0.0, 0.0) };
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -973,6 +1132,7 @@ async fn orchestrate(a: Args) -> Res<()> {
             .args(["--chan-prefix", &chan_prefix, "--first", &first.to_string(), "--count", &count.to_string()])
             .args(["--channels", &channels.to_string(), "--ip-block", &(p + 1).to_string()])
             .args(["--connect-concurrency", &a.s("connect-concurrency", "256")])
+            .args(["--also", &also, "--min-free-mb", &a.s("min-free-mb", "0")])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true);
@@ -982,12 +1142,14 @@ async fn orchestrate(a: Args) -> Res<()> {
         children.push(Child { proc_, stdin, out });
     }
     let mut per_chan = vec![0u64; channels];
-    let (mut connected, mut failed) = (0u64, 0u64);
+    let (mut connected, mut failed, mut skipped, mut tool_rss_kb) = (0u64, 0u64, 0u64, 0u64);
     let mut conn_errors: HashMap<String, u64> = HashMap::new();
     for c in children.iter_mut() {
         let v = child_line(c).await?;
         connected += v["connected"].as_u64().unwrap_or(0);
         failed += v["failed"].as_u64().unwrap_or(0);
+        skipped += v["skipped"].as_u64().unwrap_or(0);
+        tool_rss_kb += v["rss_kb"].as_u64().unwrap_or(0);
         for (i, x) in v["per_channel"].as_array().unwrap().iter().enumerate() {
             per_chan[i] += x.as_u64().unwrap();
         }
@@ -998,12 +1160,13 @@ async fn orchestrate(a: Args) -> Res<()> {
     let conn_secs = t_conn.elapsed().as_secs_f64();
     let cpu1 = if nginx_pid > 0 { nginx_cpu(nginx_pid) } else { (0.0, 0.0) };
     eprintln!(
-        "[{label}] connected {connected}, failed {failed} in {conn_secs:.2}s ({:.0} conn/s) errors {conn_errors:?}",
+        "[{label}] connected {connected}, failed {failed}, skipped {skipped} (memory) in {conn_secs:.2}s ({:.0} conn/s) errors {conn_errors:?}",
         connected as f64 / conn_secs
     );
     // Idle: let the server settle, then measure memory with every subscriber connected.
     tokio::time::sleep(Duration::from_secs_f64(idle_secs)).await;
     let mem1 = if nginx_pid > 0 { nginx_mem(nginx_pid) } else { (0, 0) };
+    let slab1 = meminfo_kb("Slab:").unwrap_or(0);
     let per_conn = |a: u64, b: u64| if connected > 0 { (b as f64 - a as f64) * 1024.0 / connected as f64 } else { f64::NAN };
     let mut result = json!({
         "label": label, "mode": mode, "subs": subs, "channels": channels, "procs": procs,
@@ -1013,6 +1176,10 @@ async fn orchestrate(a: Args) -> Res<()> {
         "nginx_rss_kb_before": mem0.0, "nginx_pss_kb_before": mem0.1,
         "nginx_rss_kb_idle": mem1.0, "nginx_pss_kb_idle": mem1.1,
         "rss_bytes_per_conn": per_conn(mem0.0, mem1.0), "pss_bytes_per_conn": per_conn(mem0.1, mem1.1),
+        "skipped_for_memory": skipped, "min_free_mb": a.n("min-free-mb", 0),
+        "tool_rss_kb_connected": tool_rss_kb,
+        "tool_rss_bytes_per_conn": if connected > 0 { tool_rss_kb as f64 * 1024.0 / connected as f64 } else { f64::NAN },
+        "slab_kb_before": slab0, "slab_kb_idle": slab1, "slab_bytes_per_conn": per_conn(slab0, slab1),
     });
     let mut steps = Vec::new();
     let mut prev_child_cpu = vec![(0.0f64, 0.0f64); children.len()];
@@ -1025,6 +1192,26 @@ async fn orchestrate(a: Args) -> Res<()> {
     let conn_tool_cpu: (f64, f64) = prev_child_cpu.iter().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     result["tool_cpu_connect_user_s"] = json!(conn_tool_cpu.0);
     result["tool_cpu_connect_sys_s"] = json!(conn_tool_cpu.1);
+    if !also.is_empty() && a.n("oneshot", 0) == 1 {
+        let pub_path = a.s("pub-path", "/pub?id=");
+        let max_wait = a.f("max-drain", 30.0);
+        let mut shots = Vec::new();
+        let targets: Vec<String> = vec![also.clone()];
+        let each: Vec<String> = (0..channels).map(|c| c.to_string()).collect();
+        for (what, chans) in [("one channel every subscriber listens to", targets), ("one message to each channel", each)] {
+            let cpu_a = if nginx_pid > 0 { nginx_cpu(nginx_pid) } else { (0.0, 0.0) };
+            let shot = one_shot(&mut children, server, &pub_path, &chan_prefix, &chans, connected, max_wait).await?;
+            let cpu_b = if nginx_pid > 0 { nginx_cpu(nginx_pid) } else { (0.0, 0.0) };
+            eprintln!("[{label}] {what}: {shot}");
+            let mut shot = shot;
+            shot["what"] = json!(what);
+            shot["nginx_cpu_user_s"] = json!(cpu_b.0 - cpu_a.0);
+            shot["nginx_cpu_sys_s"] = json!(cpu_b.1 - cpu_a.1);
+            shots.push(shot);
+        }
+        result["oneshot"] = Value::Array(shots);
+    }
+    result["mem_available_min_kb"] = json!(avail_min.get());
     let mut seqs = Rc::new(RefCell::new(vec![0u64; channels]));
     for &rate in &rates {
         let st = Rc::new(RefCell::new(PubStats { ok: vec![0; channels], failed: 0, hist: new_hist(), errors: HashMap::new() }));
