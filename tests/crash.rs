@@ -205,6 +205,62 @@ fn a_store_change_that_panics() {
 
 /// One request on a fresh connection; its status, or None when the connection failed (its
 /// worker was killed).
+/// One store operation that holds the lock 150 ms: the worker logs one warn line (after
+/// unlocking) with the operation's place in the code, and the longest-hold metric shows it.
+#[test]
+fn a_long_lock_hold_is_logged_with_its_place_in_the_code() {
+    let n = Nginx::start_with(
+        CONF,
+        Options {
+            workers: WORKERS,
+            ..Default::default()
+        },
+    );
+    let p = n.port;
+    let longest = || {
+        get(p, "/metrics")
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("push_stream_zone_lock_hold_max_seconds{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .fold(-1.0f64, f64::max)
+    };
+    let before = longest();
+    assert!((0.0..0.1).contains(&before), "{before}");
+    assert_eq!(fire(p, "slow"), Some(200));
+    // Fired twice (each worker logs at most one such line a second).
+    assert_eq!(fire(p, "slow"), Some(200));
+    wait_for("the slow-hold line", Duration::from_secs(5), || {
+        n.error_log().contains("held the shared zone's lock")
+    });
+    let log = n.error_log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("held the shared zone's lock"))
+        .collect();
+    assert!(
+        (1..=2).contains(&lines.len()),
+        "one line per worker and second: {lines:?}"
+    );
+    for l in &lines {
+        assert!(l.contains("[warn]"), "{l}");
+        assert!(l.contains("src/http/test_hooks.rs:"), "{l}");
+        let ms: u64 = l
+            .split("lock ")
+            .nth(1)
+            .and_then(|r| r.split(" ms").next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no duration in {l}"));
+        assert!((150..5000).contains(&ms), "{l}");
+    }
+    // The longest hold over the workers (one line per worker) is at least 0.15 s.
+    let after = longest();
+    assert!(after >= 0.15, "{after}");
+    // Ordinary operations log nothing of the kind.
+    assert_eq!(post(p, "/pub?id=x", b"m").status, 200);
+    n.stop();
+}
+
 fn try_request(port: u16, req: &str) -> Option<u16> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;

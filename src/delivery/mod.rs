@@ -207,6 +207,7 @@ pub fn inbox_next_turn() {
 /// Runs `f` on the host-wide store, then makes every worker of the host (this one on its
 /// next turn, after the running handler answered) deliver what `f` added to the delivery
 /// log. The one way code changes the store. None when the zone is not set up.
+#[track_caller]
 pub fn commit<R>(zone: Zone, f: impl FnOnce(&mut ZoneStore) -> R) -> Option<R> {
     // Room for the registered workers is taken before locking (nothing inside the lock may
     // abort on a failed allocation); workers in slots beyond `MAX_SLOTS` have no wake token

@@ -76,7 +76,8 @@ pub fn handle(req: Request<'_>, hook: TestHook) -> Status {
 
 /// `?kind=publish|subscribe|delete|cleanup|scribble|panic`: half of a store change under the
 /// zone's lock, then this worker dies holding it (or, for `panic`, the change panics). The
-/// next locker must rebuild the store.
+/// next locker must rebuild the store. `?kind=slow` holds the lock 150 ms and answers 200
+/// (the slow-hold log line and metrics).
 fn die_in_lock(req: Request<'_>) -> Status {
     let Some(zone) = req.main_conf::<Module>().and_then(|m| m.zone()) else {
         return Status::INTERNAL_SERVER_ERROR;
@@ -109,6 +110,10 @@ fn die_in_lock(req: Request<'_>) -> Status {
         b"cleanup" => zone.die_inside(false, |s| {
             let _ = s.gc(now + 3600, limits, &|_| false);
         }),
+        b"slow" => {
+            zone.with_store(|_| std::thread::sleep(std::time::Duration::from_millis(150)));
+            req.respond(200, Some(b"text/plain"), &[], b"held\n")
+        }
         b"scribble" => zone.die_inside(true, |s| {
             let _ = s.publish(b"half", b"first half", None, None, true, now, limits);
         }),
@@ -116,7 +121,7 @@ fn die_in_lock(req: Request<'_>) -> Status {
             400,
             Some(b"text/plain"),
             &[],
-            b"kind: publish, subscribe, delete, cleanup, scribble or panic\n",
+            b"kind: publish, subscribe, delete, cleanup, scribble, panic or slow\n",
         ),
     }
 }

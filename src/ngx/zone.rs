@@ -343,6 +343,36 @@ unsafe extern "C" fn init_zone(zone: *mut ngx_shm_zone_t, data: *mut c_void) -> 
 struct Locked {
     hdr: *mut ZoneHeader,
     since: std::time::Instant,
+    /// The store operation's place in the code (for the slow-hold line).
+    at: &'static std::panic::Location<'static>,
+}
+
+/// A lock hold at least this long is logged at warn (after unlocking) with the operation's
+/// place in the code, at most once a second per worker.
+const SLOW_HOLD_NS: u64 = 100_000_000;
+
+thread_local! {
+    /// The second of this worker's last slow-hold line.
+    static SLOW_LOGGED: std::cell::Cell<i64> = const { std::cell::Cell::new(i64::MIN) };
+}
+
+/// Says (after unlocking) that one store operation held the zone lock `ns` long: a long
+/// operation, or this worker descheduled while it held the lock (a busy machine); either way
+/// every other worker of the host waited that long.
+fn slow_hold(ns: u64, at: &std::panic::Location<'static>) {
+    let now = super::event::now();
+    if SLOW_LOGGED.with(|l| l.replace(now)) == now {
+        return;
+    }
+    log::warn(
+        log::Log::cycle(),
+        &format!(
+            "push_stream: one operation held the shared zone's lock {} ms ({}:{}); the other workers of the host waited",
+            ns / 1_000_000,
+            at.file(),
+            at.line()
+        ),
+    );
 }
 
 impl Drop for Locked {
@@ -359,6 +389,9 @@ impl Drop for Locked {
             let held = self.since.elapsed().as_nanos() as u64;
             ngx_shmtx_unlock(&mut (*h.pool).mutex);
             record_hold(h, held);
+            if held >= SLOW_HOLD_NS && !std::thread::panicking() && super::event::is_worker() {
+                slow_hold(held, self.at);
+            }
         }
     }
 }
@@ -381,12 +414,14 @@ fn record_hold(h: &ZoneHeader, ns: u64) {
 /// Runs `f` on the store under the mutex, rebuilding the store first when the last
 /// operation did not complete. None when the store cannot be rebuilt (never expected: the
 /// empty store fitted when the zone was made).
+#[track_caller]
 unsafe fn with_header<R>(hdr: *mut ZoneHeader, f: impl FnOnce(&mut ZoneStore) -> R) -> Option<R> {
     let pool = (*hdr).pool;
     ngx_shmtx_lock(&mut (*pool).mutex);
     let locked = Locked {
         hdr,
         since: std::time::Instant::now(),
+        at: std::panic::Location::caller(),
     };
     let h = &*hdr;
     let mut report: Option<Result<String, String>> = None;
@@ -525,6 +560,7 @@ impl Zone {
     /// Runs `f` with exclusive access to the host-wide store, or returns None when the zone
     /// is not initialised. Holds the zone's mutex for the duration of `f` only: `f` must not
     /// write to sockets or log.
+    #[track_caller]
     pub fn with_store<R>(self, f: impl FnOnce(&mut ZoneStore) -> R) -> Option<R> {
         let hdr = self.header()?;
         // SAFETY: the mutex serialises access between workers; this runs on a worker's
