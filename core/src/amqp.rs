@@ -161,10 +161,25 @@ pub fn parse_own_message_id(id: &[u8]) -> Option<(u64, usize, u64)> {
 /// `default_event_id` in `src/broker.rs`; `offset + 1` wraps (to `0`) for `u64::MAX`, as that
 /// code did in a release build (it panicked in a debug build).
 pub fn default_event_id(given: &[u8], offset: u64) -> Vec<u8> {
-    if given.is_empty() {
-        offset.wrapping_add(1).to_string().into_bytes()
-    } else {
-        given.to_vec()
+    let mut digits = [0u8; 20];
+    event_id_in(given, offset, &mut digits).to_vec()
+}
+
+/// [`default_event_id`] without allocating: `given`, or the id's decimal digits written
+/// into `digits` (for code that runs under the zone lock).
+pub fn event_id_in<'a>(given: &'a [u8], offset: u64, digits: &'a mut [u8; 20]) -> &'a [u8] {
+    if !given.is_empty() {
+        return given;
+    }
+    let mut n = offset.wrapping_add(1);
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[i..];
+        }
     }
 }
 

@@ -262,6 +262,9 @@ pub enum ChannelError {
     /// Shared memory exhausted while creating the channel: 500. The subscriber path sends an
     /// empty explain header; [`explain`](Self::explain) is `""`.
     OutOfMemory,
+    /// The worker's own memory could not hold what the request needs copied out of the store
+    /// (its old messages): 500. (Not in the C module.)
+    HeapExhausted,
 }
 
 impl ChannelError {
@@ -277,7 +280,7 @@ impl ChannelError {
             | ChannelError::EventsChannelReadOnly
             | ChannelError::EventsChannelForbidden => 403,
             ChannelError::NotFound => 404,
-            ChannelError::OutOfMemory => 500,
+            ChannelError::OutOfMemory | ChannelError::HeapExhausted => 500,
         }
     }
 
@@ -299,6 +302,7 @@ impl ChannelError {
                 "Subscription to events channel is not allowed."
             }
             ChannelError::TooManyChannels => "Too many channels in one request.",
+            ChannelError::HeapExhausted => "Worker memory exhausted.",
             ChannelError::NotFound | ChannelError::OutOfMemory => "",
         }
     }
@@ -508,6 +512,7 @@ mod tests {
             ),
             (ChannelError::NotFound, 404, ""),
             (ChannelError::OutOfMemory, 500, ""),
+            (ChannelError::HeapExhausted, 500, "Worker memory exhausted."),
         ];
         for (e, status, explain) in cases {
             assert_eq!(e.status(), status, "{e:?}");

@@ -42,14 +42,26 @@ pub fn process_log() {
         };
         if batch.lost > 0 {
             with(|w| w.stats.lost += batch.lost);
+        }
+        if batch.lost > batch.no_heap {
             ngx_log!(
                 error,
                 crate::ngx::log::Log::cycle(),
                 "push_stream: worker {pid} missed {} message(s) that left the store before it could deliver them",
-                batch.lost
+                batch.lost - batch.no_heap
             );
         }
-        let done = batch.records.is_empty();
+        if batch.no_heap > 0 {
+            ngx_log!(
+                error,
+                crate::ngx::log::Log::cycle(),
+                "push_stream: worker {pid} skipped {} message(s) of the store: its memory is exhausted and could not take their copy",
+                batch.no_heap
+            );
+        }
+        // Nothing read and the cursor did not move: caught up. (Records skipped or lost move
+        // the cursor: read on.)
+        let done = batch.records.is_empty() && batch.cursor == cursor;
         gathered(|| {
             for rec in &batch.records {
                 deliver(rec);

@@ -135,6 +135,7 @@ fn fail_channel(req: &Request<'_>, e: ChannelError) -> Status {
 pub fn store_error(e: StoreError) -> ChannelError {
     match e {
         StoreError::OutOfMemory => ChannelError::OutOfMemory,
+        StoreError::HeapExhausted => ChannelError::HeapExhausted,
         StoreError::ChannelsLimit => ChannelError::ChannelsLimit,
         StoreError::SubscribersLimit => ChannelError::SubscribersLimit,
         StoreError::EventsChannel => ChannelError::EventsChannelReadOnly,
@@ -207,6 +208,28 @@ pub fn reply_infos(
         format::render_group(fmt, &head, &items)
     };
     req.respond(200, Some(ct.as_bytes()), &[], &body)
+}
+
+/// A subscriber refused by `subscribe::prepare`: a full zone or an exhausted worker heap
+/// answer `500` with a line in the error log; the others their status and explain.
+fn refuse_subscriber(req: &Request<'_>, mcf: &MainConf, e: ChannelError) -> Status {
+    match e {
+        ChannelError::OutOfMemory => zone_full(req, mcf, "subscriber refused"),
+        ChannelError::HeapExhausted => {
+            heap_exhausted(req, "subscriber refused");
+            fail_channel(req, e)
+        }
+        e => fail_channel(req, e),
+    }
+}
+
+/// Logs that this worker's heap could not take a copy out of the store.
+fn heap_exhausted(req: &Request<'_>, what: &str) {
+    crate::ngx_log!(
+        error,
+        req.log(),
+        "push_stream: this worker's memory is exhausted (a copy out of the shared store failed): {what}"
+    );
 }
 
 /// The zone is full: `500` with the explain, and a line in the error log.

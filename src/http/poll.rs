@@ -2,11 +2,11 @@
 //! `Etag`), else 304 (polling) or a held request the first message completes (long-polling);
 //! JSONP with `?callback=`.
 
-use push_stream_core::channel_path::{self as cp, ChannelError};
+use push_stream_core::channel_path as cp;
 use push_stream_core::template::{valid_jsonp_callback, JSONP_CONTENT_TYPE};
 
 use super::subscribe::{held_sub, prepare, render_old, resume_time_tag, Subscribe};
-use super::{fail, fail_channel, zone_full, ERR500};
+use super::{fail, refuse_subscriber, ERR500};
 use crate::conf::{LocConf, MainConf};
 use crate::delivery::{self, Mode};
 use crate::ngx::request::Request;
@@ -43,8 +43,7 @@ pub fn handle(
     };
     let p = match prepare(&req, mcf, lcf, subscribe) {
         Ok(p) => p,
-        Err(ChannelError::OutOfMemory) => return zone_full(&req, mcf, "subscriber refused"),
-        Err(e) => return fail_channel(&req, e),
+        Err(e) => return refuse_subscriber(&req, mcf, e),
     };
     let old = render_old(tpl, &p);
     if !old.is_empty() {

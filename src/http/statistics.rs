@@ -38,13 +38,17 @@ pub fn handle(req: &Request<'_>, mcf: &MainConf, lcf: &LocConf) -> Status {
         if let Some(prefix) = cp::stats_prefix(&c.id) {
             return match zone.with_store(|s| s.channels(Some(prefix))) {
                 Some(Ok(all)) => reply_infos(req, mcf, &all, true),
-                _ => listing_failed(req),
+                Some(Err(_)) => listing_failed(req),
+                // No usable zone: nothing to list.
+                None => reply_infos(req, mcf, &[], true),
             };
         }
         if c.id == b"ALL" {
             return match zone.with_store(|s| s.channels(None)) {
                 Some(Ok(all)) => reply_infos(req, mcf, &all, true),
-                _ => listing_failed(req),
+                Some(Err(_)) => listing_failed(req),
+                // No usable zone: nothing to list.
+                None => reply_infos(req, mcf, &[], true),
             };
         }
         if let Some(i) = zone.with_store(|s| s.channel(&c.id)).flatten() {

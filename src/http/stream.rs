@@ -2,12 +2,11 @@
 //! the switch to polling or long-polling (the location's mode, or the
 //! `X-Nginx-PushStream-Mode` header).
 
-use push_stream_core::channel_path::ChannelError;
 use push_stream_core::conf_values::{self, SubscriberMode};
 use push_stream_core::template::Kind;
 
 use super::subscribe::{held_sub, padding_for, prepare, release, render_old, Subscribe};
-use super::{cors, fail, fail_channel, no_cache, poll, zone_full, ERR500, GET, OPTIONS};
+use super::{cors, fail, no_cache, poll, refuse_subscriber, ERR500, GET, OPTIONS};
 use crate::conf::{LocConf, MainConf};
 use crate::delivery::{self, Mode};
 use crate::ngx::request::Request;
@@ -51,8 +50,7 @@ pub fn handle(
     }
     let p = match prepare(&req, mcf, lcf, Subscribe::Always) {
         Ok(p) => p,
-        Err(ChannelError::OutOfMemory) => return zone_full(&req, mcf, "subscriber refused"),
-        Err(e) => return fail_channel(&req, e),
+        Err(e) => return refuse_subscriber(&req, mcf, e),
     };
     let eventsource = tpl.kind == Kind::EventSource;
     req.set_status(200);

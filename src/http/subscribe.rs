@@ -96,7 +96,7 @@ pub fn prepare(
     let last_event_id =
         resume_value(req, lcf.last_event_id, "Last-Event-Id").filter(|v| !v.is_empty());
     let (slot, pid) = delivery::slot_pid();
-    let base = Cursor {
+    let mut cursor = Cursor {
         backtrack: 0,
         since,
         tag,
@@ -116,13 +116,10 @@ pub fn prepare(
             s.get_or_create(&c.id, now, limits)?;
         }
         for c in &channels {
-            let cursor = Cursor {
-                backtrack: c.backtrack,
-                ..base.clone()
-            };
-            old.push((c.id.clone(), s.old_messages(&c.id, &cursor)?));
+            cursor.backtrack = c.backtrack;
+            old.push(s.old_messages(&c.id, &cursor)?);
         }
-        let any_old = old.iter().any(|(_, m)| !m.is_empty());
+        let any_old = old.iter().any(|m| !m.is_empty());
         let subscribe = match subscribe {
             Subscribe::Always => true,
             Subscribe::Never => false,
@@ -134,27 +131,27 @@ pub fn prepare(
         // order); only events-channel records are added after that point here.
         let mut since_seq = None;
         if subscribe {
-            let mut done: Vec<&[u8]> = Vec::new();
-            for c in &channels {
+            for (i, c) in channels.iter().enumerate() {
                 if let Err(e) = s.add_subscriber(&c.id, slot, now, limits) {
-                    done.iter()
-                        .for_each(|id| s.remove_subscriber(id, slot, now, limits));
+                    // All or nothing: the channels subscribed so far are left again.
+                    for done in &channels[..i] {
+                        s.remove_subscriber(&done.id, slot, now, limits);
+                    }
                     return Err(e);
                 }
-                done.push(&c.id);
                 if since_seq.is_none() && events == Some(c.id.as_slice()) {
                     since_seq = Some(s.last_seq());
                 }
             }
             s.count_worker_subscriber(slot, pid);
         }
-        let newest = old
+        let newest = channels
             .iter()
+            .zip(&old)
             .filter(|(_, m)| !m.is_empty())
-            .filter_map(|(id, _)| s.channel(id).map(|i| (i.last_time, i.last_tag)))
+            .filter_map(|(c, _)| s.last_time_tag(&c.id))
             .max();
         Ok((
-            old,
             newest,
             since_seq.unwrap_or_else(|| s.last_seq()),
             s.broker_offset().map_or(0, |o| o + 1),
@@ -162,9 +159,9 @@ pub fn prepare(
         ))
     });
     match outcome {
-        Some(Ok((old, newest, since_seq, since_offset, subscribed))) => Ok(Prepared {
+        Some(Ok((newest, since_seq, since_offset, subscribed))) => Ok(Prepared {
+            old: channels.iter().map(|c| c.id.clone()).zip(old).collect(),
             channels,
-            old,
             newest,
             since_seq,
             since_offset,

@@ -76,8 +76,9 @@ pub fn handle(req: Request<'_>, hook: TestHook) -> Status {
 
 /// `?kind=publish|subscribe|delete|cleanup|scribble|panic`: half of a store change under the
 /// zone's lock, then this worker dies holding it (or, for `panic`, the change panics). The
-/// next locker must rebuild the store. `?kind=slow` holds the lock 150 ms and answers 200
-/// (the slow-hold log line and metrics).
+/// next locker must rebuild the store. `?kind=slow` (through `Zone::with_store`) and
+/// `?kind=slow-commit` (through `delivery::commit`) hold the lock 150 ms and answer 200 (the
+/// slow-hold log line and metrics).
 fn die_in_lock(req: Request<'_>) -> Status {
     let Some(zone) = req.main_conf::<Module>().and_then(|m| m.zone()) else {
         return Status::INTERNAL_SERVER_ERROR;
@@ -114,6 +115,12 @@ fn die_in_lock(req: Request<'_>) -> Status {
             zone.with_store(|_| std::thread::sleep(std::time::Duration::from_millis(150)));
             req.respond(200, Some(b"text/plain"), &[], b"held\n")
         }
+        b"slow-commit" => {
+            delivery::commit(zone, |_| {
+                std::thread::sleep(std::time::Duration::from_millis(150))
+            });
+            req.respond(200, Some(b"text/plain"), &[], b"held\n")
+        }
         b"scribble" => zone.die_inside(true, |s| {
             let _ = s.publish(b"half", b"first half", None, None, true, now, limits);
         }),
@@ -121,7 +128,7 @@ fn die_in_lock(req: Request<'_>) -> Status {
             400,
             Some(b"text/plain"),
             &[],
-            b"kind: publish, subscribe, delete, cleanup, scribble, panic or slow\n",
+            b"kind: publish, subscribe, delete, cleanup, scribble, panic, slow or slow-commit\n",
         ),
     }
 }

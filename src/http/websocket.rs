@@ -83,6 +83,10 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
         Err(e) => {
             let (status, explain) = match e {
                 ChannelError::OutOfMemory => (500, "Shared memory exhausted."),
+                ChannelError::HeapExhausted => {
+                    super::heap_exhausted(&req, "WebSocket subscriber refused");
+                    (e.status(), e.explain())
+                }
                 e => (e.status(), e.explain()),
             };
             return req.send_bytes(&ws::refusal_frame(status, explain), true, true);

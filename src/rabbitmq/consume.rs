@@ -78,16 +78,13 @@ fn place_of(m: &BrokerMessage, now: i64) -> Option<Place> {
     }
 }
 
-/// What storing one message gave: its offset (host number), event id, each channel's (id,
-/// time, tag, in the log) and the channels the zone refused.
-type Placed = (
-    u64,
-    Vec<u8>,
-    Vec<(Vec<u8>, i64, u64, bool)>,
-    Vec<(Vec<u8>, push_stream_core::store::StoreError)>,
-);
+/// What storing one channel of a message gave: its (time, tag) in the store, or why the zone
+/// refused it.
+type Stored = Result<(i64, u64), push_stream_core::store::StoreError>;
 
-/// Stores `run` (consecutive messages) under one lock, then answers and delivers each.
+/// Stores `run` (consecutive messages) under one lock, then answers and delivers each. Under
+/// the lock nothing is allocated: the room for the results is taken before, and the event ids
+/// are written into a stack buffer (see `store::copy` for why).
 fn flush(mcf: &'static MainConf, run: Vec<(BrokerMessage, Place)>) {
     if run.is_empty() {
         return;
@@ -97,84 +94,87 @@ fn flush(mcf: &'static MainConf, run: Vec<(BrokerMessage, Place)>) {
     let store = mcf.amqp.store_messages();
     let now = event::now();
     let now_ms = event::now_ms();
+    let mut offsets: Vec<u64> = Vec::with_capacity(run.len());
+    let mut stored: Vec<Stored> =
+        Vec::with_capacity(run.iter().map(|(m, _)| m.channels.len()).sum());
     // Consuming for the host, what is stored enters the delivery log: `commit` makes every
     // worker (this one on its next turn) deliver it from there. Otherwise nothing enters
     // the log and the store is only read by later subscribers.
-    let change = |s: &mut ZoneStore| -> Vec<Placed> {
+    let change = |s: &mut ZoneStore| {
         s.set_clock_ms(now_ms);
-        run.iter()
-            .map(|(m, place)| {
-                let time = m.time.unwrap_or(now);
-                let offset = match *place {
-                    Place::Offset(o) => o,
-                    Place::Key(k, n) => s.exchange_offset(k, n, now, EXCHANGE_WINDOW).0,
-                };
-                let event_id = push_stream_core::amqp::default_event_id(&m.event_id, offset);
-                let mut out = Vec::with_capacity(m.channels.len());
-                let mut refused = Vec::new();
-                for ch in &m.channels {
-                    match s.insert_broker(
-                        ch,
-                        offset,
-                        &m.text,
-                        &event_id,
-                        &m.event_type,
-                        time,
-                        store,
-                        host,
-                        now,
-                        &mcf.limits,
-                    ) {
-                        Ok((t, tag)) => out.push((ch.clone(), t, tag, true)),
-                        Err(e) => {
-                            // Not stored (zone full, channel limit): still delivered live here.
-                            refused.push((ch.clone(), e));
-                            out.push((ch.clone(), time, offset + 1, false));
-                        }
-                    }
-                }
-                (offset, event_id, out, refused)
-            })
-            .collect()
+        for (m, place) in &run {
+            let time = m.time.unwrap_or(now);
+            let offset = match *place {
+                Place::Offset(o) => o,
+                Place::Key(k, n) => s.exchange_offset(k, n, now, EXCHANGE_WINDOW).0,
+            };
+            let mut digits = [0u8; 20];
+            let event_id = push_stream_core::amqp::event_id_in(&m.event_id, offset, &mut digits);
+            offsets.push(offset);
+            for ch in &m.channels {
+                stored.push(s.insert_broker(
+                    ch,
+                    offset,
+                    &m.text,
+                    event_id,
+                    &m.event_type,
+                    time,
+                    store,
+                    host,
+                    now,
+                    &mcf.limits,
+                ));
+            }
+        }
     };
-    let placed = if host {
+    let done = if host {
         delivery::commit(zone, change)
     } else {
         zone.with_store(change)
     };
-    let Some(placed) = placed else {
+    if done.is_none() {
         return;
-    };
-    for ((m, _), (offset, event_id, inserted, refused)) in run.iter().zip(placed) {
+    }
+    let mut results = stored.into_iter();
+    for ((m, _), offset) in run.iter().zip(offsets) {
         note_consumed(mcf, m.message_id.as_deref());
-        for (ch, e) in refused {
-            // When this worker consumes for the host, the others cannot get it: say so.
-            ngx_log!(
-                error,
-                crate::ngx::log::Log::cycle(),
-                "push_stream: amqp: message {} for channel \"{}\" not stored{}: {e}",
-                offset + 1,
-                String::from_utf8_lossy(&ch),
-                if host {
-                    " (delivered on this worker only: the others get consumed messages through the zone)"
-                } else {
-                    ""
+        let event_id = push_stream_core::amqp::default_event_id(&m.event_id, offset);
+        let time = m.time.unwrap_or(now);
+        for (ch, r) in m.channels.iter().zip(results.by_ref()) {
+            let (t, tag, in_log) = match r {
+                Ok((t, tag)) => (t, tag, true),
+                Err(e) => {
+                    // Not stored (zone full, channel limit): still delivered live here. When
+                    // this worker consumes for the host, the others cannot get it: say so.
+                    ngx_log!(
+                        error,
+                        crate::ngx::log::Log::cycle(),
+                        "push_stream: amqp: message {} for channel \"{}\" not stored{}: {e}",
+                        offset + 1,
+                        String::from_utf8_lossy(ch),
+                        if host {
+                            " (delivered on this worker only: the others get consumed messages through the zone)"
+                        } else {
+                            ""
+                        }
+                    );
+                    (time, offset + 1, false)
                 }
-            );
-        }
-        // What is not in the log (every worker consumes; or, consuming for the host, what
-        // the zone refused) goes to this worker's subscribers now.
-        for (ch, t, tag, _) in inserted.iter().filter(|(.., in_log)| !host || !in_log) {
-            let msg = Message {
-                text: &m.text,
-                id: offset as i64 + 1,
-                channel: ch,
-                event_id: &event_id,
-                event_type: &m.event_type,
-                time: *t,
-                tag: *tag,
             };
-            delivery::deliver_message(msg, delivery::Since::Offset(offset + 1));
+            // What is not in the log (every worker consumes; or, consuming for the host, what
+            // the zone refused) goes to this worker's subscribers now.
+            if !host || !in_log {
+                let msg = Message {
+                    text: &m.text,
+                    id: offset as i64 + 1,
+                    channel: ch,
+                    event_id: &event_id,
+                    event_type: &m.event_type,
+                    time: t,
+                    tag,
+                };
+                delivery::deliver_message(msg, delivery::Since::Offset(offset + 1));
+            }
         }
     }
 }
@@ -241,25 +241,26 @@ fn consumed_delete(mcf: &'static MainConf, m: &BrokerMessage, place: Place, now:
         m.text.clone()
     };
     let Some(zone) = mcf.zone() else { return };
+    // Room for the failures is taken before locking (nothing is allocated under the lock).
+    let mut failed = Vec::with_capacity(m.channels.len());
     let outcome = delivery::commit(zone, |s| {
         let claimed = match place {
             Place::Offset(o) => s.claim_broker_op(o),
             Place::Key(k, n) => s.exchange_offset(k, n, now, EXCHANGE_WINDOW).1,
         };
         let mut deleted = 0;
-        let mut failed = Vec::new();
         if claimed {
             for ch in &m.channels {
                 match s.delete(ch, &text, now, &mcf.limits) {
                     Ok(true) => deleted += 1,
                     Ok(false) => {}
-                    Err(e) => failed.push((ch.clone(), e)),
+                    Err(e) => failed.push((ch, e)),
                 }
             }
         }
-        (claimed, deleted, failed)
+        (claimed, deleted)
     });
-    let Some((claimed, deleted, failed)) = outcome else {
+    let Some((claimed, deleted)) = outcome else {
         return;
     };
     note_consumed(mcf, m.message_id.as_deref());
@@ -268,7 +269,7 @@ fn consumed_delete(mcf: &'static MainConf, m: &BrokerMessage, place: Place, now:
             error,
             crate::ngx::log::Log::cycle(),
             "push_stream: amqp: delete of channel \"{}\" failed: {e}",
-            String::from_utf8_lossy(&ch)
+            String::from_utf8_lossy(ch)
         );
     }
     if claimed {

@@ -8,7 +8,7 @@ use super::keys::{Key, KeyRef};
 use super::record::{concat_in, QEntry};
 use super::ring::Ring;
 use super::subscribers::Subs;
-use super::{copy, ChannelInfo, Limits, Record, Store, StoreError, DELETE_HOLD, OOM};
+use super::{copy, ChannelInfo, Limits, Store, StoreError, DELETE_HOLD, OOM};
 use crate::channel_path::is_wildcard;
 
 pub(super) struct Channel<A: Allocator + Clone> {
@@ -56,6 +56,13 @@ impl<A: Allocator + Clone> Store<A> {
         // One small copy (the id, bounded by the channel id length limit); the listings,
         // which copy many, are fallible.
         self.channels.get(&KeyRef(id)).map(|c| info(id.to_vec(), c))
+    }
+
+    /// A channel's last publish time and tag (no copy: usable under the lock).
+    pub fn last_time_tag(&self, id: &[u8]) -> Option<(i64, u64)> {
+        self.channels
+            .get(&KeyRef(id))
+            .map(|c| (c.last_time, c.last_tag))
     }
 
     pub fn get_or_create(
@@ -134,17 +141,11 @@ impl<A: Allocator + Clone> Store<A> {
 
     /// The deleted-channel notice with log sequence number `seq`, while its channel is in
     /// delete (the log reads it from there).
-    /// (A copy made under the zone lock: fallible, see `copy`.)
-    pub(super) fn deleted_notice(&self, seq: u64) -> Option<Result<Record, StoreError>> {
+    /// Its channel id and text, borrowed (the log copies them, see `copy`).
+    pub(super) fn deleted_notice(&self, seq: u64) -> Option<(&[u8], &[u8])> {
         let i = self.deleting.binary_search_by_key(&seq, |d| d.seq).ok()?;
         let d = &self.deleting[i];
-        Some((|| {
-            Ok(Record::ChannelDeleted {
-                seq,
-                channel: copy::bytes(&d.id.0)?,
-                text: copy::bytes(&d.text)?,
-            })
-        })())
+        Some((&d.id.0, &d.text))
     }
 
     /// The live channels whose id starts with `prefix` (all: None), in creation order. The

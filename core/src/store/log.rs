@@ -3,7 +3,7 @@
 
 use allocator_api2::alloc::Allocator;
 
-use super::{copy, Batch, Store};
+use super::{copy, Batch, Record, Store};
 
 /// How many message bytes one [`Store::records_after`] copies out under the lock at most
 /// (unless one record alone is larger).
@@ -19,12 +19,16 @@ impl<A: Allocator + Clone> Store<A> {
     /// the freeing floor are no longer available: they are skipped and counted in `lost`. The
     /// returned cursor is the last seq consumed (returned or counted lost), or `cursor` when
     /// nothing was. The copies are made under the zone lock: when the process heap cannot take
-    /// one, the batch ends before it (its record is read again by the next call).
+    /// one, the batch ends before it and the record is read again by the next call; a record
+    /// whose copy fails as the first of a batch is skipped and counted in `lost` and
+    /// `no_heap` (so a worker whose heap cannot hold a record never stops reading the log, and
+    /// never pins it for the host).
     pub fn records_after(&self, cursor: u64, max: usize) -> Batch {
         let mut batch = Batch {
             records: Vec::new(),
             cursor,
             lost: 0,
+            no_heap: 0,
         };
         if cursor >= self.last_seq {
             return batch;
@@ -47,7 +51,20 @@ impl<A: Allocator + Clone> Store<A> {
                     m.record().and_then(|r| copy::push(&mut batch.records, r))
                 }
                 None => match self.deleted_notice(next) {
-                    Some(r) => r.and_then(|r| copy::push(&mut batch.records, r)),
+                    Some((channel, text)) => {
+                        bytes = bytes.saturating_add(channel.len() + text.len());
+                        if bytes > MAX_BATCH_BYTES && !batch.records.is_empty() {
+                            break;
+                        }
+                        (|| {
+                            let r = Record::ChannelDeleted {
+                                seq: next,
+                                channel: copy::bytes(channel)?,
+                                text: copy::bytes(text)?,
+                            };
+                            copy::push(&mut batch.records, r)
+                        })()
+                    }
                     None => {
                         batch.lost += 1;
                         Ok(())
@@ -55,7 +72,11 @@ impl<A: Allocator + Clone> Store<A> {
                 },
             };
             if copied.is_err() {
-                break;
+                if !batch.records.is_empty() {
+                    break;
+                }
+                batch.lost += 1;
+                batch.no_heap += 1;
             }
             s = next;
         }

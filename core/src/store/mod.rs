@@ -149,6 +149,8 @@ pub struct Counters {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreError {
     OutOfMemory,
+    /// The worker's own heap could not take a copy out of the store (see `copy`).
+    HeapExhausted,
     ChannelsLimit,
     SubscribersLimit,
     EventsChannel,
@@ -159,6 +161,7 @@ impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             StoreError::OutOfMemory => "shared memory is full",
+            StoreError::HeapExhausted => "this worker's memory is exhausted",
             StoreError::ChannelsLimit => "channel limit reached",
             StoreError::SubscribersLimit => "subscriber limit per channel reached",
             StoreError::EventsChannel => "the events channel is read-only",
@@ -221,6 +224,9 @@ pub struct Batch {
     pub records: Vec<Record>,
     pub cursor: u64,
     pub lost: u64,
+    /// Of `lost`, the records skipped because this worker's heap could not take their copy
+    /// (see `Store::records_after`).
+    pub no_heap: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -844,7 +844,8 @@ fn log_delivery_two_workers() {
         Batch {
             records: vec![],
             cursor: 5,
-            lost: 0
+            lost: 0,
+            no_heap: 0,
         }
     );
     // Freed only once both acked (and after the trash delay).
@@ -912,7 +913,8 @@ fn records_after_in_batches() {
         Batch {
             records: vec![],
             cursor: 0,
-            lost: 0
+            lost: 0,
+            no_heap: 0,
         }
     );
 }
