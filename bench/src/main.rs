@@ -604,10 +604,12 @@ async fn sub_process(a: Args) -> Res<()> {
     // The memory guard: no new connection once the machine's available memory is below
     // --min-free-mb (0: off); checked every 100 ms while connecting.
     let min_free_kb = a.n("min-free-mb", 0) * 1024;
+    let placed = Rc::new(std::cell::Cell::new(false));
     if min_free_kb > 0 {
         let stop = cfg.stop.clone();
+        let placed = placed.clone();
         tokio::task::spawn_local(async move {
-            loop {
+            while !placed.get() {
                 if meminfo_kb("MemAvailable:").is_some_and(|m| m < min_free_kb) {
                     stop.set(true);
                     return;
@@ -651,6 +653,7 @@ async fn sub_process(a: Args) -> Res<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    placed.set(true);
     let secs = t.borrow().last_connect.map(|l| (l - start).as_secs_f64()).unwrap_or(0.0);
     {
         let tt = t.borrow();
@@ -1032,6 +1035,9 @@ async fn one_shot(
     max_wait: f64,
 ) -> Res<Value> {
     let t0 = Instant::now();
+    // Every wait below is bounded: a stuck nginx or client process ends the run with an error.
+    let limit = Duration::from_secs_f64(max_wait.max(1.0));
+    let bounded = |what: &'static str| move |_| format!("{what}: no answer within {limit:?}");
     let mut conn = TcpStream::connect(server).await.map_err(|e| e.to_string())?;
     conn.set_nodelay(true).ok();
     let mut buf = Vec::new();
@@ -1043,8 +1049,8 @@ async fn one_shot(
             body.len()
         );
         conn.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
-        let h = read_head(&mut conn, &mut buf).await?;
-        read_body(&mut conn, &h, &mut buf).await?;
+        let h = tokio::time::timeout(limit, read_head(&mut conn, &mut buf)).await.map_err(bounded("publish"))??;
+        tokio::time::timeout(limit, read_body(&mut conn, &h, &mut buf)).await.map_err(bounded("publish body"))??;
         if (200..300).contains(&h.status) {
             ok += 1;
         } else {
@@ -1057,7 +1063,9 @@ async fn one_shot(
         got = 0;
         for c in children.iter_mut() {
             c.stdin.write_all(b"peek\n").await.map_err(|e| e.to_string())?;
-            got += child_line(c).await?["unique"].as_u64().unwrap_or(0);
+            got += tokio::time::timeout(limit, child_line(c)).await.map_err(bounded("a client process"))??["unique"]
+                .as_u64()
+                .unwrap_or(0);
         }
         if got >= expected {
             break;
@@ -1069,7 +1077,7 @@ async fn one_shot(
     let (mut unique, mut dups) = (0u64, 0u64);
     for c in children.iter_mut() {
         c.stdin.write_all(b"report\n").await.map_err(|e| e.to_string())?;
-        let v = child_line(c).await?;
+        let v = tokio::time::timeout(limit, child_line(c)).await.map_err(bounded("a client process"))??;
         unique += v["unique"].as_u64().unwrap();
         dups += v["dups"].as_u64().unwrap();
         use base64::Engine as _;
@@ -1105,7 +1113,8 @@ async fn orchestrate(a: Args) -> Res<()> {
     let also = a.s("also", "");
 
     // The machine's lowest available memory over the run (the peak of what it all used).
-    let avail_min = Rc::new(std::cell::Cell::new(meminfo_kb("MemAvailable:").unwrap_or(0)));
+    let avail0 = meminfo_kb("MemAvailable:").unwrap_or(0);
+    let avail_min = Rc::new(std::cell::Cell::new(avail0));
     {
         let m = avail_min.clone();
         tokio::task::spawn_local(async move {
@@ -1212,6 +1221,14 @@ async fn orchestrate(a: Args) -> Res<()> {
         result["oneshot"] = Value::Array(shots);
     }
     result["mem_available_min_kb"] = json!(avail_min.get());
+    result["mem_available_kb_before"] = json!(avail0);
+    // What the whole machine (nginx, kernel, load tool) gave per subscriber at the peak:
+    // comparable between runs that stopped at different points.
+    result["machine_bytes_per_conn"] = json!(if connected > 0 {
+        avail0.saturating_sub(avail_min.get()) as f64 * 1024.0 / connected as f64
+    } else {
+        f64::NAN
+    });
     let mut seqs = Rc::new(RefCell::new(vec![0u64; channels]));
     for &rate in &rates {
         let st = Rc::new(RefCell::new(PubStats { ok: vec![0; channels], failed: 0, hist: new_hist(), errors: HashMap::new() }));
