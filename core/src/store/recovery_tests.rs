@@ -37,6 +37,12 @@ fn consistent<A: Allocator + Clone>(s: &Store<A>) {
 /// subscribers; returns it with the per-worker registries (channel, count) the nginx layer
 /// keeps, which is what a rebuild gives back.
 fn full_store(b: &Budget) -> (Store<Budget>, Vec<Registry>) {
+    let (s, regs, _) = full_store_counted(b);
+    (s, regs)
+}
+
+/// [`full_store`], with how many publishes (each to a new channel) filled it.
+fn full_store_counted(b: &Budget) -> (Store<Budget>, Vec<Registry>, usize) {
     let l = lim();
     let mut s = Store::new_in(b.clone(), T, &l).unwrap();
     let workers = [(1usize, 101u32), (2, 102)];
@@ -65,7 +71,7 @@ fn full_store(b: &Budget) -> (Store<Budget>, Vec<Registry>) {
     }
     assert!(i > 10, "the budget holds only {i} publishes");
     consistent(&s);
-    (s, regs)
+    (s, regs, i)
 }
 
 /// What the nginx layer does on a rebuild: a new store in a re-initialised allocator,
@@ -93,7 +99,7 @@ fn rebuild(old: &Store<Budget>, b: &Budget, regs: &[Registry]) -> (Store<Budget>
 #[test]
 fn a_store_filled_by_publishing_is_rebuilt_in_an_allocator_of_the_same_size() {
     let b = Budget::new(ZONE);
-    let (old, regs) = full_store(&b);
+    let (old, regs, filled) = full_store_counted(&b);
     let published = old.counters().published_messages;
     // The slab is re-initialised: a new budget of the same size.
     let fresh = Budget::new(ZONE);
@@ -115,19 +121,38 @@ fn a_store_filled_by_publishing_is_rebuilt_in_an_allocator_of_the_same_size() {
         }
     }
     // The rebuilt store works: publishing continues the sequence, and fills the same budget
-    // again to about the same point.
+    // again to the same point (the same channels with subscribers, publishes to new ones).
     let before = s.last_seq();
     let p = s
         .publish(b"sub0-0", b"again", None, None, true, T + 6, &lim())
         .unwrap();
     assert_eq!(p.seq, before + 1);
     assert!(p.seq > old.last_seq());
+    let mut again = 1;
+    while s
+        .publish(
+            format!("q{again}").as_bytes(),
+            b"x",
+            None,
+            None,
+            true,
+            T + 6,
+            &lim(),
+        )
+        .is_ok()
+    {
+        again += 1;
+    }
+    assert!(
+        again * 10 >= filled * 9,
+        "the rebuilt store took {again} publishes, the first {filled}"
+    );
     consistent(&s);
     drop(old);
     assert_eq!(
         b.used(),
         0,
-        "the damaged store's allocator is not leaked into"
+        "dropping a full store gives back everything it allocated"
     );
 }
 
