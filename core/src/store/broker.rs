@@ -4,11 +4,9 @@
 use std::collections::hash_map::RandomState;
 
 use allocator_api2::alloc::Allocator;
-use allocator_api2::boxed::Box as ABox;
 use hashbrown::HashMap;
 
-use super::keys::KeyRef;
-use super::record::{concat_in, Msg, QEntry, TrashEntry};
+use super::record::{pack, BROKER, MSG};
 use super::{Limits, Store, StoreError, OOM};
 
 /// One remembered exchange message: forgotten at `expires`.
@@ -55,13 +53,13 @@ impl<A: Allocator + Clone> Store<A> {
             .and_then(|o| o.checked_add(1))
             .ok_or(OOM)?;
         let tag = off as u64;
-        match self.channels.get(&KeyRef(id)) {
-            Some(c) if c.events => return Err(StoreError::EventsChannel),
-            Some(c) if off <= c.last_id => {
-                let found = c
-                    .queue
-                    .iter()
-                    .filter_map(|q| self.msgs.get(&q.seq))
+        match self.find(id) {
+            Some(h) if self.chans.get(h).events => return Err(StoreError::EventsChannel),
+            Some(h) if off <= self.chans.get(h).last_id => {
+                let q = self.chans.get(h).queue;
+                let found = q
+                    .iter(&self.msgs)
+                    .map(|m| self.msgs.get(m))
                     .find(|m| m.id == off)
                     .map(|m| (m.time, m.tag));
                 return Ok(found.unwrap_or((time, tag)));
@@ -71,60 +69,24 @@ impl<A: Allocator + Clone> Store<A> {
         }
         // Inserting leaves the delete reserve alone.
         self.hold_reserve(limits)?;
+        let h = self.find(id).ok_or(OOM)?;
         // Reserve everything first.
-        let data = concat_in(&self.alloc, &[id, event_id, event_type, text])?;
-        let msg = Msg {
-            seq: 0,
-            id: off,
-            time,
-            tag,
-            broker: !to_log,
-            published_ms: if to_log { self.clock_ms } else { 0 },
-            chan_len: id.len(),
-            eid_len: (!event_id.is_empty()).then_some(event_id.len()),
-            etype_len: (!event_type.is_empty()).then_some(event_type.len()),
-            data,
-        };
-        let mut boxed = ABox::try_new_in(msg, self.alloc.clone()).map_err(|_| OOM)?;
-        self.msgs.try_reserve(1).map_err(|_| OOM)?;
-        self.trash.try_reserve(self.queued_total + 1)?;
-        let ch = self.channels.get_mut(&KeyRef(id)).ok_or(OOM)?;
-        if store {
-            ch.queue.try_reserve(1)?;
-        }
+        let ms = if to_log { self.clock_ms } else { 0 };
+        let eid = (!event_id.is_empty()).then_some(event_id);
+        let ety = (!event_type.is_empty()).then_some(event_type);
+        let data = pack(&self.alloc, ms, id, eid, ety, text)?;
+        self.msgs.reserve(1)?;
+        self.index.reserve(self.last_seq + 1)?;
         // Commit (nothing below allocates).
-        self.last_seq += 1;
-        let seq = self.last_seq;
+        let ch = self.chans.get_mut(h);
         ch.last_id = off;
         ch.last_time = time;
         ch.last_tag = tag;
         ch.inactive_at = now.saturating_add(limits.channel_inactivity_time);
-        boxed.seq = seq;
-        self.msgs.insert(seq, boxed);
         self.published += 1;
         self.broker_offset = Some(self.broker_offset.map_or(offset, |b| b.max(offset)));
-        let deadline = now.saturating_add(limits.trash_delay());
-        if store {
-            let expires = time.max(now).saturating_add(limits.message_ttl);
-            let _ = ch.queue.push_back(QEntry { seq, expires }); // room reserved above
-            self.queued_total += 1;
-            self.stored += 1;
-            let max = limits.max_messages_stored_per_channel.unwrap_or(u64::MAX);
-            while ch.queue.len() as u64 > max {
-                let Some(old) = ch.queue.pop_front() else {
-                    break;
-                };
-                self.queued_total -= 1;
-                self.stored -= 1;
-                let _ = self.trash.push_back(TrashEntry {
-                    seq: old.seq,
-                    deadline,
-                });
-                self.messages_in_trash += 1;
-            }
-        } else {
-            self.trash_record(seq, deadline);
-        }
+        let kind = if to_log { MSG } else { BROKER };
+        self.add_record(h, off, time, tag, kind, data, store, now, limits)?;
         Ok((time, tag))
     }
 

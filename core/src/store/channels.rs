@@ -2,50 +2,154 @@
 
 use allocator_api2::alloc::Allocator;
 use allocator_api2::boxed::Box as ABox;
-use allocator_api2::vec::Vec as AVec;
 
-use super::keys::{Key, KeyRef};
-use super::record::{concat_in, QEntry};
-use super::ring::Ring;
-use super::subscribers::Subs;
-use super::{ChannelInfo, Limits, Record, Store, StoreError, DELETE_HOLD, OOM};
+use super::index::CHANNEL;
+use super::keys::try_copy;
+use super::pool::{empty_box, try_boxed, Fifo, Slot, NIL};
+use super::subscribers::SlotCount;
+use super::table::Hashed;
+use super::{ChannelInfo, Limits, Store, StoreError, DELETE_HOLD, OOM};
 use crate::channel_path::is_wildcard;
 
-pub(super) struct Channel<A: Allocator + Clone> {
-    /// Creation order (for listings).
+/// Channel ids up to this long are kept in the node.
+pub(super) const INLINE: usize = 16;
+
+/// A live channel.
+pub(super) const LIVE: u8 = 1;
+/// A deleted channel in delete (on the `deleting` list): it is its channel-deleted notice too
+/// (the log record `order`, its text after the id in `long`).
+pub(super) const DELETING: u8 = 2;
+/// A channel in the channel trash (on `chan_trash`; `inactive_at` is when it is freed).
+pub(super) const TRASHED: u8 = 3;
+
+/// One channel (128 bytes with the zone's allocator).
+pub(super) struct ChanNode<A: Allocator> {
+    /// Its bucket's chain while live; the delete list or the channel trash after.
+    pub(super) next: u32,
+    pub(super) hash: u32,
+    /// Stored messages, oldest first (linked through the message nodes).
+    pub(super) queue: Fifo,
+    pub(super) id_len: u32,
+    /// The first worker slot's subscriber count (most channels have subscribers on one
+    /// worker); further slots are in `more` (a chain of subscriber nodes).
+    pub(super) s0: SlotCount,
+    pub(super) more: u32,
+    pub(super) state: u8,
+    pub(super) wildcard: bool,
+    pub(super) events: bool,
+    pub(super) _pad: u8,
+    /// Creation order (for listings); in delete: the seq of its notice.
     pub(super) order: u64,
-    pub(super) queue: Ring<QEntry, A>,
     pub(super) last_id: i64,
     pub(super) last_time: i64,
     pub(super) last_tag: u64,
-    pub(super) subs: Subs<A>,
-    /// Inactivity deadline.
+    /// Inactivity deadline (in delete: when it may go to the trash; in the trash: when it is
+    /// freed).
     pub(super) inactive_at: i64,
-    pub(super) wildcard: bool,
-    pub(super) events: bool,
+    /// Sum of the per-slot subscriber counts.
+    pub(super) total: u64,
+    pub(super) inline: [u8; INLINE],
+    /// The id when it is longer than `INLINE` (empty otherwise), followed by the notice's
+    /// text in delete.
+    pub(super) long: ABox<[u8], A>,
 }
 
-/// A deleted channel, counted in `channels_in_delete`, with its deleted-channel notice (the
-/// log record `seq`): it goes to the channel trash once its subscribers have been told, every
-/// worker has read the notice and `ready_at` has passed (see [`DELETE_HOLD`]). One small
-/// allocation per delete (boxed, its text apart), and no growth of the message map or the
-/// trash, so that a delete still fits when publishing has filled the zone.
-pub(super) struct Deleting<A: Allocator> {
-    pub(super) id: Key<A>,
-    pub(super) subs: Subs<A>,
-    pub(super) ready_at: i64,
-    pub(super) seq: u64,
-    pub(super) text: AVec<u8, A>,
+impl<A: Allocator + Clone> Slot<A> for ChanNode<A> {
+    fn vacant(alloc: &A) -> Self {
+        ChanNode {
+            next: NIL,
+            hash: 0,
+            queue: Fifo::EMPTY,
+            id_len: 0,
+            s0: SlotCount::default(),
+            more: NIL,
+            state: 0,
+            wildcard: false,
+            events: false,
+            _pad: 0,
+            order: 0,
+            last_id: 0,
+            last_time: 0,
+            last_tag: 0,
+            inactive_at: 0,
+            total: 0,
+            inline: [0; INLINE],
+            long: empty_box(alloc),
+        }
+    }
+    fn is_vacant(&self) -> bool {
+        self.state == 0
+    }
+    fn link(&self) -> u32 {
+        self.next
+    }
+    fn set_link(&mut self, h: u32) {
+        self.next = h;
+    }
+}
+
+impl<A: Allocator> Hashed for ChanNode<A> {
+    fn hash(&self) -> u32 {
+        self.hash
+    }
+}
+
+impl<A: Allocator> ChanNode<A> {
+    pub(super) fn id(&self) -> &[u8] {
+        let n = self.id_len as usize;
+        if n <= INLINE {
+            &self.inline[..n]
+        } else {
+            &self.long[..n]
+        }
+    }
+
+    /// The text of its channel-deleted notice (in delete).
+    pub(super) fn notice_text(&self) -> &[u8] {
+        let n = self.id_len as usize;
+        &self.long[if n <= INLINE { 0 } else { n }..]
+    }
 }
 
 impl<A: Allocator + Clone> Store<A> {
+    pub(super) fn hash_id(&self, id: &[u8]) -> u32 {
+        use core::hash::BuildHasher;
+        self.hasher.hash_one(id) as u32
+    }
+
+    /// The live channel `id`.
+    pub(super) fn find(&self, id: &[u8]) -> Option<u32> {
+        let hv = self.hash_id(id);
+        let mut h = self.table.head(self.table.bucket(hv));
+        while h != NIL {
+            let c = self.chans.get(h);
+            if c.hash == hv && c.id() == id {
+                return Some(h);
+            }
+            h = c.next;
+        }
+        None
+    }
+
+    /// Every live channel's handle, bucket by bucket (`f` may not change the table).
+    pub(super) fn each_channel(&self, mut f: impl FnMut(u32, &ChanNode<A>)) {
+        for b in 0..self.table.buckets() {
+            let mut h = self.table.head(b);
+            while h != NIL {
+                let c = self.chans.get(h);
+                f(h, c);
+                h = c.next;
+            }
+        }
+    }
+
     /// Creates the events channel if `limits.events_channel_id` is set and it does not exist
     /// yet (for example when the option was only enabled on a reload; the C module crashes
     /// there). No-op otherwise. Not subject to the channel limits; counted in `channels`.
     pub fn ensure_events_channel(&mut self, now: i64, limits: &Limits) -> Result<(), StoreError> {
         if let Some(eid) = limits.events_channel_id.as_deref() {
-            match self.channels.get_mut(&KeyRef(eid)) {
-                Some(ch) => ch.events = true,
+            match self.find(eid) {
+                Some(h) => self.chans.get_mut(h).events = true,
                 None => self.create_channel(eid, now, limits, true)?,
             }
         }
@@ -53,7 +157,7 @@ impl<A: Allocator + Clone> Store<A> {
     }
 
     pub fn channel(&self, id: &[u8]) -> Option<ChannelInfo> {
-        self.channels.get(&KeyRef(id)).map(|c| info(id, c))
+        self.find(id).map(|h| info(self.chans.get(h)))
     }
 
     pub fn get_or_create(
@@ -62,7 +166,7 @@ impl<A: Allocator + Clone> Store<A> {
         now: i64,
         limits: &Limits,
     ) -> Result<ChannelInfo, StoreError> {
-        if self.channels.get(&KeyRef(id)).is_none() {
+        if self.find(id).is_none() {
             let events = limits.events_channel_id.as_deref() == Some(id);
             self.create_channel(id, now, limits, events)?;
         }
@@ -82,73 +186,80 @@ impl<A: Allocator + Clone> Store<A> {
         now: i64,
         limits: &Limits,
     ) -> Result<bool, StoreError> {
-        let Some(ch) = self.channels.get(&KeyRef(id)) else {
+        let Some(h) = self.find(id) else {
             return Ok(false);
         };
-        if ch.events {
+        if self.chans.get(h).events {
             return Err(StoreError::EventsChannel);
         }
-        // Reserve everything first (the stored messages move into the trash, which has room
-        // for everything queued); when the zone is full, once more with the reserve freed.
-        let mut entry = match self.delete_entry(text) {
-            Ok(e) => e,
-            Err(_) if self.release_reserve() => self.delete_entry(text)?,
+        // Reserve everything first (the channel node stays, on the delete list, and holds the
+        // notice; its stored messages move to the trash through their own links); when the
+        // zone is full, once more with the reserve freed.
+        let long = match self.notice_room(h, text) {
+            Ok(d) => d,
+            Err(_) if self.release_reserve() => self.notice_room(h, text)?,
             Err(e) => return Err(e),
         };
         // Commit (nothing below allocates).
-        let Some((key, mut ch)) = self.channels.remove_entry(&KeyRef(id)) else {
-            return Ok(false);
-        };
-        self.unlink_counts(&ch);
+        self.table.remove(&mut self.chans, h);
+        self.unlink_counts(h);
         let deadline = now.saturating_add(limits.trash_delay());
-        for e in ch.queue.iter() {
-            self.queued_total -= 1;
-            self.trash_record(e.seq, deadline);
-            self.stored -= 1;
-        }
-        entry.subs = core::mem::replace(&mut ch.subs, Subs::new_in(self.alloc.clone()));
-        drop(ch);
+        self.queue_to_trash(h, deadline);
         self.last_seq += 1;
-        entry.id = key;
-        entry.seq = self.last_seq;
-        entry.ready_at = now.saturating_add(DELETE_HOLD);
-        self.deleting.push(entry);
+        let seq = self.last_seq;
+        self.index.set(seq, h | CHANNEL);
+        let c = self.chans.get_mut(h);
+        c.state = DELETING;
+        c.order = seq;
+        if let Some(long) = long {
+            c.long = long;
+        }
+        c.inactive_at = now.saturating_add(DELETE_HOLD);
+        self.deleting.push(&mut self.chans, h);
         Ok(true)
     }
 
-    /// The memory of one delete: its entry (with the notice's text) and its place in the list.
-    fn delete_entry(&mut self, text: &[u8]) -> Result<ABox<Deleting<A>, A>, StoreError> {
-        let entry = Deleting {
-            id: Key(AVec::new_in(self.alloc.clone())),
-            subs: Subs::new_in(self.alloc.clone()),
-            ready_at: 0,
-            seq: 0,
-            text: concat_in(&self.alloc, &[text])?,
+    /// The memory of channel `h`'s delete: a log index entry for its notice, and unless the
+    /// text is empty, the id kept outside the node followed by the text (in one allocation).
+    fn notice_room(&mut self, h: u32, text: &[u8]) -> Result<Option<ABox<[u8], A>>, StoreError> {
+        self.index.reserve(self.last_seq + 1)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let c = self.chans.get(h);
+        let kept = if c.id_len as usize <= INLINE {
+            &[][..]
+        } else {
+            c.id()
         };
-        let entry = ABox::try_new_in(entry, self.alloc.clone()).map_err(|_| OOM)?;
-        self.deleting.try_reserve(1).map_err(|_| OOM)?;
-        Ok(entry)
+        let n = kept.len().checked_add(text.len()).ok_or(OOM)?;
+        let b = try_boxed(&self.alloc, n, |i| {
+            kept.get(i).copied().unwrap_or_else(|| text[i - kept.len()])
+        })?;
+        Ok(Some(b))
     }
 
-    /// The deleted-channel notice with log sequence number `seq`, while its channel is in
-    /// delete (the log reads it from there).
-    pub(super) fn deleted_notice(&self, seq: u64) -> Option<Record> {
-        let i = self.deleting.binary_search_by_key(&seq, |d| d.seq).ok()?;
-        let d = &self.deleting[i];
-        Some(Record::ChannelDeleted {
-            seq,
-            channel: d.id.0.to_vec(),
-            text: d.text.to_vec(),
-        })
+    /// Moves channel `h`'s stored messages to the trash, to be freed at `deadline`.
+    pub(super) fn queue_to_trash(&mut self, h: u32, deadline: i64) {
+        let mut q = self.chans.get(h).queue;
+        let events = self.chans.get(h).events;
+        while let Some(m) = q.pop(&mut self.msgs) {
+            self.queued_total -= 1;
+            if !events {
+                self.stored -= 1;
+            }
+            self.trash_record(m, deadline);
+        }
+        self.chans.get_mut(h).queue = q;
     }
 
     pub fn channels(&self, prefix: Option<&[u8]>) -> Vec<ChannelInfo> {
-        let mut v: Vec<(u64, ChannelInfo)> = self
-            .channels
-            .iter()
-            .filter(|(k, _)| k.0.starts_with(prefix.unwrap_or_default()))
-            .map(|(k, c)| (c.order, info(&k.0, c)))
-            .collect();
+        let mut v: Vec<(u64, ChannelInfo)> = Vec::new();
+        self.each_channel(|_, c| {
+            if c.id().starts_with(prefix.unwrap_or_default()) {
+                v.push((c.order, info(c)));
+            }
+        });
         v.sort_unstable_by_key(|(o, _)| *o);
         v.into_iter().map(|(_, i)| i).collect()
     }
@@ -173,43 +284,55 @@ impl<A: Allocator + Clone> Store<A> {
             // Creating channels leaves the delete reserve alone.
             self.hold_reserve(limits)?;
         }
-        let key = Key(concat_in(&self.alloc, &[id])?);
-        self.channels.try_reserve(1).map_err(|_| OOM)?;
-        self.chan_trash
-            .try_reserve(self.channels.len() + self.deleting.len() + 1)?;
-        let ch = Channel {
-            order: self.next_order,
-            queue: Ring::new_in(self.alloc.clone()),
-            last_id: 0,
-            last_time: 0,
-            last_tag: 0,
-            subs: Subs::new_in(self.alloc.clone()),
-            inactive_at: now.saturating_add(limits.channel_inactivity_time),
-            wildcard,
-            events,
+        let id_len = u32::try_from(id.len()).map_err(|_| OOM)?;
+        let mut node = ChanNode::vacant(&self.alloc);
+        if id.len() <= INLINE {
+            node.inline[..id.len()].copy_from_slice(id);
+        } else {
+            node.long = try_boxed(&self.alloc, id.len(), |i| id[i])?;
+        }
+        self.table.reserve()?;
+        self.chans.reserve(1)?;
+        // Commit.
+        node.hash = self.hash_id(id);
+        node.id_len = id_len;
+        node.state = LIVE;
+        node.wildcard = wildcard;
+        node.events = events;
+        node.order = self.next_order;
+        node.inactive_at = now.saturating_add(limits.channel_inactivity_time);
+        let Ok(h) = self.chans.insert(node) else {
+            return Err(OOM); // reserved above: cannot happen
         };
+        self.table.insert(&mut self.chans, h);
         self.next_order += 1;
-        self.channels.insert(key, ch);
         if wildcard {
             self.n_wildcard += 1;
         } else {
             self.n_channels += 1;
         }
+        // Best effort, never needed for correctness.
+        self.table.grow(&mut self.chans);
         if !events {
             self.emit("channel_created", id, now, limits);
         }
         Ok(())
     }
 
-    /// A channel leaves for the trash (room is guaranteed by the capacity invariant).
-    pub(super) fn channel_to_trash(&mut self, now: i64, limits: &Limits) {
-        let _ = self
-            .chan_trash
-            .push_back(now.saturating_add(limits.trash_delay()));
+    /// Channel `h` (no longer live nor in delete) goes to the channel trash until its trash
+    /// delay has passed: what it owns is freed now, its node then (never allocates).
+    pub(super) fn channel_to_trash(&mut self, h: u32, now: i64, limits: &Limits) {
+        self.free_subs(h);
+        let c = self.chans.get_mut(h);
+        c.state = TRASHED;
+        c.queue = Fifo::EMPTY;
+        c.long = empty_box(&self.alloc);
+        c.inactive_at = now.saturating_add(limits.trash_delay());
+        self.chan_trash.push(&mut self.chans, h);
     }
 
-    pub(super) fn unlink_counts(&mut self, ch: &Channel<A>) {
-        if ch.wildcard {
+    pub(super) fn unlink_counts(&mut self, h: u32) {
+        if self.chans.get(h).wildcard {
             self.n_wildcard -= 1;
         } else {
             self.n_channels -= 1;
@@ -221,33 +344,46 @@ impl<A: Allocator + Clone> Store<A> {
     /// Returns how many moved.
     pub(super) fn collect_deleted(&mut self, now: i64, limits: &Limits) -> u64 {
         let floor = self.log_floor;
-        let ready = |d: &Deleting<A>| d.subs.total == 0 && d.ready_at <= now && d.seq <= floor;
-        if !self.deleting.iter().any(|d| ready(d)) {
-            return 0;
-        }
-        // Taken out while the events go into the events channel (`emit` does not touch it;
-        // the trash room reserved for these channels stays reserved).
-        let mut del = core::mem::replace(&mut self.deleting, AVec::new_in(self.alloc.clone()));
         let mut moved = 0;
-        for d in del.iter().filter(|d| ready(d)) {
-            self.channel_to_trash(now, limits);
-            self.emit("channel_destroyed", &d.id.0, now, limits);
+        let mut prev = NIL;
+        let mut h = self.deleting.head;
+        while h != NIL {
+            let c = self.chans.get(h);
+            let next = c.next;
+            let ready = c.total == 0 && c.inactive_at <= now && c.order <= floor;
+            if !ready {
+                prev = h;
+                h = next;
+                continue;
+            }
+            let id = try_copy(c.id());
+            self.deleting.unlink(&mut self.chans, prev, h);
+            self.channel_to_trash(h, now, limits);
+            match id {
+                Some(id) => self.emit("channel_destroyed", &id, now, limits),
+                None => self.lost_event(limits, 1),
+            }
             moved += 1;
-        }
-        del.retain(|d| !ready(d));
-        if !del.is_empty() {
-            self.deleting = del;
+            h = next;
         }
         moved
     }
+
+    /// `n` events that could not be built (the process heap refused a temporary copy).
+    pub(super) fn lost_event(&mut self, limits: &Limits, n: u64) {
+        let ev = limits.events_channel_id.as_deref();
+        if ev.is_some_and(|e| self.find(e).is_some_and(|h| self.chans.get(h).events)) {
+            self.dropped_events = self.dropped_events.saturating_add(n);
+        }
+    }
 }
 
-pub(super) fn info<A: Allocator + Clone>(id: &[u8], c: &Channel<A>) -> ChannelInfo {
+pub(super) fn info<A: Allocator>(c: &ChanNode<A>) -> ChannelInfo {
     ChannelInfo {
-        id: id.to_vec(),
+        id: c.id().to_vec(),
         published_messages: c.last_id.max(0) as u64,
-        stored_messages: c.queue.len() as u64,
-        subscribers: c.subs.total,
+        stored_messages: u64::from(c.queue.len),
+        subscribers: c.total,
         wildcard: c.wildcard,
         events: c.events,
         last_time: c.last_time,

@@ -1,9 +1,13 @@
-//! The host delivery log: every record with a seq in `(log_floor, last_seq]`, read by each
-//! worker from its cursor.
+//! The host delivery log: every record with a seq in `(log_floor, last_seq]`, found through
+//! the log index, read by each worker from its cursor.
 
 use allocator_api2::alloc::Allocator;
 
-use super::{Batch, Store};
+use super::channels::DELETING;
+use super::index::CHANNEL;
+use super::pool::NIL;
+use super::record::BROKER;
+use super::{Batch, Record, Store};
 
 impl<A: Allocator + Clone> Store<A> {
     pub fn last_seq(&self) -> u64 {
@@ -29,12 +33,22 @@ impl<A: Allocator + Clone> Store<A> {
         }
         while s < self.last_seq && batch.records.len() < max {
             s += 1;
-            match self.msgs.get(&s) {
-                Some(m) if m.broker => {}
-                Some(m) => batch.records.push(m.record()),
-                None => match self.deleted_notice(s) {
-                    Some(r) => batch.records.push(r),
-                    None => batch.lost += 1,
+            match self.index.get(s) {
+                NIL => batch.lost += 1,
+                e if e & CHANNEL != 0 => match self.chans.get(e & !CHANNEL) {
+                    c if c.state == DELETING && c.order == s => {
+                        batch.records.push(Record::ChannelDeleted {
+                            seq: s,
+                            channel: c.id().to_vec(),
+                            text: c.notice_text().to_vec(),
+                        })
+                    }
+                    _ => batch.lost += 1,
+                },
+                m => match self.msgs.get(m) {
+                    n if n.seq != s => batch.lost += 1,
+                    n if n.kind == BROKER => {}
+                    n => batch.records.push(n.record()),
                 },
             }
         }

@@ -1,10 +1,9 @@
 //! Publishing, stored messages and the events channel.
 
 use allocator_api2::alloc::Allocator;
-use allocator_api2::boxed::Box as ABox;
 
-use super::keys::KeyRef;
-use super::record::{concat_in, Msg, QEntry, TrashEntry};
+use super::pool::Slot;
+use super::record::{pack, MsgNode, MSG};
 use super::{Limits, Published, Store, StoreError, StoredMessage, OOM};
 use crate::resume::{old_messages_start, Cursor, MessageMeta};
 
@@ -23,8 +22,8 @@ impl<A: Allocator + Clone> Store<A> {
         if limits.events_channel_id.as_deref() == Some(id) {
             return Err(StoreError::EventsChannel);
         }
-        match self.channels.get(&KeyRef(id)) {
-            Some(c) if c.events => return Err(StoreError::EventsChannel),
+        match self.find(id) {
+            Some(h) if self.chans.get(h).events => return Err(StoreError::EventsChannel),
             Some(_) => {}
             None => self.create_channel(id, now, limits, false)?,
         }
@@ -34,21 +33,22 @@ impl<A: Allocator + Clone> Store<A> {
     }
 
     pub fn old_messages(&self, id: &[u8], cursor: &Cursor) -> Vec<StoredMessage> {
-        let Some(ch) = self.channels.get(&KeyRef(id)) else {
+        let Some(h) = self.find(id) else {
             return Vec::new();
         };
-        if ch.queue.is_empty() {
+        let queue = self.chans.get(h).queue;
+        if queue.len == 0 {
             return Vec::new();
         }
         let want_eid = cursor
             .last_event_id
             .as_deref()
             .is_some_and(|e| !e.is_empty());
-        let metas: Vec<MessageMeta> = ch
-            .queue
-            .iter()
-            .map(|e| match self.msgs.get(&e.seq) {
-                Some(m) => MessageMeta {
+        let metas: Vec<MessageMeta> = queue
+            .iter(&self.msgs)
+            .map(|m| {
+                let m = self.msgs.get(m);
+                MessageMeta {
                     time: m.time,
                     tag: m.tag,
                     event_id: if want_eid {
@@ -56,17 +56,16 @@ impl<A: Allocator + Clone> Store<A> {
                     } else {
                         None
                     },
-                },
-                None => MessageMeta::default(),
+                }
             })
             .collect();
         let Some(start) = old_messages_start(&metas, cursor) else {
             return Vec::new();
         };
-        ch.queue
-            .iter()
+        queue
+            .iter(&self.msgs)
             .skip(start)
-            .filter_map(|e| self.msgs.get(&e.seq).map(|m| m.stored()))
+            .map(|m| self.msgs.get(m).stored())
             .collect()
     }
 
@@ -88,39 +87,13 @@ impl<A: Allocator + Clone> Store<A> {
         now: i64,
         limits: &Limits,
     ) -> Result<Published, StoreError> {
-        if self.channels.get(&KeyRef(id)).is_none() {
+        let Some(h) = self.find(id) else {
             return Err(OOM);
-        }
-        // Reserve everything first.
-        let data = concat_in(
-            &self.alloc,
-            &[
-                id,
-                event_id.unwrap_or_default(),
-                event_type.unwrap_or_default(),
-                text,
-            ],
-        )?;
-        let msg = Msg {
-            seq: 0,
-            id: 0,
-            time: 0,
-            tag: 0,
-            broker: false,
-            published_ms: 0,
-            chan_len: id.len(),
-            eid_len: event_id.map(<[u8]>::len),
-            etype_len: event_type.map(<[u8]>::len),
-            data,
         };
-        let mut boxed = ABox::try_new_in(msg, self.alloc.clone()).map_err(|_| OOM)?;
-        self.msgs.try_reserve(1).map_err(|_| OOM)?;
-        // The new message ends up queued or trashed: keep room for it in the trash.
-        self.trash.try_reserve(self.queued_total + 1)?;
-        let ch = self.channels.get_mut(&KeyRef(id)).ok_or(OOM)?;
-        if store {
-            ch.queue.try_reserve(1)?;
-        }
+        // Reserve everything first.
+        let data = pack(&self.alloc, self.clock_ms, id, event_id, event_type, text)?;
+        self.msgs.reserve(1)?;
+        self.index.reserve(self.last_seq + 1)?;
 
         // Commit (nothing below allocates).
         let time = now.max(self.last_time);
@@ -131,49 +104,16 @@ impl<A: Allocator + Clone> Store<A> {
         };
         self.last_time = time;
         self.last_tag = tag;
-        self.last_seq += 1;
-        let seq = self.last_seq;
+        let ch = self.chans.get_mut(h);
         let mid = ch.last_id + 1;
         ch.last_id = mid;
         ch.last_time = time;
         ch.last_tag = tag;
         ch.inactive_at = now.saturating_add(limits.channel_inactivity_time);
-        let events = ch.events;
-        boxed.seq = seq;
-        boxed.id = mid;
-        boxed.time = time;
-        boxed.tag = tag;
-        boxed.published_ms = self.clock_ms;
-        self.msgs.insert(seq, boxed);
-        if !events {
+        if !ch.events {
             self.published += 1;
         }
-        let deadline = now.saturating_add(limits.trash_delay());
-        if store {
-            let expires = time.saturating_add(limits.message_ttl);
-            let _ = ch.queue.push_back(QEntry { seq, expires }); // room reserved above
-            self.queued_total += 1;
-            if !events {
-                self.stored += 1;
-            }
-            let max = limits.max_messages_stored_per_channel.unwrap_or(u64::MAX);
-            while ch.queue.len() as u64 > max {
-                let Some(old) = ch.queue.pop_front() else {
-                    break;
-                };
-                self.queued_total -= 1;
-                if !events {
-                    self.stored -= 1;
-                }
-                let _ = self.trash.push_back(TrashEntry {
-                    seq: old.seq,
-                    deadline,
-                });
-                self.messages_in_trash += 1;
-            }
-        } else {
-            self.trash_record(seq, deadline);
-        }
+        let seq = self.add_record(h, mid, time, tag, MSG, data, store, now, limits)?;
         Ok(Published {
             seq,
             id: mid,
@@ -182,9 +122,65 @@ impl<A: Allocator + Clone> Store<A> {
         })
     }
 
-    /// Appends a message to the trash (room is guaranteed by the capacity invariant).
-    pub(super) fn trash_record(&mut self, seq: u64, deadline: i64) {
-        let _ = self.trash.push_back(TrashEntry { seq, deadline });
+    /// Adds a message record of channel `h` (its node and log index entry reserved): into the
+    /// log, then into the channel's queue (`store`, trimmed to the channel's limit) or the
+    /// trash. Returns its seq. Never allocates.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn add_record(
+        &mut self,
+        h: u32,
+        mid: i64,
+        time: i64,
+        tag: u64,
+        kind: u8,
+        data: allocator_api2::boxed::Box<[u8], A>,
+        store: bool,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<u64, StoreError> {
+        let mut node = MsgNode::vacant(&self.alloc);
+        node.seq = self.last_seq + 1;
+        node.id = mid;
+        node.time = time;
+        node.tag = tag;
+        node.kind = kind;
+        node.data = data;
+        let m = self.msgs.insert(node)?; // reserved by the caller: cannot fail
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        self.index.set(seq, m);
+        let deadline = now.saturating_add(limits.trash_delay());
+        if !store {
+            self.trash_record(m, deadline);
+            return Ok(seq);
+        }
+        let events = self.chans.get(h).events;
+        self.msgs.get_mut(m).when = time.max(now).saturating_add(limits.message_ttl);
+        let mut q = self.chans.get(h).queue;
+        q.push(&mut self.msgs, m);
+        self.queued_total += 1;
+        if !events {
+            self.stored += 1;
+        }
+        let max = limits.max_messages_stored_per_channel.unwrap_or(u64::MAX);
+        while u64::from(q.len) > max {
+            let Some(old) = q.pop(&mut self.msgs) else {
+                break;
+            };
+            self.queued_total -= 1;
+            if !events {
+                self.stored -= 1;
+            }
+            self.trash_record(old, deadline);
+        }
+        self.chans.get_mut(h).queue = q;
+        Ok(seq)
+    }
+
+    /// Appends message node `m` to the trash (linked through the node: never allocates).
+    pub(super) fn trash_record(&mut self, m: u32, deadline: i64) {
+        self.msgs.get_mut(m).when = deadline;
+        self.trash.push(&mut self.msgs, m);
         self.messages_in_trash += 1;
     }
 
@@ -196,7 +192,7 @@ impl<A: Allocator + Clone> Store<A> {
         if eid == channel {
             return;
         }
-        if !self.channels.get(&KeyRef(eid)).is_some_and(|c| c.events) {
+        if !self.find(eid).is_some_and(|h| self.chans.get(h).events) {
             return;
         }
         let mut text = Vec::with_capacity(34 + ty.len() + channel.len());

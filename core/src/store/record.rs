@@ -1,103 +1,215 @@
-//! One stored message and the queue and trash entries that point at it. (A channel-deleted
-//! notice lives in its deleted channel's entry, see `channels`.)
+//! One stored record: a message node (72 bytes with the zone's allocator) and its packed bytes
+//! (one allocation: the publish time in milliseconds, then the lengths as varints, then the
+//! channel id, the event id, the event type and the text back to back). (A channel-deleted
+//! notice is kept in its deleted channel's node, see `channels`.)
 
 use allocator_api2::alloc::Allocator;
-use allocator_api2::vec::Vec as AVec;
+use allocator_api2::boxed::Box as ABox;
 
-use super::{Record, StoreError, StoredMessage, OOM};
+use super::pool::{empty_box, try_boxed, Slot, NIL};
+use super::{Record, StoreError, StoredMessage};
 
-#[derive(Clone, Copy, Default)]
-pub(super) struct QEntry {
-    pub(super) seq: u64,
-    pub(super) expires: i64,
-}
-
-#[derive(Clone, Copy, Default)]
-pub(super) struct TrashEntry {
-    pub(super) seq: u64,
-    pub(super) deadline: i64,
-}
-
-/// One published message. `data` holds, back to back, the channel id, the event id, the event
-/// type and the text.
-pub(super) struct Msg<A: Allocator> {
+/// A message in the host delivery log.
+pub(super) const MSG: u8 = 1;
+/// A message consumed from the broker by every worker: not part of the host delivery log.
+/// (A broker message one worker consumed for the host, `push_stream_amqp_consumer host`, is a
+/// `MSG`: the others deliver it from the log.)
+pub(super) const BROKER: u8 = 2;
+pub(super) struct MsgNode<A: Allocator> {
     pub(super) seq: u64,
     pub(super) id: i64,
     pub(super) time: i64,
     pub(super) tag: u64,
-    /// Consumed from the broker and not part of the host delivery log (every worker consumes
-    /// the broker itself). False for a broker message that one worker consumed for the host
-    /// (`push_stream_amqp_consumer host`): the others deliver it from the log.
-    pub(super) broker: bool,
-    /// Publish time in milliseconds (see `Store::set_clock_ms`), for delivery latency.
-    pub(super) published_ms: i64,
-    pub(super) chan_len: usize,
-    pub(super) eid_len: Option<usize>,
-    pub(super) etype_len: Option<usize>,
-    pub(super) data: AVec<u8, A>,
+    /// While queued: when it expires; in the trash: when it may be freed.
+    pub(super) when: i64,
+    /// The queue or trash it is on (or the free list).
+    pub(super) next: u32,
+    /// `MSG` or `BROKER` (0: vacant).
+    pub(super) kind: u8,
+    pub(super) _pad: [u8; 3],
+    pub(super) data: ABox<[u8], A>,
 }
 
-impl<A: Allocator> Msg<A> {
+impl<A: Allocator + Clone> Slot<A> for MsgNode<A> {
+    fn vacant(alloc: &A) -> Self {
+        MsgNode {
+            seq: 0,
+            id: 0,
+            time: 0,
+            tag: 0,
+            when: 0,
+            next: NIL,
+            kind: 0,
+            _pad: [0; 3],
+            data: empty_box(alloc),
+        }
+    }
+    fn is_vacant(&self) -> bool {
+        self.kind == 0
+    }
+    fn link(&self) -> u32 {
+        self.next
+    }
+    fn set_link(&mut self, h: u32) {
+        self.next = h;
+    }
+}
+
+/// Where the parts are in a record's packed bytes.
+pub(super) struct Parts {
+    pub(super) published_ms: i64,
+    pub(super) channel: (usize, usize),
+    pub(super) event_id: Option<(usize, usize)>,
+    pub(super) event_type: Option<(usize, usize)>,
+    pub(super) text: usize,
+}
+
+fn put_varint(out: &mut [u8], at: &mut usize, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        out[*at] = if v == 0 { b } else { b | 0x80 };
+        *at += 1;
+        if v == 0 {
+            return;
+        }
+    }
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn get_varint(b: &[u8], at: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    while let Some(&x) = b.get(*at) {
+        *at += 1;
+        if shift < 64 {
+            v |= u64::from(x & 0x7f) << shift;
+        }
+        shift += 7;
+        if x & 0x80 == 0 {
+            break;
+        }
+    }
+    v
+}
+
+fn opt_len(p: Option<&[u8]>) -> u64 {
+    p.map_or(0, |p| p.len() as u64 + 1)
+}
+
+/// Packs a record's bytes into one exactly-sized allocation.
+pub(super) fn pack<A: Allocator + Clone>(
+    alloc: &A,
+    published_ms: i64,
+    channel: &[u8],
+    event_id: Option<&[u8]>,
+    event_type: Option<&[u8]>,
+    text: &[u8],
+) -> Result<ABox<[u8], A>, StoreError> {
+    let lens = [channel.len() as u64, opt_len(event_id), opt_len(event_type)];
+    let parts: [&[u8]; 4] = [
+        channel,
+        event_id.unwrap_or_default(),
+        event_type.unwrap_or_default(),
+        text,
+    ];
+    let total = lens
+        .iter()
+        .map(|&l| varint_len(l))
+        .chain(parts.iter().map(|p| p.len()))
+        .try_fold(8usize, |a, n| a.checked_add(n))
+        .ok_or(super::OOM)?;
+    let mut out = try_boxed(alloc, total, |_| 0u8)?;
+    out[..8].copy_from_slice(&published_ms.to_le_bytes());
+    let mut at = 8;
+    for l in lens {
+        put_varint(&mut out, &mut at, l);
+    }
+    for p in parts {
+        out[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+    Ok(out)
+}
+
+impl<A: Allocator> MsgNode<A> {
+    pub(super) fn parts(&self) -> Parts {
+        let d = &self.data[..];
+        let mut ms = [0u8; 8];
+        if let Some(b) = d.get(..8) {
+            ms.copy_from_slice(b);
+        }
+        let mut at = 8;
+        let cl = get_varint(d, &mut at) as usize;
+        let el = get_varint(d, &mut at) as usize;
+        let tl = get_varint(d, &mut at) as usize;
+        let c = (at, at + cl);
+        let e = (c.1, c.1 + el.saturating_sub(1));
+        let t = (e.1, e.1 + tl.saturating_sub(1));
+        Parts {
+            published_ms: i64::from_le_bytes(ms),
+            channel: c,
+            event_id: (el > 0).then_some(e),
+            event_type: (tl > 0).then_some(t),
+            text: t.1,
+        }
+    }
+
+    #[cfg(test)]
     pub(super) fn channel(&self) -> &[u8] {
-        &self.data[..self.chan_len]
+        let (a, b) = self.parts().channel;
+        &self.data[a..b]
     }
-    pub(super) fn eid_end(&self) -> usize {
-        self.chan_len + self.eid_len.unwrap_or(0)
-    }
-    pub(super) fn etype_end(&self) -> usize {
-        self.eid_end() + self.etype_len.unwrap_or(0)
-    }
+
     pub(super) fn event_id(&self) -> Option<&[u8]> {
-        self.eid_len
-            .map(|_| &self.data[self.chan_len..self.eid_end()])
+        self.parts().event_id.map(|(a, b)| &self.data[a..b])
     }
-    pub(super) fn event_type(&self) -> Option<&[u8]> {
-        self.etype_len
-            .map(|_| &self.data[self.eid_end()..self.etype_end()])
-    }
-    pub(super) fn text(&self) -> &[u8] {
-        &self.data[self.etype_end()..]
+
+    fn fields(&self) -> (i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
+        let p = self.parts();
+        let get =
+            |r: Option<(usize, usize)>| r.map_or(Vec::new(), |(a, b)| self.data[a..b].to_vec());
+        (
+            p.published_ms,
+            get(Some(p.channel)),
+            get(p.event_id),
+            get(p.event_type),
+            self.data[p.text..].to_vec(),
+        )
     }
 
     pub(super) fn record(&self) -> Record {
+        let (published_ms, channel, event_id, event_type, text) = self.fields();
         Record::Message {
             seq: self.seq,
-            channel: self.channel().to_vec(),
+            channel,
             id: self.id,
             time: self.time,
             tag: self.tag,
-            event_id: self.event_id().unwrap_or_default().to_vec(),
-            event_type: self.event_type().unwrap_or_default().to_vec(),
-            text: self.text().to_vec(),
-            published_ms: self.published_ms,
+            event_id,
+            event_type,
+            text,
+            published_ms,
         }
     }
 
     pub(super) fn stored(&self) -> StoredMessage {
+        let (_, _, event_id, event_type, text) = self.fields();
         StoredMessage {
             id: self.id,
             time: self.time,
             tag: self.tag,
-            event_id: self.event_id().unwrap_or_default().to_vec(),
-            event_type: self.event_type().unwrap_or_default().to_vec(),
-            text: self.text().to_vec(),
+            event_id,
+            event_type,
+            text,
         }
     }
-}
-
-/// Copies `parts` back to back into one exactly-sized allocator vector.
-pub(super) fn concat_in<A: Allocator + Clone>(
-    alloc: &A,
-    parts: &[&[u8]],
-) -> Result<AVec<u8, A>, StoreError> {
-    let total = parts
-        .iter()
-        .try_fold(0usize, |acc, p| acc.checked_add(p.len()))
-        .ok_or(OOM)?;
-    let mut v = AVec::new_in(alloc.clone());
-    v.try_reserve_exact(total).map_err(|_| OOM)?;
-    for p in parts {
-        v.extend_from_slice(p);
-    }
-    Ok(v)
 }

@@ -22,19 +22,6 @@ impl<T: Copy + Default, A: Allocator + Clone> Ring<T, A> {
         }
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.len
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    #[cfg(test)]
-    pub(super) fn capacity(&self) -> usize {
-        self.buf.len()
-    }
-
     pub(super) fn get(&self, i: usize) -> Option<T> {
         (i < self.len).then(|| self.buf[(self.head + i) % self.buf.len()])
     }
