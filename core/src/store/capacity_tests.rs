@@ -131,16 +131,20 @@ fn spec_limits(size: usize) -> Limits {
 
 /// A store in a modelled zone of `size` bytes, with what the module puts there besides (its
 /// zone header, counted as one page, and the store itself).
-fn zone_store(size: usize) -> (Slab, Store<Slab>, Limits) {
+fn zone_store(size: usize) -> (Zone, Store<Slab>, Limits) {
     let slab = Slab::zone(size);
     let l = spec_limits(size);
-    let header = Layout::from_size_align(PAGE, 8).unwrap();
-    core::mem::forget(slab.allocate(header).unwrap());
-    let store_box = Layout::new::<Store<Slab>>();
-    core::mem::forget(slab.allocate(store_box).unwrap());
+    let held = [PAGE, core::mem::size_of::<Store<Slab>>()].map(|n| {
+        let mut v = AVec::new_in(slab.clone());
+        v.try_reserve_exact(n).unwrap();
+        v
+    });
     let s = Store::new_in(slab.clone(), T0, &l).unwrap();
-    (slab, s, l)
+    (held, s, l)
 }
+
+/// What the module holds in the zone besides the store's own allocations.
+type Zone = [AVec<u8, Slab>; 2];
 
 /// Publishes `1` with `next(i)` as channel id until the store refuses; collects once every
 /// 1000 publishes (the module collects every second, with its workers' cursors at the end
@@ -193,7 +197,7 @@ fn the_slab_model_counts_pages_like_ngx_slab() {
 
 #[test]
 fn channels_with_one_message_in_2_mib_at_least_as_many_as_the_c_module() {
-    let (_slab, mut s, l) = zone_store(2 << 20);
+    let (_zone, mut s, l) = zone_store(2 << 20);
     let n = publish_until_full(&mut s, &l, |i| (1000 + i).to_string().into_bytes());
     let channels = s.counters().channels;
     println!("2 MiB zone: {channels} channels with one 1-byte message (C module: about 5,400)");
@@ -204,7 +208,7 @@ fn channels_with_one_message_in_2_mib_at_least_as_many_as_the_c_module() {
 
 #[test]
 fn messages_in_one_channel_in_2_mib_at_least_as_many_as_the_c_module() {
-    let (_slab, mut s, l) = zone_store(2 << 20);
+    let (_zone, mut s, l) = zone_store(2 << 20);
     let n = publish_until_full(&mut s, &l, |_| b"ch_test_message_size".to_vec());
     let c = s.counters();
     println!(
@@ -221,7 +225,7 @@ fn messages_in_one_channel_in_2_mib_at_least_as_many_as_the_c_module() {
 
 #[test]
 fn subscribers_each_on_its_own_channel_in_128_kib_at_least_as_many_as_the_c_module() {
-    let (_slab, mut s, l) = zone_store(128 << 10);
+    let (_zone, mut s, l) = zone_store(128 << 10);
     s.register_worker(0, 100, T0, &l).unwrap();
     let mut n = 0u64;
     loop {

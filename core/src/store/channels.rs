@@ -241,16 +241,7 @@ impl<A: Allocator + Clone> Store<A> {
 
     /// Moves channel `h`'s stored messages to the trash, to be freed at `deadline`.
     pub(super) fn queue_to_trash(&mut self, h: u32, deadline: i64) {
-        let mut q = self.chans.get(h).queue;
-        let events = self.chans.get(h).events;
-        while let Some(m) = q.pop(&mut self.msgs) {
-            self.queued_total -= 1;
-            if !events {
-                self.stored -= 1;
-            }
-            self.trash_record(m, deadline);
-        }
-        self.chans.get_mut(h).queue = q;
+        self.unqueue(h, deadline, |_, _| true);
     }
 
     pub fn channels(&self, prefix: Option<&[u8]>) -> Vec<ChannelInfo> {

@@ -131,22 +131,9 @@ impl<A: Allocator + Clone> Store<A> {
 
     /// Moves channel `h`'s expired stored messages to the trash; returns how many.
     fn expire(&mut self, h: u32, now: i64, deadline: i64) -> u64 {
-        let mut q = self.chans.get(h).queue;
-        let events = self.chans.get(h).events;
-        let mut n = 0;
-        while q.head != NIL && self.msgs.get(q.head).when <= now {
-            let Some(m) = q.pop(&mut self.msgs) else {
-                break;
-            };
-            self.queued_total -= 1;
-            if !events {
-                self.stored -= 1;
-            }
-            self.trash_record(m, deadline);
-            n += 1;
-        }
-        self.chans.get_mut(h).queue = q;
-        n
+        self.unqueue(h, deadline, |msgs, q| {
+            q.head != NIL && msgs.get(q.head).when <= now
+        })
     }
 
     /// Gives memory back after GC (best effort, never allocates more than it frees).

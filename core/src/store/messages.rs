@@ -2,7 +2,7 @@
 
 use allocator_api2::alloc::Allocator;
 
-use super::pool::Slot;
+use super::pool::{Fifo, Pool, Slot};
 use super::record::{pack, MsgNode, MSG};
 use super::{Limits, Published, Store, StoreError, StoredMessage, OOM};
 use crate::resume::{old_messages_start, Cursor, MessageMeta};
@@ -162,19 +162,36 @@ impl<A: Allocator + Clone> Store<A> {
         if !events {
             self.stored += 1;
         }
+        self.chans.get_mut(h).queue = q;
         let max = limits.max_messages_stored_per_channel.unwrap_or(u64::MAX);
-        while u64::from(q.len) > max {
-            let Some(old) = q.pop(&mut self.msgs) else {
+        self.unqueue(h, deadline, |_, q| u64::from(q.len) > max);
+        Ok(seq)
+    }
+
+    /// Moves channel `h`'s stored messages to the trash (to be freed at `deadline`), oldest
+    /// first, while `more(messages, queue)`; returns how many moved. Never allocates.
+    pub(super) fn unqueue(
+        &mut self,
+        h: u32,
+        deadline: i64,
+        more: impl Fn(&Pool<MsgNode<A>, A>, &Fifo) -> bool,
+    ) -> u64 {
+        let mut q = self.chans.get(h).queue;
+        let events = self.chans.get(h).events;
+        let mut n = 0;
+        while more(&self.msgs, &q) {
+            let Some(m) = q.pop(&mut self.msgs) else {
                 break;
             };
             self.queued_total -= 1;
             if !events {
                 self.stored -= 1;
             }
-            self.trash_record(old, deadline);
+            self.trash_record(m, deadline);
+            n += 1;
         }
         self.chans.get_mut(h).queue = q;
-        Ok(seq)
+        n
     }
 
     /// Appends message node `m` to the trash (linked through the node: never allocates).

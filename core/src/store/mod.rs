@@ -18,12 +18,14 @@
 //! * a channel's stored messages, the message trash (removed, expired and unstored
 //!   messages), the deleted channels in delete (in `seq` order) and the channel trash are
 //!   FIFO lists linked through the nodes themselves (`pool::Fifo`);
-//! * every record (message or channel-deleted notice, a message node too, held by its deleted
-//!   channel) has a host-wide sequence number `seq`; the delivery log is every record with
-//!   `seq` in `(log_floor, last_seq]`, found through the log index (`index`: seq -> node, in
-//!   4 KiB segments, freed below the floor). A message is freed only from the trash, a notice
-//!   only with its deleted channel, and only once its seq is at or below `log_floor`, the
-//!   lowest cursor acknowledged by every registered worker.
+//! * every record (a message, or a channel-deleted notice, kept in its deleted channel's node)
+//!   has a host-wide sequence number `seq`; the delivery log is every record with `seq` in
+//!   `(log_floor, last_seq]`, found through the log index (`index`: seq -> message or channel
+//!   node, in 4 KiB segments, freed below the floor). A message is freed only from the trash,
+//!   a notice only with its deleted channel, and only once its seq is at or below
+//!   `log_floor`, the lowest cursor acknowledged by every registered worker;
+//! * arenas give back their trailing pages that hold no node in use after a collection (all
+//!   their pages when empty); other free nodes are reused by the next inserts of their kind.
 //!
 //! A small delete reserve (a few pages, `Limits::delete_reserve_pages`) is held while
 //! publishing: publishes and channel creations refuse when they cannot hold it, a delete
@@ -35,17 +37,21 @@
 //!   relinks its node (no list has a capacity to keep);
 //! * a subscriber count is kept in place: an unsubscribe only decrements it (a subscriber
 //!   node left unused is freed by a later collection or with its channel);
-//! * a delete needs only its notice (a node, its bytes and a log index entry): the channel
-//!   node itself stays, on the delete list, until it is freed from the channel trash.
+//! * a delete needs only a log index entry for its notice and, when its text is not empty,
+//!   one allocation for the text (the channel node itself holds the notice, on the delete
+//!   list, then waits in the channel trash until it is freed).
 //!
 //! Channel lifecycle, as the C module's statistics show it: live → (`DELETE`) in delete →
 //! in trash → gone, or live → (inactive) in trash → gone:
-//! * a deleted channel leaves the live map at once (its id is free again) and is counted in
+//! * a deleted channel leaves the channel table at once (its id is free again) and is counted in
 //!   `channels_in_delete` until its subscribers have been told and at least [`DELETE_HOLD`]
 //!   has passed; [`Store::gc`] then moves it to the channel trash and emits
 //!   `channel_destroyed`;
 //! * a channel with no stored message and no subscriber whose inactivity deadline has passed
-//!   goes to the channel trash at the next [`Store::gc`] (`channel_destroyed` too);
+//!   goes to the channel trash at the next [`Store::gc`] that looks at its bucket
+//!   (`channel_destroyed` too): a collection expires messages and removes inactive channels
+//!   in [`GC_BUCKETS`] buckets of the table (all of a table that small), resuming where the
+//!   last one stopped, so no critical section walks a big store;
 //! * a trashed channel (or record) is freed by the first [`Store::gc`] after its trash delay
 //!   ([`TRASH_DELAY`], unless the limits say otherwise) has passed.
 //!
