@@ -1,18 +1,18 @@
 //! Channels: creation, lookup, listing and deletion.
 
 use allocator_api2::alloc::Allocator;
-use allocator_api2::boxed::Box as ABox;
+use allocator_api2::vec::Vec as AVec;
 
 use super::index::CHANNEL;
 use super::keys::try_copy;
-use super::pool::{empty_box, try_boxed, Fifo, Slot, NIL};
+use super::pool::{concat_in, Fifo, Slot, NIL};
 use super::subscribers::SlotCount;
 use super::table::Hashed;
 use super::{ChannelInfo, Limits, Store, StoreError, DELETE_HOLD, OOM};
 use crate::channel_path::is_wildcard;
 
 /// Channel ids up to this long are kept in the node.
-pub(super) const INLINE: usize = 16;
+pub(super) const INLINE: usize = 8;
 
 /// A live channel.
 pub(super) const LIVE: u8 = 1;
@@ -51,7 +51,7 @@ pub(super) struct ChanNode<A: Allocator> {
     pub(super) inline: [u8; INLINE],
     /// The id when it is longer than `INLINE` (empty otherwise), followed by the notice's
     /// text in delete.
-    pub(super) long: ABox<[u8], A>,
+    pub(super) long: AVec<u8, A>,
 }
 
 impl<A: Allocator + Clone> Slot<A> for ChanNode<A> {
@@ -74,7 +74,7 @@ impl<A: Allocator + Clone> Slot<A> for ChanNode<A> {
             inactive_at: 0,
             total: 0,
             inline: [0; INLINE],
-            long: empty_box(alloc),
+            long: AVec::new_in(alloc.clone()),
         }
     }
     fn is_vacant(&self) -> bool {
@@ -221,7 +221,7 @@ impl<A: Allocator + Clone> Store<A> {
 
     /// The memory of channel `h`'s delete: a log index entry for its notice, and unless the
     /// text is empty, the id kept outside the node followed by the text (in one allocation).
-    fn notice_room(&mut self, h: u32, text: &[u8]) -> Result<Option<ABox<[u8], A>>, StoreError> {
+    fn notice_room(&mut self, h: u32, text: &[u8]) -> Result<Option<AVec<u8, A>>, StoreError> {
         self.index.reserve(self.last_seq + 1)?;
         if text.is_empty() {
             return Ok(None);
@@ -232,11 +232,7 @@ impl<A: Allocator + Clone> Store<A> {
         } else {
             c.id()
         };
-        let n = kept.len().checked_add(text.len()).ok_or(OOM)?;
-        let b = try_boxed(&self.alloc, n, |i| {
-            kept.get(i).copied().unwrap_or_else(|| text[i - kept.len()])
-        })?;
-        Ok(Some(b))
+        Ok(Some(concat_in(&self.alloc, &[kept, text])?))
     }
 
     /// Moves channel `h`'s stored messages to the trash, to be freed at `deadline`.
@@ -280,7 +276,7 @@ impl<A: Allocator + Clone> Store<A> {
         if id.len() <= INLINE {
             node.inline[..id.len()].copy_from_slice(id);
         } else {
-            node.long = try_boxed(&self.alloc, id.len(), |i| id[i])?;
+            node.long = concat_in(&self.alloc, &[id])?;
         }
         self.table.reserve()?;
         self.chans.reserve(1)?;
@@ -317,7 +313,7 @@ impl<A: Allocator + Clone> Store<A> {
         let c = self.chans.get_mut(h);
         c.state = TRASHED;
         c.queue = Fifo::EMPTY;
-        c.long = empty_box(&self.alloc);
+        c.long = AVec::new_in(self.alloc.clone());
         c.inactive_at = now.saturating_add(limits.trash_delay());
         self.chan_trash.push(&mut self.chans, h);
     }

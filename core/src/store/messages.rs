@@ -133,7 +133,7 @@ impl<A: Allocator + Clone> Store<A> {
         time: i64,
         tag: u64,
         kind: u8,
-        data: allocator_api2::boxed::Box<[u8], A>,
+        data: allocator_api2::vec::Vec<u8, A>,
         store: bool,
         now: i64,
         limits: &Limits,

@@ -9,9 +9,9 @@
 //! Layout (no allocation anywhere in the store is bigger than one 4 KiB page, so a zone is
 //! never "full" while it has free pages, and no growth needs an old and a new copy at once):
 //! * channels and messages are nodes in page-sized arenas (`pool`), addressed by `u32`
-//!   handles: a channel node is 128 bytes (ids up to 16 bytes inline, longer ones in one small
+//!   handles: a channel node is 128 bytes (ids up to 8 bytes inline, longer ones in one small
 //!   allocation; the first worker slot's subscriber count inline, more slots in a chain of
-//!   64-byte subscriber nodes), a message node 72 bytes plus one allocation of its packed
+//!   64-byte subscriber nodes), a message node 80 bytes plus one allocation of its packed
 //!   bytes (publish time, lengths, channel id, event id, event type, text);
 //! * live channels are found through a chained hash table with linear hashing (`table`):
 //!   its bucket directory is in 4 KiB segments and it grows one bucket split at a time;

@@ -45,13 +45,15 @@ pub(super) const fn per_page<T>() -> usize {
     }
 }
 
-/// A boxed slice of exactly `n` items made by `f`, in one allocation; `OutOfMemory` when the
-/// allocator refuses (nothing here can abort).
+/// A boxed slice of exactly `n` (> 0) items made by `f`, in one allocation; `OutOfMemory` when
+/// the allocator refuses (nothing here can abort). Never empty: a boxed slice is given back to
+/// its allocator when dropped, and an empty one was never allocated.
 pub(super) fn try_boxed<T, A: Allocator + Clone>(
     alloc: &A,
     n: usize,
     mut f: impl FnMut(usize) -> T,
 ) -> Result<ABox<[T], A>, StoreError> {
+    debug_assert!(n > 0);
     let mut v = AVec::new_in(alloc.clone());
     v.try_reserve_exact(n).map_err(|_| OOM)?;
     for i in 0..n {
@@ -64,9 +66,22 @@ pub(super) fn try_boxed<T, A: Allocator + Clone>(
     Ok(v.into_boxed_slice())
 }
 
-/// An empty boxed slice (no allocation).
-pub(super) fn empty_box<T, A: Allocator + Clone>(alloc: &A) -> ABox<[T], A> {
-    AVec::new_in(alloc.clone()).into_boxed_slice()
+/// `parts` back to back in one exactly-sized allocation (none when they are empty). A vector
+/// rather than a boxed slice: an empty one owns nothing and frees nothing.
+pub(super) fn concat_in<A: Allocator + Clone>(
+    alloc: &A,
+    parts: &[&[u8]],
+) -> Result<AVec<u8, A>, StoreError> {
+    let total = parts
+        .iter()
+        .try_fold(0usize, |acc, p| acc.checked_add(p.len()))
+        .ok_or(OOM)?;
+    let mut v = AVec::new_in(alloc.clone());
+    v.try_reserve_exact(total).map_err(|_| OOM)?;
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    Ok(v)
 }
 
 pub(super) struct Pool<T, A: Allocator + Clone> {

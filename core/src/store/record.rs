@@ -1,12 +1,12 @@
-//! One stored record: a message node (72 bytes with the zone's allocator) and its packed bytes
+//! One stored record: a message node (80 bytes with the zone's allocator) and its packed bytes
 //! (one allocation: the publish time in milliseconds, then the lengths as varints, then the
 //! channel id, the event id, the event type and the text back to back). (A channel-deleted
 //! notice is kept in its deleted channel's node, see `channels`.)
 
 use allocator_api2::alloc::Allocator;
-use allocator_api2::boxed::Box as ABox;
+use allocator_api2::vec::Vec as AVec;
 
-use super::pool::{empty_box, try_boxed, Slot, NIL};
+use super::pool::{concat_in, Slot, NIL};
 use super::{Record, StoreError, StoredMessage};
 
 /// A message in the host delivery log.
@@ -27,7 +27,7 @@ pub(super) struct MsgNode<A: Allocator> {
     /// `MSG` or `BROKER` (0: vacant).
     pub(super) kind: u8,
     pub(super) _pad: [u8; 3],
-    pub(super) data: ABox<[u8], A>,
+    pub(super) data: AVec<u8, A>,
 }
 
 impl<A: Allocator + Clone> Slot<A> for MsgNode<A> {
@@ -41,7 +41,7 @@ impl<A: Allocator + Clone> Slot<A> for MsgNode<A> {
             next: NIL,
             kind: 0,
             _pad: [0; 3],
-            data: empty_box(alloc),
+            data: AVec::new_in(alloc.clone()),
         }
     }
     fn is_vacant(&self) -> bool {
@@ -76,15 +76,6 @@ fn put_varint(out: &mut [u8], at: &mut usize, mut v: u64) {
     }
 }
 
-fn varint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
 fn get_varint(b: &[u8], at: &mut usize) -> u64 {
     let mut v = 0u64;
     let mut shift = 0;
@@ -113,31 +104,24 @@ pub(super) fn pack<A: Allocator + Clone>(
     event_id: Option<&[u8]>,
     event_type: Option<&[u8]>,
     text: &[u8],
-) -> Result<ABox<[u8], A>, StoreError> {
-    let lens = [channel.len() as u64, opt_len(event_id), opt_len(event_type)];
-    let parts: [&[u8]; 4] = [
-        channel,
-        event_id.unwrap_or_default(),
-        event_type.unwrap_or_default(),
-        text,
-    ];
-    let total = lens
-        .iter()
-        .map(|&l| varint_len(l))
-        .chain(parts.iter().map(|p| p.len()))
-        .try_fold(8usize, |a, n| a.checked_add(n))
-        .ok_or(super::OOM)?;
-    let mut out = try_boxed(alloc, total, |_| 0u8)?;
-    out[..8].copy_from_slice(&published_ms.to_le_bytes());
+) -> Result<AVec<u8, A>, StoreError> {
+    // The publish time and three varints of at most 10 bytes each.
+    let mut head = [0u8; 38];
+    head[..8].copy_from_slice(&published_ms.to_le_bytes());
     let mut at = 8;
-    for l in lens {
-        put_varint(&mut out, &mut at, l);
+    for l in [channel.len() as u64, opt_len(event_id), opt_len(event_type)] {
+        put_varint(&mut head, &mut at, l);
     }
-    for p in parts {
-        out[at..at + p.len()].copy_from_slice(p);
-        at += p.len();
-    }
-    Ok(out)
+    concat_in(
+        alloc,
+        &[
+            &head[..at],
+            channel,
+            event_id.unwrap_or_default(),
+            event_type.unwrap_or_default(),
+            text,
+        ],
+    )
 }
 
 impl<A: Allocator> MsgNode<A> {
