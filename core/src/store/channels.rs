@@ -5,7 +5,7 @@ use allocator_api2::vec::Vec as AVec;
 
 use super::index::CHANNEL;
 use super::keys::try_copy;
-use super::pool::{concat_in, Fifo, Slot, NIL};
+use super::pool::{concat_in, link_through, Fifo, Slot, NIL};
 use super::subscribers::SlotCount;
 use super::table::Hashed;
 use super::{ChannelInfo, Limits, Store, StoreError, DELETE_HOLD, OOM};
@@ -30,9 +30,9 @@ pub(super) struct ChanNode<A: Allocator> {
     /// Stored messages, oldest first (linked through the message nodes).
     pub(super) queue: Fifo,
     pub(super) id_len: u32,
-    /// The first worker slot's subscriber count (most channels have subscribers on one
-    /// worker); further slots are in `more` (a chain of subscriber nodes).
-    pub(super) s0: SlotCount,
+    /// The first two worker slots' subscriber counts (most channels have subscribers on one
+    /// or two workers); further slots are in `more` (a chain of subscriber nodes).
+    pub(super) s: [SlotCount; 2],
     pub(super) more: u32,
     pub(super) state: u8,
     pub(super) wildcard: bool,
@@ -46,8 +46,6 @@ pub(super) struct ChanNode<A: Allocator> {
     /// Inactivity deadline (in delete: when it may go to the trash; in the trash: when it is
     /// freed).
     pub(super) inactive_at: i64,
-    /// Sum of the per-slot subscriber counts.
-    pub(super) total: u64,
     pub(super) inline: [u8; INLINE],
     /// The id when it is longer than `INLINE` (empty otherwise), followed by the notice's
     /// text in delete.
@@ -61,7 +59,7 @@ impl<A: Allocator + Clone> Slot<A> for ChanNode<A> {
             hash: 0,
             queue: Fifo::EMPTY,
             id_len: 0,
-            s0: SlotCount::default(),
+            s: [SlotCount::default(); 2],
             more: NIL,
             state: 0,
             wildcard: false,
@@ -72,7 +70,6 @@ impl<A: Allocator + Clone> Slot<A> for ChanNode<A> {
             last_time: 0,
             last_tag: 0,
             inactive_at: 0,
-            total: 0,
             inline: [0; INLINE],
             long: AVec::new_in(alloc.clone()),
         }
@@ -80,17 +77,18 @@ impl<A: Allocator + Clone> Slot<A> for ChanNode<A> {
     fn is_vacant(&self) -> bool {
         self.state == 0
     }
-    fn link(&self) -> u32 {
-        self.next
-    }
-    fn set_link(&mut self, h: u32) {
-        self.next = h;
-    }
+    link_through!(next);
 }
 
 impl<A: Allocator> Hashed for ChanNode<A> {
     fn hash(&self) -> u32 {
         self.hash
+    }
+    fn chain(&self) -> u32 {
+        self.next
+    }
+    fn set_chain(&mut self, h: u32) {
+        self.next = h;
     }
 }
 
@@ -157,7 +155,7 @@ impl<A: Allocator + Clone> Store<A> {
     }
 
     pub fn channel(&self, id: &[u8]) -> Option<ChannelInfo> {
-        self.find(id).map(|h| info(self.chans.get(h)))
+        self.find(id).map(|h| self.info(h))
     }
 
     pub fn get_or_create(
@@ -242,9 +240,9 @@ impl<A: Allocator + Clone> Store<A> {
 
     pub fn channels(&self, prefix: Option<&[u8]>) -> Vec<ChannelInfo> {
         let mut v: Vec<(u64, ChannelInfo)> = Vec::new();
-        self.each_channel(|_, c| {
+        self.each_channel(|h, c| {
             if c.id().starts_with(prefix.unwrap_or_default()) {
-                v.push((c.order, info(c)));
+                v.push((c.order, self.info(h)));
             }
         });
         v.sort_unstable_by_key(|(o, _)| *o);
@@ -337,7 +335,7 @@ impl<A: Allocator + Clone> Store<A> {
         while h != NIL {
             let c = self.chans.get(h);
             let next = c.next;
-            let ready = c.total == 0 && c.inactive_at <= now && c.order <= floor;
+            let ready = c.inactive_at <= now && c.order <= floor && self.subs_total(h) == 0;
             if !ready {
                 prev = h;
                 h = next;
@@ -365,15 +363,18 @@ impl<A: Allocator + Clone> Store<A> {
     }
 }
 
-pub(super) fn info<A: Allocator>(c: &ChanNode<A>) -> ChannelInfo {
-    ChannelInfo {
-        id: c.id().to_vec(),
-        published_messages: c.last_id.max(0) as u64,
-        stored_messages: u64::from(c.queue.len),
-        subscribers: c.total,
-        wildcard: c.wildcard,
-        events: c.events,
-        last_time: c.last_time,
-        last_tag: c.last_tag,
+impl<A: Allocator + Clone> Store<A> {
+    pub(super) fn info(&self, h: u32) -> ChannelInfo {
+        let c = self.chans.get(h);
+        ChannelInfo {
+            id: c.id().to_vec(),
+            published_messages: c.last_id.max(0) as u64,
+            stored_messages: u64::from(c.queue.len),
+            subscribers: self.subs_total(h),
+            wildcard: c.wildcard,
+            events: c.events,
+            last_time: c.last_time,
+            last_tag: c.last_tag,
+        }
     }
 }

@@ -2,9 +2,7 @@
 //! dead workers, deleted channels, expired messages, inactive channels, the trash.
 
 use allocator_api2::alloc::Allocator;
-use hashbrown::HashMap;
 
-use super::broker::XKeys;
 use super::pool::NIL;
 use super::{GcReport, Limits, Store};
 
@@ -68,7 +66,7 @@ impl<A: Allocator + Clone> Store<A> {
                 let next = self.chans.get(h).next;
                 report.expired_messages += self.expire(h, now, deadline);
                 let c = self.chans.get(h);
-                if c.events || c.queue.len > 0 || c.total > 0 || c.inactive_at >= now {
+                if c.events || c.queue.len > 0 || c.inactive_at >= now || self.subs_total(h) > 0 {
                     self.free_subs_if(h, false);
                     prev = h;
                     h = next;
@@ -115,13 +113,7 @@ impl<A: Allocator + Clone> Store<A> {
         }
 
         // (7) Forget exchange keys whose window passed.
-        while let Some(x) = self.xorder.front() {
-            if x.expires > now {
-                break;
-            }
-            self.xorder.pop_front();
-            self.xkeys.remove(&(x.key, x.occurrence));
-        }
+        self.expire_exchange_keys(now);
 
         self.shrink();
         // Take the delete reserve back (best effort).
@@ -136,21 +128,11 @@ impl<A: Allocator + Clone> Store<A> {
         })
     }
 
-    /// Gives memory back after GC (best effort, never allocates more than it frees).
+    /// Gives memory back after GC (never allocates).
     pub(super) fn shrink(&mut self) {
         self.msgs.trim();
         self.chans.trim();
         self.subs.trim();
-        self.xorder.shrink(0);
-        if self.xkeys.capacity() >= 64 && self.xkeys.len() * 4 <= self.xkeys.capacity() {
-            let mut m: XKeys<A> =
-                HashMap::with_hasher_in(self.xkeys.hasher().clone(), self.alloc.clone());
-            if m.try_reserve(self.xkeys.len() * 2).is_ok() {
-                for (k, v) in self.xkeys.drain() {
-                    m.insert(k, v);
-                }
-                self.xkeys = m;
-            }
-        }
+        self.xnodes.trim();
     }
 }

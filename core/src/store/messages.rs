@@ -1,6 +1,7 @@
 //! Publishing, stored messages and the events channel.
 
 use allocator_api2::alloc::Allocator;
+use allocator_api2::vec::Vec as AVec;
 
 use super::pool::{Fifo, Pool, Slot};
 use super::record::{pack, MsgNode, MSG};
@@ -22,14 +23,37 @@ impl<A: Allocator + Clone> Store<A> {
         if limits.events_channel_id.as_deref() == Some(id) {
             return Err(StoreError::EventsChannel);
         }
-        match self.find(id) {
+        let (h, data) = match self.find(id) {
             Some(h) if self.chans.get(h).events => return Err(StoreError::EventsChannel),
-            Some(_) => {}
-            None => self.create_channel(id, now, limits, false)?,
-        }
-        // Publishing leaves the delete reserve alone.
-        self.hold_reserve(limits)?;
-        self.publish_inner(id, text, event_id, event_type, store, now, limits)
+            Some(h) => {
+                // Publishing leaves the delete reserve alone.
+                self.hold_reserve(limits)?;
+                (h, self.message_room(1, id, text, event_id, event_type)?)
+            }
+            None => {
+                // The message's memory first (and a record for the channel_created event): a
+                // publish refused for lack of memory creates no channel.
+                let data = self.message_room(2, id, text, event_id, event_type)?;
+                self.create_channel(id, now, limits, false)?;
+                (self.find(id).ok_or(OOM)?, data)
+            }
+        };
+        self.publish_packed(h, data, store, now, limits)
+    }
+
+    /// A message's packed bytes, with `nodes` message nodes and log index entries reserved.
+    fn message_room(
+        &mut self,
+        nodes: usize,
+        id: &[u8],
+        text: &[u8],
+        event_id: Option<&[u8]>,
+        event_type: Option<&[u8]>,
+    ) -> Result<AVec<u8, A>, StoreError> {
+        let data = pack(&self.alloc, self.clock_ms, id, event_id, event_type, text)?;
+        self.msgs.reserve(nodes)?;
+        self.index.reserve(self.last_seq + nodes as u64)?;
+        Ok(data)
     }
 
     pub fn old_messages(&self, id: &[u8], cursor: &Cursor) -> Vec<StoredMessage> {
@@ -90,8 +114,20 @@ impl<A: Allocator + Clone> Store<A> {
         let Some(h) = self.find(id) else {
             return Err(OOM);
         };
-        // Reserve everything first.
-        let data = pack(&self.alloc, self.clock_ms, id, event_id, event_type, text)?;
+        let data = self.message_room(1, id, text, event_id, event_type)?;
+        self.publish_packed(h, data, store, now, limits)
+    }
+
+    /// Publishes `data` (packed by `message_room`) into channel `h`.
+    fn publish_packed(
+        &mut self,
+        h: u32,
+        data: AVec<u8, A>,
+        store: bool,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<Published, StoreError> {
+        // Reserved by `message_room` (again in case an event took the room).
         self.msgs.reserve(1)?;
         self.index.reserve(self.last_seq + 1)?;
 
@@ -133,7 +169,7 @@ impl<A: Allocator + Clone> Store<A> {
         time: i64,
         tag: u64,
         kind: u8,
-        data: allocator_api2::vec::Vec<u8, A>,
+        data: AVec<u8, A>,
         store: bool,
         now: i64,
         limits: &Limits,

@@ -10,11 +10,13 @@
 //! never "full" while it has free pages, and no growth needs an old and a new copy at once):
 //! * channels and messages are nodes in page-sized arenas (`pool`), addressed by `u32`
 //!   handles: a channel node is 128 bytes (ids up to 8 bytes inline, longer ones in one small
-//!   allocation; the first worker slot's subscriber count inline, more slots in a chain of
-//!   64-byte subscriber nodes), a message node 80 bytes plus one allocation of its packed
-//!   bytes (publish time, lengths, channel id, event id, event type, text);
+//!   allocation; the subscriber counts of the first two worker slots inline, more slots in a
+//!   chain of 64-byte subscriber nodes), a message node 80 bytes plus one allocation of its
+//!   packed bytes (publish time, lengths, channel id, event id, event type, text);
 //! * live channels are found through a chained hash table with linear hashing (`table`):
-//!   its bucket directory is in 4 KiB segments and it grows one bucket split at a time;
+//!   its bucket directory is in 4 KiB segments and it grows one bucket split at a time; the
+//!   exchange keys of a RabbitMQ exchange source are 56-byte nodes in a table of the same
+//!   kind, on a FIFO by expiry;
 //! * a channel's stored messages, the message trash (removed, expired and unstored
 //!   messages), the deleted channels in delete (in `seq` order) and the channel trash are
 //!   FIFO lists linked through the nodes themselves (`pool::Fifo`);
@@ -68,22 +70,20 @@
 //! channel), `subscribers` (per-slot counts), `workers` (the worker registry), `log` (the
 //! delivery log), `broker` (offsets and exchange numbers of broker messages) and `gc`; the
 //! building blocks are `pool` (page-sized arenas, FIFO lists through their nodes), `table`
-//! (the channel table), `index` (the log index), `record` (one stored record), `ring`
-//! (fallible FIFO of the exchange keys) and `keys` (temporary copies of ids).
+//! (the channel table, and the exchange keys' table), `index` (the log index), `record` (one
+//! stored record) and `keys` (temporary copies of ids).
 
 use std::collections::hash_map::RandomState;
 
 pub use allocator_api2::alloc::{AllocError, Allocator, Global};
 use allocator_api2::vec::Vec as AVec;
-use hashbrown::HashMap;
 
-use self::broker::{XEntry, XKeys};
+use self::broker::XNode;
 use self::channels::ChanNode;
 use self::index::LogIndex;
 use self::pool::{Fifo, Pool};
 use self::record::MsgNode;
 pub use self::recovery::{Carry, Found};
-use self::ring::Ring;
 use self::subscribers::SubsNode;
 use self::table::Table;
 use self::workers::WorkerEntry;
@@ -99,7 +99,6 @@ mod pool;
 mod record;
 pub mod recovery;
 mod reserve;
-mod ring;
 mod subscribers;
 mod table;
 mod workers;
@@ -303,9 +302,11 @@ pub struct Store<A: Allocator + Clone> {
     broker_offset: Option<u64>,
     /// The highest broker offset of a control message (channel delete) claimed.
     ops_mark: Option<u64>,
-    /// Exchange source: (dedupe key, occurrence) -> host sequence number, for a window.
-    xkeys: XKeys<A>,
-    xorder: Ring<XEntry, A>,
+    /// Exchange source: (dedupe key, occurrence) -> host sequence number, for a window: a
+    /// table of key nodes, and the FIFO of the same nodes by expiry.
+    xtable: Table<A>,
+    xnodes: Pool<XNode, A>,
+    xorder: Fifo,
     next_xoff: u64,
     /// Milliseconds clock the caller sets before publishing (delivery latency).
     clock_ms: i64,
@@ -341,8 +342,9 @@ impl<A: Allocator + Clone> Store<A> {
             dropped_events: 0,
             broker_offset: None,
             ops_mark: None,
-            xkeys: HashMap::with_hasher_in(RandomState::new(), alloc.clone()),
-            xorder: Ring::new_in(alloc.clone()),
+            xtable: Table::new_in(alloc.clone()),
+            xnodes: Pool::new_in(alloc.clone()),
+            xorder: Fifo::EMPTY,
             next_xoff: 0,
             clock_ms: 0,
             gc_cursor: 0,

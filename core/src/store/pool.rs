@@ -35,6 +35,19 @@ pub(super) trait Slot<A: Allocator>: Sized {
     fn set_link(&mut self, h: u32);
 }
 
+/// `Slot::link` and `Slot::set_link` through the `u32` field `$f` (inside an `impl Slot`).
+macro_rules! link_through {
+    ($f:ident) => {
+        fn link(&self) -> u32 {
+            self.$f
+        }
+        fn set_link(&mut self, h: u32) {
+            self.$f = h;
+        }
+    };
+}
+pub(super) use link_through;
+
 /// How many `T` one page holds.
 pub(super) const fn per_page<T>() -> usize {
     let s = core::mem::size_of::<T>();

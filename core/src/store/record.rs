@@ -6,7 +6,7 @@
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec as AVec;
 
-use super::pool::{concat_in, Slot, NIL};
+use super::pool::{concat_in, link_through, Slot, NIL};
 use super::{Record, StoreError, StoredMessage};
 
 /// A message in the host delivery log.
@@ -47,12 +47,7 @@ impl<A: Allocator + Clone> Slot<A> for MsgNode<A> {
     fn is_vacant(&self) -> bool {
         self.kind == 0
     }
-    fn link(&self) -> u32 {
-        self.next
-    }
-    fn set_link(&mut self, h: u32) {
-        self.next = h;
-    }
+    link_through!(next);
 }
 
 /// Where the parts are in a record's packed bytes.

@@ -3,7 +3,7 @@
 use allocator_api2::alloc::Allocator;
 
 use super::keys::try_copy;
-use super::pool::{Slot, NIL};
+use super::pool::{link_through, Slot, NIL};
 use super::{Limits, Store, StoreError, OOM};
 
 /// How many subscribers of one channel one worker slot holds (count 0: an unused entry).
@@ -38,18 +38,13 @@ impl<A: Allocator> Slot<A> for SubsNode {
     fn is_vacant(&self) -> bool {
         self.used == 0
     }
-    fn link(&self) -> u32 {
-        self.next
-    }
-    fn set_link(&mut self, h: u32) {
-        self.next = h;
-    }
+    link_through!(next);
 }
 
 /// Where a slot's count is.
 #[derive(Clone, Copy)]
 enum At {
-    First,
+    Inline(usize),
     More(u32, usize),
 }
 
@@ -58,12 +53,13 @@ impl<A: Allocator + Clone> Store<A> {
     fn subs_at(&self, h: u32, slot: u32) -> (Option<At>, Option<At>) {
         let c = self.chans.get(h);
         let mut free = None;
-        if c.s0.count > 0 {
-            if c.s0.slot == slot {
-                return (Some(At::First), None);
+        for (i, p) in c.s.iter().enumerate() {
+            if p.count > 0 && p.slot == slot {
+                return (Some(At::Inline(i)), None);
             }
-        } else {
-            free = Some(At::First);
+            if p.count == 0 && free.is_none() {
+                free = Some(At::Inline(i));
+            }
         }
         let mut n = c.more;
         while n != NIL {
@@ -83,9 +79,28 @@ impl<A: Allocator + Clone> Store<A> {
 
     fn pair_mut(&mut self, h: u32, at: At) -> &mut SlotCount {
         match at {
-            At::First => &mut self.chans.get_mut(h).s0,
+            At::Inline(i) => &mut self.chans.get_mut(h).s[i],
             At::More(n, i) => &mut self.subs.get_mut(n).pairs[i],
         }
+    }
+
+    /// Every (slot, count) entry of channel `h`, used or not.
+    fn each_pair(&self, h: u32, mut f: impl FnMut(&SlotCount)) {
+        let c = self.chans.get(h);
+        c.s.iter().for_each(&mut f);
+        let mut n = c.more;
+        while n != NIL {
+            let node = self.subs.get(n);
+            node.pairs.iter().for_each(&mut f);
+            n = node.next;
+        }
+    }
+
+    /// Channel `h`'s subscribers (on every worker).
+    pub(super) fn subs_total(&self, h: u32) -> u64 {
+        let mut t = 0u64;
+        self.each_pair(h, |p| t += u64::from(p.count));
+        t
     }
 
     pub(super) fn subs_has(&self, h: u32, slot: u32) -> bool {
@@ -112,7 +127,6 @@ impl<A: Allocator + Clone> Store<A> {
                 self.chans.get_mut(h).more = n;
             }
         }
-        self.chans.get_mut(h).total += 1;
         Ok(())
     }
 
@@ -123,7 +137,6 @@ impl<A: Allocator + Clone> Store<A> {
             return false;
         };
         self.pair_mut(h, at).count -= 1;
-        self.chans.get_mut(h).total -= 1;
         true
     }
 
@@ -135,33 +148,25 @@ impl<A: Allocator + Clone> Store<A> {
         let p = self.pair_mut(h, at);
         let n = u64::from(p.count);
         p.count = 0;
-        self.chans.get_mut(h).total -= n;
         n
     }
 
     /// Used (slot, count) pairs of channel `h`.
     pub(super) fn subs_list(&self, h: u32) -> Vec<(usize, u64)> {
-        let c = self.chans.get(h);
         let mut v = Vec::new();
-        let mut push = |p: &SlotCount| {
+        self.each_pair(h, |p| {
             if p.count > 0 {
                 v.push((p.slot as usize, u64::from(p.count)));
             }
-        };
-        push(&c.s0);
-        let mut n = c.more;
-        while n != NIL {
-            let node = self.subs.get(n);
-            node.pairs.iter().for_each(&mut push);
-            n = node.next;
-        }
+        });
         v
     }
 
     /// Frees channel `h`'s subscriber nodes when none of them counts anyone (or `all`).
     pub(super) fn free_subs_if(&mut self, h: u32, all: bool) {
         let c = self.chans.get(h);
-        if c.more == NIL || (!all && c.total != u64::from(c.s0.count)) {
+        let inline: u64 = c.s.iter().map(|p| u64::from(p.count)).sum();
+        if c.more == NIL || (!all && self.subs_total(h) != inline) {
             return;
         }
         let mut n = c.more;
@@ -199,7 +204,7 @@ impl<A: Allocator + Clone> Store<A> {
         };
         if limits
             .max_subscribers_per_channel
-            .is_some_and(|m| self.chans.get(h).total >= m)
+            .is_some_and(|m| self.subs_total(h) >= m)
         {
             return Err(StoreError::SubscribersLimit);
         }
@@ -222,10 +227,10 @@ impl<A: Allocator + Clone> Store<A> {
         let Ok(sk) = u32::try_from(slot) else {
             return;
         };
-        let deleted = self.deleting.iter(&self.chans).find(|&d| {
-            let c = self.chans.get(d);
-            c.total > 0 && c.id() == id && self.subs_has(d, sk)
-        });
+        let deleted = self
+            .deleting
+            .iter(&self.chans)
+            .find(|&d| self.chans.get(d).id() == id && self.subs_has(d, sk));
         if let Some(d) = deleted {
             self.subs_remove_one(d, sk);
             self.emit("client_unsubscribed", id, now, limits);

@@ -1,5 +1,5 @@
-//! The channel table: a chained hash table with linear hashing. Buckets hold the handle of
-//! their first channel node (chained through the nodes' link word); the bucket directory is
+//! The channel table (and the exchange keys' table): a chained hash table with linear
+//! hashing. Buckets hold the handle of their first node (chained through the nodes); the bucket directory is
 //! made of segments of 1024 heads (4 KiB, one slab page; the first segment starts at 16 heads
 //! and doubles up to 1024). The table grows one bucket at a time (splitting one bucket's
 //! chain): no allocation is ever bigger than one page and no growth rehashes the whole table.
@@ -20,9 +20,11 @@ const LEVEL0: u32 = 4;
 /// A bucket splits when the table holds more than this many channels per bucket.
 const LOAD: usize = 2;
 
-/// A node of a chained table: its hash.
+/// A node of a chained table: its hash and the link of its bucket's chain.
 pub(super) trait Hashed {
     fn hash(&self) -> u32;
+    fn chain(&self) -> u32;
+    fn set_chain(&mut self, h: u32);
 }
 
 pub(super) struct Table<A: Allocator + Clone> {
@@ -42,7 +44,6 @@ impl<A: Allocator + Clone> Table<A> {
         }
     }
 
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.len
     }
@@ -90,7 +91,7 @@ impl<A: Allocator + Clone> Table<A> {
     /// Links node `h` (whose hash is set) into its bucket; `reserve` first.
     pub(super) fn insert<T: Slot<A> + Hashed>(&mut self, pool: &mut Pool<T, A>, h: u32) {
         let b = self.bucket(pool.get(h).hash());
-        pool.get_mut(h).set_link(self.head(b));
+        pool.get_mut(h).set_chain(self.head(b));
         self.set_head(b, h);
         self.len += 1;
     }
@@ -102,7 +103,7 @@ impl<A: Allocator + Clone> Table<A> {
         let mut cur = self.head(b);
         while cur != NIL && cur != h {
             prev = cur;
-            cur = pool.get(cur).link();
+            cur = pool.get(cur).chain();
         }
         if cur != NIL {
             self.unlink(pool, b, prev, h);
@@ -110,20 +111,20 @@ impl<A: Allocator + Clone> Table<A> {
     }
 
     /// Unlinks node `h` of bucket `b`, which follows `prev` there (NIL: first).
-    pub(super) fn unlink<T: Slot<A>>(
+    pub(super) fn unlink<T: Slot<A> + Hashed>(
         &mut self,
         pool: &mut Pool<T, A>,
         b: usize,
         prev: u32,
         h: u32,
     ) {
-        let next = pool.get(h).link();
+        let next = pool.get(h).chain();
         if prev == NIL {
             self.set_head(b, next);
         } else {
-            pool.get_mut(prev).set_link(next);
+            pool.get_mut(prev).set_chain(next);
         }
-        pool.get_mut(h).set_link(NIL);
+        pool.get_mut(h).set_chain(NIL);
         self.len -= 1;
     }
 
@@ -169,12 +170,12 @@ impl<A: Allocator + Clone> Table<A> {
         let mut cur = self.head(from);
         let (mut keep, mut moved) = (NIL, NIL);
         while cur != NIL {
-            let next = pool.get(cur).link();
+            let next = pool.get(cur).chain();
             if (pool.get(cur).hash() as usize) & mask == to {
-                pool.get_mut(cur).set_link(moved);
+                pool.get_mut(cur).set_chain(moved);
                 moved = cur;
             } else {
-                pool.get_mut(cur).set_link(keep);
+                pool.get_mut(cur).set_chain(keep);
                 keep = cur;
             }
             cur = next;

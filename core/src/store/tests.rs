@@ -213,6 +213,16 @@ impl<A: Allocator + Clone> Store<A> {
             assert!(ok, "log record {s} present");
         }
         assert!(self.log_floor <= self.last_seq);
+        assert_eq!(
+            self.xtable.len(),
+            self.xnodes.len(),
+            "every exchange key in the table"
+        );
+        assert_eq!(
+            self.xorder.len as usize,
+            self.xnodes.len(),
+            "and on the expiry FIFO"
+        );
     }
 
     /// Per-slot counts: one used entry per slot, summing to the cached total; every
@@ -223,14 +233,18 @@ impl<A: Allocator + Clone> Store<A> {
             assert!(v[..i].iter().all(|o| o.0 != e.0), "slot {} twice", e.0);
         }
         let sum: u64 = v.iter().map(|e| e.1).sum();
-        assert_eq!(sum, self.chans.get(h).total, "sum(per-slot) == subscribers");
+        assert_eq!(
+            sum,
+            self.info(h).subscribers,
+            "sum(per-slot) == subscribers"
+        );
     }
 
     /// Unused (slot, count) entries of channel `id` (a new slot takes one without allocating).
     fn subs_room(&self, id: &[u8]) -> usize {
         let h = self.find(id).unwrap();
         let c = self.chans.get(h);
-        let mut room = usize::from(c.s0.count == 0);
+        let mut room = c.s.iter().filter(|p| p.count == 0).count();
         let mut n = c.more;
         while n != super::pool::NIL {
             let node = self.subs.get(n);
