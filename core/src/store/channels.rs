@@ -249,13 +249,15 @@ impl<A: Allocator + Clone> Store<A> {
         v.into_iter().map(|(_, i)| i).collect()
     }
 
-    pub(super) fn create_channel(
+    /// Whether channel `id` may be created: `ChannelsLimit` at the configured limits (not for
+    /// the events channel), `OutOfMemory` when the delete reserve cannot be held (creating
+    /// channels leaves it alone). Ok: whether it is a wildcard channel.
+    pub(super) fn may_create(
         &mut self,
         id: &[u8],
-        now: i64,
         limits: &Limits,
         events: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let wildcard = is_wildcard(id, limits.wildcard_prefix.as_deref());
         if !events {
             let (count, max) = if wildcard {
@@ -266,9 +268,19 @@ impl<A: Allocator + Clone> Store<A> {
             if max.is_some_and(|m| count >= m) {
                 return Err(StoreError::ChannelsLimit);
             }
-            // Creating channels leaves the delete reserve alone.
             self.hold_reserve(limits)?;
         }
+        Ok(wildcard)
+    }
+
+    pub(super) fn create_channel(
+        &mut self,
+        id: &[u8],
+        now: i64,
+        limits: &Limits,
+        events: bool,
+    ) -> Result<(), StoreError> {
+        let wildcard = self.may_create(id, limits, events)?;
         let id_len = u32::try_from(id.len()).map_err(|_| OOM)?;
         let mut node = ChanNode::vacant(&self.alloc);
         if id.len() <= INLINE {

@@ -33,6 +33,7 @@ impl<A: Allocator + Clone> Store<A> {
             None => {
                 // The message's memory first (and a record for the channel_created event): a
                 // publish refused for lack of memory creates no channel.
+                self.may_create(id, limits, false)?;
                 let data = self.message_room(2, id, text, event_id, event_type)?;
                 self.create_channel(id, now, limits, false)?;
                 (self.find(id).ok_or(OOM)?, data)
