@@ -157,7 +157,7 @@ pub struct SlotStats {
 /// Lock-hold histogram buckets (core's bounds and +Inf).
 pub const LOCK_HOLD_SLOTS: usize = push_stream_core::metrics::LOCK_HOLD_BUCKETS.len() + 1;
 
-const MAGIC: u64 = 0x7073_7472_6561_6d36; // "pstream6"
+const MAGIC: u64 = 0x7073_7472_6561_6d37; // "pstream7"
 
 /// The limits a rebuilt store is made with (this process's configuration; set by
 /// [`Zone::configure`] in the master, inherited by the workers it forks).

@@ -1,25 +1,65 @@
 //! Messages consumed from a broker: idempotent inserts by stream offset, claimed control
 //! messages, and the host numbers of exchange messages.
 
-use std::collections::hash_map::RandomState;
-
 use allocator_api2::alloc::Allocator;
-use allocator_api2::boxed::Box as ABox;
-use hashbrown::HashMap;
 
-use super::keys::KeyRef;
-use super::record::{concat_in, Msg, QEntry, TrashEntry};
+use super::pool::{link_through, Slot, NIL};
+use super::record::{pack, BROKER, MSG};
+use super::table::Hashed;
 use super::{Limits, Store, StoreError, OOM};
 
-/// One remembered exchange message: forgotten at `expires`.
-#[derive(Clone, Copy, Default)]
-pub(super) struct XEntry {
+/// One remembered exchange message (56 bytes): found through the exchange keys' table,
+/// forgotten at `expires` (the keys are on a FIFO in the order they were drawn).
+pub(super) struct XNode {
+    pub(super) key: [u64; 2],
+    pub(super) off: u64,
     pub(super) expires: i64,
-    pub(super) key: u128,
     pub(super) occurrence: u32,
+    pub(super) hash: u32,
+    /// Its bucket's chain.
+    pub(super) chain: u32,
+    /// The FIFO of keys by expiry (or the free list).
+    pub(super) later: u32,
+    /// 1 while in use.
+    pub(super) used: u32,
+    pub(super) _pad: u32,
 }
 
-pub(super) type XKeys<A> = HashMap<(u128, u32), u64, RandomState, A>;
+impl<A: Allocator> Slot<A> for XNode {
+    fn vacant(_: &A) -> Self {
+        XNode {
+            key: [0; 2],
+            off: 0,
+            expires: 0,
+            occurrence: 0,
+            hash: 0,
+            chain: NIL,
+            later: NIL,
+            used: 0,
+            _pad: 0,
+        }
+    }
+    fn is_vacant(&self) -> bool {
+        self.used == 0
+    }
+    link_through!(later);
+}
+
+impl Hashed for XNode {
+    fn hash(&self) -> u32 {
+        self.hash
+    }
+    fn chain(&self) -> u32 {
+        self.chain
+    }
+    fn set_chain(&mut self, h: u32) {
+        self.chain = h;
+    }
+}
+
+fn split(key: u128) -> [u64; 2] {
+    [key as u64, (key >> 64) as u64]
+}
 
 impl<A: Allocator + Clone> Store<A> {
     /// The highest broker offset inserted (a starting worker resumes after it).
@@ -55,13 +95,13 @@ impl<A: Allocator + Clone> Store<A> {
             .and_then(|o| o.checked_add(1))
             .ok_or(OOM)?;
         let tag = off as u64;
-        match self.channels.get(&KeyRef(id)) {
-            Some(c) if c.events => return Err(StoreError::EventsChannel),
-            Some(c) if off <= c.last_id => {
-                let found = c
-                    .queue
-                    .iter()
-                    .filter_map(|q| self.msgs.get(&q.seq))
+        match self.find(id) {
+            Some(h) if self.chans.get(h).events => return Err(StoreError::EventsChannel),
+            Some(h) if off <= self.chans.get(h).last_id => {
+                let q = self.chans.get(h).queue;
+                let found = q
+                    .iter(&self.msgs)
+                    .map(|m| self.msgs.get(m))
                     .find(|m| m.id == off)
                     .map(|m| (m.time, m.tag));
                 return Ok(found.unwrap_or((time, tag)));
@@ -71,60 +111,24 @@ impl<A: Allocator + Clone> Store<A> {
         }
         // Inserting leaves the delete reserve alone.
         self.hold_reserve(limits)?;
+        let h = self.find(id).ok_or(OOM)?;
         // Reserve everything first.
-        let data = concat_in(&self.alloc, &[id, event_id, event_type, text])?;
-        let msg = Msg {
-            seq: 0,
-            id: off,
-            time,
-            tag,
-            broker: !to_log,
-            published_ms: if to_log { self.clock_ms } else { 0 },
-            chan_len: id.len(),
-            eid_len: (!event_id.is_empty()).then_some(event_id.len()),
-            etype_len: (!event_type.is_empty()).then_some(event_type.len()),
-            data,
-        };
-        let mut boxed = ABox::try_new_in(msg, self.alloc.clone()).map_err(|_| OOM)?;
-        self.msgs.try_reserve(1).map_err(|_| OOM)?;
-        self.trash.try_reserve(self.queued_total + 1)?;
-        let ch = self.channels.get_mut(&KeyRef(id)).ok_or(OOM)?;
-        if store {
-            ch.queue.try_reserve(1)?;
-        }
+        let ms = if to_log { self.clock_ms } else { 0 };
+        let eid = (!event_id.is_empty()).then_some(event_id);
+        let ety = (!event_type.is_empty()).then_some(event_type);
+        let data = pack(&self.alloc, ms, id, eid, ety, text)?;
+        self.msgs.reserve(1)?;
+        self.index.reserve(self.last_seq + 1)?;
         // Commit (nothing below allocates).
-        self.last_seq += 1;
-        let seq = self.last_seq;
+        let ch = self.chans.get_mut(h);
         ch.last_id = off;
         ch.last_time = time;
         ch.last_tag = tag;
         ch.inactive_at = now.saturating_add(limits.channel_inactivity_time);
-        boxed.seq = seq;
-        self.msgs.insert(seq, boxed);
         self.published += 1;
         self.broker_offset = Some(self.broker_offset.map_or(offset, |b| b.max(offset)));
-        let deadline = now.saturating_add(limits.trash_delay());
-        if store {
-            let expires = time.max(now).saturating_add(limits.message_ttl);
-            let _ = ch.queue.push_back(QEntry { seq, expires }); // room reserved above
-            self.queued_total += 1;
-            self.stored += 1;
-            let max = limits.max_messages_stored_per_channel.unwrap_or(u64::MAX);
-            while ch.queue.len() as u64 > max {
-                let Some(old) = ch.queue.pop_front() else {
-                    break;
-                };
-                self.queued_total -= 1;
-                self.stored -= 1;
-                let _ = self.trash.push_back(TrashEntry {
-                    seq: old.seq,
-                    deadline,
-                });
-                self.messages_in_trash += 1;
-            }
-        } else {
-            self.trash_record(seq, deadline);
-        }
+        let kind = if to_log { MSG } else { BROKER };
+        self.add_record(h, off, time, tag, kind, data, store, now, limits)?;
         Ok((time, tag))
     }
 
@@ -154,27 +158,55 @@ impl<A: Allocator + Clone> Store<A> {
         now: i64,
         window: i64,
     ) -> (u64, bool) {
-        if let Some(&o) = self.xkeys.get(&(key, occurrence)) {
-            return (o, false);
+        use core::hash::BuildHasher;
+        let hv = self.hasher.hash_one((key, occurrence)) as u32;
+        let k = split(key);
+        let mut h = self.xtable.head(self.xtable.bucket(hv));
+        while h != NIL {
+            let x = self.xnodes.get(h);
+            if x.hash == hv && x.key == k && x.occurrence == occurrence {
+                return (x.off, false);
+            }
+            h = x.chain;
         }
         // Above any offset already used (e.g. a stream source before a reload).
         let o = self
             .next_xoff
             .max(self.broker_offset.map_or(0, |b| b.saturating_add(1)));
         self.next_xoff = o.saturating_add(1);
-        if self.xkeys.try_reserve(1).is_ok() && self.xorder.try_reserve(1).is_ok() {
-            self.xkeys.insert((key, occurrence), o);
-            let _ = self.xorder.push_back(XEntry {
+        if self.xtable.reserve().is_ok() && self.xnodes.reserve(1).is_ok() {
+            let node = XNode {
+                key: k,
+                off: o,
                 expires: now.saturating_add(window),
-                key,
                 occurrence,
-            });
+                hash: hv,
+                chain: NIL,
+                later: NIL,
+                used: 1,
+                _pad: 0,
+            };
+            if let Ok(x) = self.xnodes.insert(node) {
+                self.xtable.insert(&mut self.xnodes, x);
+                self.xorder.push(&mut self.xnodes, x);
+                self.xtable.grow(&mut self.xnodes);
+            }
         }
         (o, true)
     }
 
+    /// Forgets the exchange keys whose window has passed (never allocates).
+    pub(super) fn expire_exchange_keys(&mut self, now: i64) {
+        while self.xorder.head != NIL && self.xnodes.get(self.xorder.head).expires <= now {
+            if let Some(x) = self.xorder.pop(&mut self.xnodes) {
+                self.xtable.remove(&mut self.xnodes, x);
+                self.xnodes.remove(x);
+            }
+        }
+    }
+
     /// Exchange keys remembered now (statistics, tests).
     pub fn exchange_keys(&self) -> usize {
-        self.xkeys.len()
+        self.xtable.len()
     }
 }

@@ -1,51 +1,153 @@
 //! Channels: creation, lookup, listing and deletion.
 
 use allocator_api2::alloc::Allocator;
-use allocator_api2::boxed::Box as ABox;
 use allocator_api2::vec::Vec as AVec;
 
-use super::keys::{Key, KeyRef};
-use super::record::{concat_in, QEntry};
-use super::ring::Ring;
-use super::subscribers::Subs;
+use super::index::CHANNEL;
+use super::keys::try_copy;
+use super::pool::{concat_in, link_through, Fifo, Slot, NIL};
+use super::subscribers::SlotCount;
+use super::table::Hashed;
 use super::{copy, ChannelInfo, Limits, Store, StoreError, DELETE_HOLD, OOM};
 use crate::channel_path::is_wildcard;
 
-pub(super) struct Channel<A: Allocator + Clone> {
-    /// Creation order (for listings).
+/// Channel ids up to this long are kept in the node.
+pub(super) const INLINE: usize = 8;
+
+/// A live channel.
+pub(super) const LIVE: u8 = 1;
+/// A deleted channel in delete (on the `deleting` list): it is its channel-deleted notice too
+/// (the log record `order`, its text after the id in `long`).
+pub(super) const DELETING: u8 = 2;
+/// A channel in the channel trash (on `chan_trash`; `inactive_at` is when it is freed).
+pub(super) const TRASHED: u8 = 3;
+
+/// One channel (128 bytes with the zone's allocator).
+pub(super) struct ChanNode<A: Allocator> {
+    /// Its bucket's chain while live; the delete list or the channel trash after.
+    pub(super) next: u32,
+    pub(super) hash: u32,
+    /// Stored messages, oldest first (linked through the message nodes).
+    pub(super) queue: Fifo,
+    pub(super) id_len: u32,
+    /// The first two worker slots' subscriber counts (most channels have subscribers on one
+    /// or two workers); further slots are in `more` (a chain of subscriber nodes).
+    pub(super) s: [SlotCount; 2],
+    pub(super) more: u32,
+    pub(super) state: u8,
+    pub(super) wildcard: bool,
+    pub(super) events: bool,
+    pub(super) _pad: u8,
+    /// Creation order (for listings); in delete: the seq of its notice.
     pub(super) order: u64,
-    pub(super) queue: Ring<QEntry, A>,
     pub(super) last_id: i64,
     pub(super) last_time: i64,
     pub(super) last_tag: u64,
-    pub(super) subs: Subs<A>,
-    /// Inactivity deadline.
+    /// Inactivity deadline (in delete: when it may go to the trash; in the trash: when it is
+    /// freed).
     pub(super) inactive_at: i64,
-    pub(super) wildcard: bool,
-    pub(super) events: bool,
+    pub(super) inline: [u8; INLINE],
+    /// The id when it is longer than `INLINE` (empty otherwise), followed by the notice's
+    /// text in delete.
+    pub(super) long: AVec<u8, A>,
 }
 
-/// A deleted channel, counted in `channels_in_delete`, with its deleted-channel notice (the
-/// log record `seq`): it goes to the channel trash once its subscribers have been told, every
-/// worker has read the notice and `ready_at` has passed (see [`DELETE_HOLD`]). One small
-/// allocation per delete (boxed, its text apart), and no growth of the message map or the
-/// trash, so that a delete still fits when publishing has filled the zone.
-pub(super) struct Deleting<A: Allocator> {
-    pub(super) id: Key<A>,
-    pub(super) subs: Subs<A>,
-    pub(super) ready_at: i64,
-    pub(super) seq: u64,
-    pub(super) text: AVec<u8, A>,
+impl<A: Allocator + Clone> Slot<A> for ChanNode<A> {
+    fn vacant(alloc: &A) -> Self {
+        ChanNode {
+            next: NIL,
+            hash: 0,
+            queue: Fifo::EMPTY,
+            id_len: 0,
+            s: [SlotCount::default(); 2],
+            more: NIL,
+            state: 0,
+            wildcard: false,
+            events: false,
+            _pad: 0,
+            order: 0,
+            last_id: 0,
+            last_time: 0,
+            last_tag: 0,
+            inactive_at: 0,
+            inline: [0; INLINE],
+            long: AVec::new_in(alloc.clone()),
+        }
+    }
+    fn is_vacant(&self) -> bool {
+        self.state == 0
+    }
+    link_through!(next);
+}
+
+impl<A: Allocator> Hashed for ChanNode<A> {
+    fn hash(&self) -> u32 {
+        self.hash
+    }
+    fn chain(&self) -> u32 {
+        self.next
+    }
+    fn set_chain(&mut self, h: u32) {
+        self.next = h;
+    }
+}
+
+impl<A: Allocator> ChanNode<A> {
+    pub(super) fn id(&self) -> &[u8] {
+        let n = self.id_len as usize;
+        if n <= INLINE {
+            &self.inline[..n]
+        } else {
+            &self.long[..n]
+        }
+    }
+
+    /// The text of its channel-deleted notice (in delete).
+    pub(super) fn notice_text(&self) -> &[u8] {
+        let n = self.id_len as usize;
+        &self.long[if n <= INLINE { 0 } else { n }..]
+    }
 }
 
 impl<A: Allocator + Clone> Store<A> {
+    pub(super) fn hash_id(&self, id: &[u8]) -> u32 {
+        use core::hash::BuildHasher;
+        self.hasher.hash_one(id) as u32
+    }
+
+    /// The live channel `id`.
+    pub(super) fn find(&self, id: &[u8]) -> Option<u32> {
+        let hv = self.hash_id(id);
+        let mut h = self.table.head(self.table.bucket(hv));
+        while h != NIL {
+            let c = self.chans.get(h);
+            if c.hash == hv && c.id() == id {
+                return Some(h);
+            }
+            h = c.next;
+        }
+        None
+    }
+
+    /// Every live channel's handle, bucket by bucket (`f` may not change the table).
+    pub(super) fn each_channel(&self, mut f: impl FnMut(u32, &ChanNode<A>)) {
+        for b in 0..self.table.buckets() {
+            let mut h = self.table.head(b);
+            while h != NIL {
+                let c = self.chans.get(h);
+                f(h, c);
+                h = c.next;
+            }
+        }
+    }
+
     /// Creates the events channel if `limits.events_channel_id` is set and it does not exist
     /// yet (for example when the option was only enabled on a reload; the C module crashes
     /// there). No-op otherwise. Not subject to the channel limits; counted in `channels`.
     pub fn ensure_events_channel(&mut self, now: i64, limits: &Limits) -> Result<(), StoreError> {
         if let Some(eid) = limits.events_channel_id.as_deref() {
-            match self.channels.get_mut(&KeyRef(eid)) {
-                Some(ch) => ch.events = true,
+            match self.find(eid) {
+                Some(h) => self.chans.get_mut(h).events = true,
                 None => self.create_channel(eid, now, limits, true)?,
             }
         }
@@ -55,14 +157,15 @@ impl<A: Allocator + Clone> Store<A> {
     pub fn channel(&self, id: &[u8]) -> Option<ChannelInfo> {
         // One small copy (the id, bounded by the channel id length limit); the listings,
         // which copy many, are fallible.
-        self.channels.get(&KeyRef(id)).map(|c| info(id.to_vec(), c))
+        self.find(id).map(|h| self.info(h))
     }
 
     /// A channel's last publish time and tag (no copy: usable under the lock).
     pub fn last_time_tag(&self, id: &[u8]) -> Option<(i64, u64)> {
-        self.channels
-            .get(&KeyRef(id))
-            .map(|c| (c.last_time, c.last_tag))
+        self.find(id).map(|h| {
+            let c = self.chans.get(h);
+            (c.last_time, c.last_tag)
+        })
     }
 
     pub fn get_or_create(
@@ -71,7 +174,7 @@ impl<A: Allocator + Clone> Store<A> {
         now: i64,
         limits: &Limits,
     ) -> Result<ChannelInfo, StoreError> {
-        if self.channels.get(&KeyRef(id)).is_none() {
+        if self.find(id).is_none() {
             let events = limits.events_channel_id.as_deref() == Some(id);
             self.create_channel(id, now, limits, events)?;
         }
@@ -91,61 +194,58 @@ impl<A: Allocator + Clone> Store<A> {
         now: i64,
         limits: &Limits,
     ) -> Result<bool, StoreError> {
-        let Some(ch) = self.channels.get(&KeyRef(id)) else {
+        let Some(h) = self.find(id) else {
             return Ok(false);
         };
-        if ch.events {
+        if self.chans.get(h).events {
             return Err(StoreError::EventsChannel);
         }
-        // Reserve everything first (the stored messages move into the trash, which has room
-        // for everything queued); when the zone is full, once more with the reserve freed.
-        let mut entry = match self.delete_entry(text) {
-            Ok(e) => e,
-            Err(_) if self.release_reserve() => self.delete_entry(text)?,
+        // Reserve everything first (the channel node stays, on the delete list, and holds the
+        // notice; its stored messages move to the trash through their own links); when the
+        // zone is full, once more with the reserve freed.
+        let long = match self.notice_room(h, text) {
+            Ok(d) => d,
+            Err(_) if self.release_reserve() => self.notice_room(h, text)?,
             Err(e) => return Err(e),
         };
         // Commit (nothing below allocates).
-        let Some((key, mut ch)) = self.channels.remove_entry(&KeyRef(id)) else {
-            return Ok(false);
-        };
-        self.unlink_counts(&ch);
+        self.table.remove(&mut self.chans, h);
+        self.unlink_counts(h);
         let deadline = now.saturating_add(limits.trash_delay());
-        for e in ch.queue.iter() {
-            self.queued_total -= 1;
-            self.trash_record(e.seq, deadline);
-            self.stored -= 1;
-        }
-        entry.subs = core::mem::replace(&mut ch.subs, Subs::new_in(self.alloc.clone()));
-        drop(ch);
+        self.queue_to_trash(h, deadline);
         self.last_seq += 1;
-        entry.id = key;
-        entry.seq = self.last_seq;
-        entry.ready_at = now.saturating_add(DELETE_HOLD);
-        self.deleting.push(entry);
+        let seq = self.last_seq;
+        self.index.set(seq, h | CHANNEL);
+        let c = self.chans.get_mut(h);
+        c.state = DELETING;
+        c.order = seq;
+        if let Some(long) = long {
+            c.long = long;
+        }
+        c.inactive_at = now.saturating_add(DELETE_HOLD);
+        self.deleting.push(&mut self.chans, h);
         Ok(true)
     }
 
-    /// The memory of one delete: its entry (with the notice's text) and its place in the list.
-    fn delete_entry(&mut self, text: &[u8]) -> Result<ABox<Deleting<A>, A>, StoreError> {
-        let entry = Deleting {
-            id: Key(AVec::new_in(self.alloc.clone())),
-            subs: Subs::new_in(self.alloc.clone()),
-            ready_at: 0,
-            seq: 0,
-            text: concat_in(&self.alloc, &[text])?,
+    /// The memory of channel `h`'s delete: a log index entry for its notice, and unless the
+    /// text is empty, the id kept outside the node followed by the text (in one allocation).
+    fn notice_room(&mut self, h: u32, text: &[u8]) -> Result<Option<AVec<u8, A>>, StoreError> {
+        self.index.reserve(self.last_seq + 1)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let c = self.chans.get(h);
+        let kept = if c.id_len as usize <= INLINE {
+            &[][..]
+        } else {
+            c.id()
         };
-        let entry = ABox::try_new_in(entry, self.alloc.clone()).map_err(|_| OOM)?;
-        self.deleting.try_reserve(1).map_err(|_| OOM)?;
-        Ok(entry)
+        Ok(Some(concat_in(&self.alloc, &[kept, text])?))
     }
 
-    /// The deleted-channel notice with log sequence number `seq`, while its channel is in
-    /// delete (the log reads it from there).
-    /// Its channel id and text, borrowed (the log copies them, see `copy`).
-    pub(super) fn deleted_notice(&self, seq: u64) -> Option<(&[u8], &[u8])> {
-        let i = self.deleting.binary_search_by_key(&seq, |d| d.seq).ok()?;
-        let d = &self.deleting[i];
-        Some((&d.id.0, &d.text))
+    /// Moves channel `h`'s stored messages to the trash, to be freed at `deadline`.
+    pub(super) fn queue_to_trash(&mut self, h: u32, deadline: i64) {
+        self.unqueue(h, deadline, |_, _| true);
     }
 
     /// The live channels whose id starts with `prefix` (all: None), in creation order. The
@@ -153,18 +253,24 @@ impl<A: Allocator + Clone> Store<A> {
     /// listing (see `copy`).
     pub fn channels(&self, prefix: Option<&[u8]>) -> Result<Vec<ChannelInfo>, StoreError> {
         let prefix = prefix.unwrap_or_default();
-        let mut v: Vec<(u64, ChannelInfo)> = copy::with_capacity(
-            self.channels
-                .keys()
-                .filter(|k| k.0.starts_with(prefix))
-                .count(),
-        )?;
-        for (k, c) in self
-            .channels
-            .iter()
-            .filter(|(k, _)| k.0.starts_with(prefix))
-        {
-            v.push((c.order, info(copy::bytes(&k.0)?, c)));
+        let mut n = 0;
+        self.each_channel(|_, c| {
+            if c.id().starts_with(prefix) {
+                n += 1;
+            }
+        });
+        let mut v: Vec<(u64, ChannelInfo)> = copy::with_capacity(n)?;
+        let mut failed = None;
+        self.each_channel(|h, c| {
+            if failed.is_none() && c.id().starts_with(prefix) {
+                match copy::bytes(c.id()) {
+                    Ok(id) => v.push((c.order, self.info_with(id, h))),
+                    Err(e) => failed = Some(e),
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
         v.sort_unstable_by_key(|(o, _)| *o);
         let mut out = copy::with_capacity(v.len())?;
@@ -172,13 +278,15 @@ impl<A: Allocator + Clone> Store<A> {
         Ok(out)
     }
 
-    pub(super) fn create_channel(
+    /// Whether channel `id` may be created: `ChannelsLimit` at the configured limits (not for
+    /// the events channel), `OutOfMemory` when the delete reserve cannot be held (creating
+    /// channels leaves it alone). Ok: whether it is a wildcard channel.
+    pub(super) fn may_create(
         &mut self,
         id: &[u8],
-        now: i64,
         limits: &Limits,
         events: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let wildcard = is_wildcard(id, limits.wildcard_prefix.as_deref());
         if !events {
             let (count, max) = if wildcard {
@@ -189,46 +297,81 @@ impl<A: Allocator + Clone> Store<A> {
             if max.is_some_and(|m| count >= m) {
                 return Err(StoreError::ChannelsLimit);
             }
-            // Creating channels leaves the delete reserve alone.
             self.hold_reserve(limits)?;
         }
-        let key = Key(concat_in(&self.alloc, &[id])?);
-        self.channels.try_reserve(1).map_err(|_| OOM)?;
-        self.chan_trash
-            .try_reserve(self.channels.len() + self.deleting.len() + 1)?;
-        let ch = Channel {
-            order: self.next_order,
-            queue: Ring::new_in(self.alloc.clone()),
-            last_id: 0,
-            last_time: 0,
-            last_tag: 0,
-            subs: Subs::new_in(self.alloc.clone()),
-            inactive_at: now.saturating_add(limits.channel_inactivity_time),
-            wildcard,
-            events,
+        Ok(wildcard)
+    }
+
+    pub(super) fn create_channel(
+        &mut self,
+        id: &[u8],
+        now: i64,
+        limits: &Limits,
+        events: bool,
+    ) -> Result<(), StoreError> {
+        self.create_channel_as(id, now, limits, events, true)
+    }
+
+    /// [`Store::create_channel`]; `announce`: emit `channel_created` on the events channel
+    /// (not when a rebuilt store gets back its subscribers' channels).
+    pub(super) fn create_channel_as(
+        &mut self,
+        id: &[u8],
+        now: i64,
+        limits: &Limits,
+        events: bool,
+        announce: bool,
+    ) -> Result<(), StoreError> {
+        let wildcard = self.may_create(id, limits, events)?;
+        let id_len = u32::try_from(id.len()).map_err(|_| OOM)?;
+        let mut node = ChanNode::vacant(&self.alloc);
+        if id.len() <= INLINE {
+            node.inline[..id.len()].copy_from_slice(id);
+        } else {
+            node.long = concat_in(&self.alloc, &[id])?;
+        }
+        self.table.reserve()?;
+        self.chans.reserve(1)?;
+        // Commit.
+        node.hash = self.hash_id(id);
+        node.id_len = id_len;
+        node.state = LIVE;
+        node.wildcard = wildcard;
+        node.events = events;
+        node.order = self.next_order;
+        node.inactive_at = now.saturating_add(limits.channel_inactivity_time);
+        let Ok(h) = self.chans.insert(node) else {
+            return Err(OOM); // reserved above: cannot happen
         };
+        self.table.insert(&mut self.chans, h);
         self.next_order += 1;
-        self.channels.insert(key, ch);
         if wildcard {
             self.n_wildcard += 1;
         } else {
             self.n_channels += 1;
         }
-        if !events {
+        // Best effort, never needed for correctness.
+        self.table.grow(&mut self.chans);
+        if announce && !events {
             self.emit("channel_created", id, now, limits);
         }
         Ok(())
     }
 
-    /// A channel leaves for the trash (room is guaranteed by the capacity invariant).
-    pub(super) fn channel_to_trash(&mut self, now: i64, limits: &Limits) {
-        let _ = self
-            .chan_trash
-            .push_back(now.saturating_add(limits.trash_delay()));
+    /// Channel `h` (no longer live nor in delete) goes to the channel trash until its trash
+    /// delay has passed: what it owns is freed now, its node then (never allocates).
+    pub(super) fn channel_to_trash(&mut self, h: u32, now: i64, limits: &Limits) {
+        self.free_subs(h);
+        let c = self.chans.get_mut(h);
+        c.state = TRASHED;
+        c.queue = Fifo::EMPTY;
+        c.long = AVec::new_in(self.alloc.clone());
+        c.inactive_at = now.saturating_add(limits.trash_delay());
+        self.chan_trash.push(&mut self.chans, h);
     }
 
-    pub(super) fn unlink_counts(&mut self, ch: &Channel<A>) {
-        if ch.wildcard {
+    pub(super) fn unlink_counts(&mut self, h: u32) {
+        if self.chans.get(h).wildcard {
             self.n_wildcard -= 1;
         } else {
             self.n_channels -= 1;
@@ -240,37 +383,57 @@ impl<A: Allocator + Clone> Store<A> {
     /// Returns how many moved.
     pub(super) fn collect_deleted(&mut self, now: i64, limits: &Limits) -> u64 {
         let floor = self.log_floor;
-        let ready = |d: &Deleting<A>| d.subs.total == 0 && d.ready_at <= now && d.seq <= floor;
-        if !self.deleting.iter().any(|d| ready(d)) {
-            return 0;
-        }
-        // Taken out while the events go into the events channel (`emit` does not touch it;
-        // the trash room reserved for these channels stays reserved).
-        let mut del = core::mem::replace(&mut self.deleting, AVec::new_in(self.alloc.clone()));
         let mut moved = 0;
-        for d in del.iter().filter(|d| ready(d)) {
-            self.channel_to_trash(now, limits);
-            self.emit("channel_destroyed", &d.id.0, now, limits);
+        let mut prev = NIL;
+        let mut h = self.deleting.head;
+        while h != NIL {
+            let c = self.chans.get(h);
+            let next = c.next;
+            let ready = c.inactive_at <= now && c.order <= floor && self.subs_total(h) == 0;
+            if !ready {
+                prev = h;
+                h = next;
+                continue;
+            }
+            let id = try_copy(c.id());
+            self.deleting.unlink(&mut self.chans, prev, h);
+            self.channel_to_trash(h, now, limits);
+            match id {
+                Some(id) => self.emit("channel_destroyed", &id, now, limits),
+                None => self.lost_event(limits, 1),
+            }
             moved += 1;
-        }
-        del.retain(|d| !ready(d));
-        if !del.is_empty() {
-            self.deleting = del;
+            h = next;
         }
         moved
     }
+
+    /// `n` events that could not be built (the process heap refused a temporary copy).
+    pub(super) fn lost_event(&mut self, limits: &Limits, n: u64) {
+        let ev = limits.events_channel_id.as_deref();
+        if ev.is_some_and(|e| self.find(e).is_some_and(|h| self.chans.get(h).events)) {
+            self.dropped_events = self.dropped_events.saturating_add(n);
+        }
+    }
 }
 
-/// A channel's info, with `id` (its copied id).
-pub(super) fn info<A: Allocator + Clone>(id: Vec<u8>, c: &Channel<A>) -> ChannelInfo {
-    ChannelInfo {
-        id,
-        published_messages: c.last_id.max(0) as u64,
-        stored_messages: c.queue.len() as u64,
-        subscribers: c.subs.total,
-        wildcard: c.wildcard,
-        events: c.events,
-        last_time: c.last_time,
-        last_tag: c.last_tag,
+impl<A: Allocator + Clone> Store<A> {
+    pub(super) fn info(&self, h: u32) -> ChannelInfo {
+        self.info_with(self.chans.get(h).id().to_vec(), h)
+    }
+
+    /// Channel `h`'s info, with `id` (its copied id).
+    pub(super) fn info_with(&self, id: Vec<u8>, h: u32) -> ChannelInfo {
+        let c = self.chans.get(h);
+        ChannelInfo {
+            id,
+            published_messages: c.last_id.max(0) as u64,
+            stored_messages: u64::from(c.queue.len),
+            subscribers: self.subs_total(h),
+            wildcard: c.wildcard,
+            events: c.events,
+            last_time: c.last_time,
+            last_tag: c.last_tag,
+        }
     }
 }

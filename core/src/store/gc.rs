@@ -2,13 +2,13 @@
 //! dead workers, deleted channels, expired messages, inactive channels, the trash.
 
 use allocator_api2::alloc::Allocator;
-use allocator_api2::vec::Vec as AVec;
-use hashbrown::HashMap;
 
-use super::broker::XKeys;
-use super::keys::SeqHash;
-use super::record::TrashEntry;
-use super::{ChannelMap, GcReport, Limits, MsgMap, Store};
+use super::pool::NIL;
+use super::{GcReport, Limits, Store};
+
+/// Buckets of the channel table one collection looks at (expiry and inactivity; about twice
+/// as many channels). A bigger table is covered over several collections.
+pub const GC_BUCKETS: usize = 4096;
 
 impl<A: Allocator + Clone> Store<A> {
     pub fn gc(&mut self, now: i64, limits: &Limits, is_alive: &dyn Fn(u32) -> bool) -> GcReport {
@@ -45,81 +45,75 @@ impl<A: Allocator + Clone> Store<A> {
         // go to the trash.
         report.trashed_deleted = self.collect_deleted(now, limits);
 
-        // (3) Expire stored messages from the head of each queue.
+        // (3) and (4), over a slice of the channel table (resumed at the next collection, so
+        // no critical section walks a big store): expire stored messages from the head of each
+        // queue, and remove inactive channels (no stored message, no subscriber, and the
+        // inactivity deadline passed, strictly, as in the C module).
         let deadline = now.saturating_add(limits.trash_delay());
-        for ch in self.channels.values_mut() {
-            while let Some(e) = ch.queue.front() {
-                if e.expires > now {
-                    break;
-                }
-                // Cannot fail: the trash always has room for everything queued.
-                if self
-                    .trash
-                    .push_back(TrashEntry {
-                        seq: e.seq,
-                        deadline,
-                    })
-                    .is_err()
-                {
-                    break;
-                }
-                ch.queue.pop_front();
-                self.queued_total -= 1;
-                self.messages_in_trash += 1;
-                if !ch.events {
-                    self.stored -= 1;
-                }
-                report.expired_messages += 1;
-            }
-        }
-
-        // (4) Remove inactive channels: no stored message, no subscriber, and the inactivity
-        // deadline passed (strictly, as in the C module).
         let mut removed: Vec<Vec<u8>> = Vec::new();
-        for (k, ch) in self.channels.extract_if(|_, c| {
-            !c.events && c.queue.is_empty() && c.subs.total == 0 && c.inactive_at < now
-        }) {
-            if ch.wildcard {
-                self.n_wildcard -= 1;
-            } else {
-                self.n_channels -= 1;
+        let mut lost = 0;
+        let buckets = self.table.buckets();
+        let (from, n) = if buckets <= GC_BUCKETS {
+            (0, buckets)
+        } else {
+            (self.gc_cursor % buckets, GC_BUCKETS)
+        };
+        for k in 0..n {
+            let b = (from + k) % buckets;
+            let mut prev = NIL;
+            let mut h = self.table.head(b);
+            while h != NIL {
+                let next = self.chans.get(h).next;
+                report.expired_messages += self.expire(h, now, deadline);
+                let c = self.chans.get(h);
+                if c.events || c.queue.len > 0 || c.inactive_at >= now || self.subs_total(h) > 0 {
+                    self.free_subs_if(h, false);
+                    prev = h;
+                    h = next;
+                    continue;
+                }
+                match super::keys::try_copy(c.id()) {
+                    Some(id) if removed.try_reserve(1).is_ok() => removed.push(id),
+                    _ => lost += 1,
+                }
+                self.table.unlink(&mut self.chans, b, prev, h);
+                self.unlink_counts(h);
+                self.channel_to_trash(h, now, limits);
+                report.removed_channels += 1;
+                h = next;
             }
-            // Cannot fail (chan_trash has room for every live channel); if it did, the channel
-            // is simply freed at once.
-            let _ = self.chan_trash.push_back(deadline);
-            removed.push(k.0[..].to_vec());
         }
-        report.removed_channels = removed.len() as u64;
+        self.gc_cursor = (from + n) % buckets.max(1);
         for id in &removed {
             self.emit("channel_destroyed", id, now, limits);
         }
+        self.lost_event(limits, lost);
 
         // (5) Free trashed messages whose delay passed (strictly, as in the C module) and that
         // every live worker has seen.
-        while let Some(e) = self.trash.front() {
-            if e.deadline >= now || e.seq > self.log_floor {
+        while self.trash.head != NIL {
+            let m = self.msgs.get(self.trash.head);
+            if m.when >= now || m.seq > self.log_floor {
                 break;
             }
-            self.trash.pop_front();
-            if self.msgs.remove(&e.seq).is_some() {
+            if let Some(m) = self.trash.pop(&mut self.msgs) {
+                self.msgs.remove(m);
                 self.messages_in_trash -= 1;
                 report.freed_messages += 1;
             }
         }
+        self.index.drop_to(self.log_floor, self.last_seq);
 
-        // (6) Drop trashed channels whose delay passed.
-        while self.chan_trash.front().is_some_and(|d| d < now) {
-            self.chan_trash.pop_front();
+        // (6) Free trashed channels whose delay passed.
+        while self.chan_trash.head != NIL && self.chans.get(self.chan_trash.head).inactive_at < now
+        {
+            if let Some(h) = self.chan_trash.pop(&mut self.chans) {
+                self.chans.remove(h);
+            }
         }
 
         // (7) Forget exchange keys whose window passed.
-        while let Some(x) = self.xorder.front() {
-            if x.expires > now {
-                break;
-            }
-            self.xorder.pop_front();
-            self.xkeys.remove(&(x.key, x.occurrence));
-        }
+        self.expire_exchange_keys(now);
 
         self.shrink();
         // Take the delete reserve back (best effort).
@@ -127,60 +121,18 @@ impl<A: Allocator + Clone> Store<A> {
         report
     }
 
-    /// Gives memory back after GC (best effort, never allocates more than it frees).
+    /// Moves channel `h`'s expired stored messages to the trash; returns how many.
+    fn expire(&mut self, h: u32, now: i64, deadline: i64) -> u64 {
+        self.unqueue(h, deadline, |msgs, q| {
+            q.head != NIL && msgs.get(q.head).when <= now
+        })
+    }
+
+    /// Gives memory back after GC (never allocates).
     pub(super) fn shrink(&mut self) {
-        self.trash.shrink(self.queued_total);
-        self.xorder.shrink(0);
-        if self.xkeys.capacity() >= 64 && self.xkeys.len() * 4 <= self.xkeys.capacity() {
-            let mut m: XKeys<A> =
-                HashMap::with_hasher_in(self.xkeys.hasher().clone(), self.alloc.clone());
-            if m.try_reserve(self.xkeys.len() * 2).is_ok() {
-                for (k, v) in self.xkeys.drain() {
-                    m.insert(k, v);
-                }
-                self.xkeys = m;
-            }
-        }
-        self.chan_trash
-            .shrink(self.channels.len() + self.deleting.len());
-        for ch in self.channels.values_mut() {
-            ch.queue.shrink(0);
-            if ch.subs.slots.is_empty() && ch.subs.slots.capacity() > 0 {
-                ch.subs.slots = AVec::new_in(self.alloc.clone());
-            }
-        }
-        if self.msgs.is_empty() {
-            if self.msgs.capacity() > 0 {
-                self.msgs = HashMap::with_hasher_in(SeqHash, self.alloc.clone());
-            }
-        } else if self.msgs.capacity() >= 64 && self.msgs.len() * 4 <= self.msgs.capacity() {
-            let mut m: MsgMap<A> = HashMap::with_hasher_in(SeqHash, self.alloc.clone());
-            if m.try_reserve(self.msgs.len() * 2).is_ok() {
-                for (k, v) in self.msgs.drain() {
-                    m.insert(k, v);
-                }
-                self.msgs = m;
-            }
-        }
-        if self.channels.is_empty() {
-            if self.channels.capacity() > 0 {
-                let h = self.channels.hasher().clone();
-                self.channels = HashMap::with_hasher_in(h, self.alloc.clone());
-            }
-        } else if self.channels.capacity() >= 64
-            && self.channels.len() * 4 <= self.channels.capacity()
-        {
-            let mut m: ChannelMap<A> =
-                HashMap::with_hasher_in(self.channels.hasher().clone(), self.alloc.clone());
-            if m.try_reserve(self.channels.len() * 2).is_ok() {
-                for (k, v) in self.channels.drain() {
-                    m.insert(k, v);
-                }
-                self.channels = m;
-            }
-        }
-        if self.deleting.is_empty() && self.deleting.capacity() > 0 {
-            self.deleting = AVec::new_in(self.alloc.clone());
-        }
+        self.msgs.trim();
+        self.chans.trim();
+        self.subs.trim();
+        self.xnodes.trim();
     }
 }

@@ -1,10 +1,10 @@
 //! Publishing, stored messages and the events channel.
 
 use allocator_api2::alloc::Allocator;
-use allocator_api2::boxed::Box as ABox;
+use allocator_api2::vec::Vec as AVec;
 
-use super::keys::KeyRef;
-use super::record::{concat_in, Msg, QEntry, TrashEntry};
+use super::pool::{Fifo, Pool, Slot};
+use super::record::{pack, MsgNode, MSG};
 use super::{copy, Limits, Published, Store, StoreError, StoredMessage, OOM};
 use crate::resume::{old_messages_start, Cursor, MessageMeta};
 
@@ -23,14 +23,38 @@ impl<A: Allocator + Clone> Store<A> {
         if limits.events_channel_id.as_deref() == Some(id) {
             return Err(StoreError::EventsChannel);
         }
-        match self.channels.get(&KeyRef(id)) {
-            Some(c) if c.events => return Err(StoreError::EventsChannel),
-            Some(_) => {}
-            None => self.create_channel(id, now, limits, false)?,
-        }
-        // Publishing leaves the delete reserve alone.
-        self.hold_reserve(limits)?;
-        self.publish_inner(id, text, event_id, event_type, store, now, limits)
+        let (h, data) = match self.find(id) {
+            Some(h) if self.chans.get(h).events => return Err(StoreError::EventsChannel),
+            Some(h) => {
+                // Publishing leaves the delete reserve alone.
+                self.hold_reserve(limits)?;
+                (h, self.message_room(1, id, text, event_id, event_type)?)
+            }
+            None => {
+                // The message's memory first (and a record for the channel_created event): a
+                // publish refused for lack of memory creates no channel.
+                self.may_create(id, limits, false)?;
+                let data = self.message_room(2, id, text, event_id, event_type)?;
+                self.create_channel(id, now, limits, false)?;
+                (self.find(id).ok_or(OOM)?, data)
+            }
+        };
+        self.publish_packed(h, data, store, now, limits)
+    }
+
+    /// A message's packed bytes, with `nodes` message nodes and log index entries reserved.
+    fn message_room(
+        &mut self,
+        nodes: usize,
+        id: &[u8],
+        text: &[u8],
+        event_id: Option<&[u8]>,
+        event_type: Option<&[u8]>,
+    ) -> Result<AVec<u8, A>, StoreError> {
+        let data = pack(&self.alloc, self.clock_ms, id, event_id, event_type, text)?;
+        self.msgs.reserve(nodes)?;
+        self.index.reserve(self.last_seq + nodes as u64)?;
+        Ok(data)
     }
 
     /// The stored messages of `id` that a subscriber resuming at `cursor` gets, oldest first.
@@ -40,38 +64,35 @@ impl<A: Allocator + Clone> Store<A> {
         id: &[u8],
         cursor: &Cursor,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let Some(ch) = self.channels.get(&KeyRef(id)) else {
+        let Some(h) = self.find(id) else {
             return Ok(Vec::new());
         };
-        if ch.queue.is_empty() {
+        let queue = self.chans.get(h).queue;
+        if queue.len == 0 {
             return Ok(Vec::new());
         }
         let want_eid = cursor
             .last_event_id
             .as_deref()
             .is_some_and(|e| !e.is_empty());
-        let mut metas: Vec<MessageMeta> = copy::with_capacity(ch.queue.len())?;
-        for e in ch.queue.iter() {
-            metas.push(match self.msgs.get(&e.seq) {
-                Some(m) => MessageMeta {
-                    time: m.time,
-                    tag: m.tag,
-                    event_id: match m.event_id() {
-                        Some(eid) if want_eid => Some(copy::bytes(eid)?),
-                        _ => None,
-                    },
+        let mut metas: Vec<MessageMeta> = copy::with_capacity(queue.len as usize)?;
+        for m in queue.iter(&self.msgs) {
+            let m = self.msgs.get(m);
+            metas.push(MessageMeta {
+                time: m.time,
+                tag: m.tag,
+                event_id: match m.event_id() {
+                    Some(eid) if want_eid => Some(copy::bytes(eid)?),
+                    _ => None,
                 },
-                None => MessageMeta::default(),
             });
         }
         let Some(start) = old_messages_start(&metas, cursor) else {
             return Ok(Vec::new());
         };
-        let mut out = copy::with_capacity(ch.queue.len() - start)?;
-        for e in ch.queue.iter().skip(start) {
-            if let Some(m) = self.msgs.get(&e.seq) {
-                out.push(m.stored()?);
-            }
+        let mut out = copy::with_capacity((queue.len as usize).saturating_sub(start))?;
+        for m in queue.iter(&self.msgs).skip(start) {
+            out.push(self.msgs.get(m).stored()?);
         }
         Ok(out)
     }
@@ -94,39 +115,25 @@ impl<A: Allocator + Clone> Store<A> {
         now: i64,
         limits: &Limits,
     ) -> Result<Published, StoreError> {
-        if self.channels.get(&KeyRef(id)).is_none() {
+        let Some(h) = self.find(id) else {
             return Err(OOM);
-        }
-        // Reserve everything first.
-        let data = concat_in(
-            &self.alloc,
-            &[
-                id,
-                event_id.unwrap_or_default(),
-                event_type.unwrap_or_default(),
-                text,
-            ],
-        )?;
-        let msg = Msg {
-            seq: 0,
-            id: 0,
-            time: 0,
-            tag: 0,
-            broker: false,
-            published_ms: 0,
-            chan_len: id.len(),
-            eid_len: event_id.map(<[u8]>::len),
-            etype_len: event_type.map(<[u8]>::len),
-            data,
         };
-        let mut boxed = ABox::try_new_in(msg, self.alloc.clone()).map_err(|_| OOM)?;
-        self.msgs.try_reserve(1).map_err(|_| OOM)?;
-        // The new message ends up queued or trashed: keep room for it in the trash.
-        self.trash.try_reserve(self.queued_total + 1)?;
-        let ch = self.channels.get_mut(&KeyRef(id)).ok_or(OOM)?;
-        if store {
-            ch.queue.try_reserve(1)?;
-        }
+        let data = self.message_room(1, id, text, event_id, event_type)?;
+        self.publish_packed(h, data, store, now, limits)
+    }
+
+    /// Publishes `data` (packed by `message_room`) into channel `h`.
+    fn publish_packed(
+        &mut self,
+        h: u32,
+        data: AVec<u8, A>,
+        store: bool,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<Published, StoreError> {
+        // Reserved by `message_room` (again in case an event took the room).
+        self.msgs.reserve(1)?;
+        self.index.reserve(self.last_seq + 1)?;
 
         // Commit (nothing below allocates).
         let time = now.max(self.last_time);
@@ -137,49 +144,16 @@ impl<A: Allocator + Clone> Store<A> {
         };
         self.last_time = time;
         self.last_tag = tag;
-        self.last_seq += 1;
-        let seq = self.last_seq;
+        let ch = self.chans.get_mut(h);
         let mid = ch.last_id + 1;
         ch.last_id = mid;
         ch.last_time = time;
         ch.last_tag = tag;
         ch.inactive_at = now.saturating_add(limits.channel_inactivity_time);
-        let events = ch.events;
-        boxed.seq = seq;
-        boxed.id = mid;
-        boxed.time = time;
-        boxed.tag = tag;
-        boxed.published_ms = self.clock_ms;
-        self.msgs.insert(seq, boxed);
-        if !events {
+        if !ch.events {
             self.published += 1;
         }
-        let deadline = now.saturating_add(limits.trash_delay());
-        if store {
-            let expires = time.saturating_add(limits.message_ttl);
-            let _ = ch.queue.push_back(QEntry { seq, expires }); // room reserved above
-            self.queued_total += 1;
-            if !events {
-                self.stored += 1;
-            }
-            let max = limits.max_messages_stored_per_channel.unwrap_or(u64::MAX);
-            while ch.queue.len() as u64 > max {
-                let Some(old) = ch.queue.pop_front() else {
-                    break;
-                };
-                self.queued_total -= 1;
-                if !events {
-                    self.stored -= 1;
-                }
-                let _ = self.trash.push_back(TrashEntry {
-                    seq: old.seq,
-                    deadline,
-                });
-                self.messages_in_trash += 1;
-            }
-        } else {
-            self.trash_record(seq, deadline);
-        }
+        let seq = self.add_record(h, mid, time, tag, MSG, data, store, now, limits)?;
         Ok(Published {
             seq,
             id: mid,
@@ -188,9 +162,82 @@ impl<A: Allocator + Clone> Store<A> {
         })
     }
 
-    /// Appends a message to the trash (room is guaranteed by the capacity invariant).
-    pub(super) fn trash_record(&mut self, seq: u64, deadline: i64) {
-        let _ = self.trash.push_back(TrashEntry { seq, deadline });
+    /// Adds a message record of channel `h` (its node and log index entry reserved): into the
+    /// log, then into the channel's queue (`store`, trimmed to the channel's limit) or the
+    /// trash. Returns its seq. Never allocates.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn add_record(
+        &mut self,
+        h: u32,
+        mid: i64,
+        time: i64,
+        tag: u64,
+        kind: u8,
+        data: AVec<u8, A>,
+        store: bool,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<u64, StoreError> {
+        let mut node = MsgNode::vacant(&self.alloc);
+        node.seq = self.last_seq + 1;
+        node.id = mid;
+        node.time = time;
+        node.tag = tag;
+        node.kind = kind;
+        node.data = data;
+        let m = self.msgs.insert(node)?; // reserved by the caller: cannot fail
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        self.index.set(seq, m);
+        let deadline = now.saturating_add(limits.trash_delay());
+        if !store {
+            self.trash_record(m, deadline);
+            return Ok(seq);
+        }
+        let events = self.chans.get(h).events;
+        self.msgs.get_mut(m).when = time.max(now).saturating_add(limits.message_ttl);
+        let mut q = self.chans.get(h).queue;
+        q.push(&mut self.msgs, m);
+        self.queued_total += 1;
+        if !events {
+            self.stored += 1;
+        }
+        self.chans.get_mut(h).queue = q;
+        let max = limits.max_messages_stored_per_channel.unwrap_or(u64::MAX);
+        self.unqueue(h, deadline, |_, q| u64::from(q.len) > max);
+        Ok(seq)
+    }
+
+    /// Moves channel `h`'s stored messages to the trash (to be freed at `deadline`), oldest
+    /// first, while `more(messages, queue)`; returns how many moved. Never allocates.
+    pub(super) fn unqueue(
+        &mut self,
+        h: u32,
+        deadline: i64,
+        more: impl Fn(&Pool<MsgNode<A>, A>, &Fifo) -> bool,
+    ) -> u64 {
+        let mut q = self.chans.get(h).queue;
+        let events = self.chans.get(h).events;
+        let mut n = 0;
+        while more(&self.msgs, &q) {
+            let Some(m) = q.pop(&mut self.msgs) else {
+                break;
+            };
+            self.queued_total -= 1;
+            if !events {
+                self.stored -= 1;
+            }
+            self.trash_record(m, deadline);
+            n += 1;
+        }
+        self.chans.get_mut(h).queue = q;
+        n
+    }
+
+    /// Appends message node `m` to the trash (linked through the node: never allocates).
+    pub(super) fn trash_record(&mut self, m: u32, deadline: i64) {
+        self.msgs.get_mut(m).when = deadline;
+        self.trash.push(&mut self.msgs, m);
         self.messages_in_trash += 1;
     }
 
@@ -202,7 +249,7 @@ impl<A: Allocator + Clone> Store<A> {
         if eid == channel {
             return;
         }
-        if !self.channels.get(&KeyRef(eid)).is_some_and(|c| c.events) {
+        if !self.find(eid).is_some_and(|h| self.chans.get(h).events) {
             return;
         }
         // Under the zone lock: reserved fallibly (an escaped id is at most 6 bytes per byte);

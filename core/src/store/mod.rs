@@ -6,42 +6,60 @@
 //! the process heap, and no allocation failure may abort: each operation reserves everything it
 //! needs first and returns [`StoreError::OutOfMemory`] with the store unchanged when it cannot.
 //!
-//! Layout:
-//! * every published message lives once, boxed, in `msgs`, keyed by its host-wide sequence
-//!   number `seq`;
-//! * a channel-deleted notice (also a log record with a `seq`) lives in its deleted channel's
-//!   entry in `deleting`, in `seq` order;
-//! * a channel's queue holds `(seq, expires)` of its stored messages, oldest first;
-//! * the trash is a FIFO of `(seq, deadline)` of messages that are in no queue (removed,
-//!   expired or unstored messages);
-//! * the delivery log is implicit: every record with `seq` in `(log_floor, last_seq]` is kept
-//!   (a message is freed only from the trash, a notice only with its deleted channel, and only
-//!   once its seq is at or below `log_floor`, the lowest cursor acknowledged by every
-//!   registered worker).
+//! Layout (no allocation anywhere in the store is bigger than one 4 KiB page, so a zone is
+//! never "full" while it has free pages, and no growth needs an old and a new copy at once):
+//! * channels and messages are nodes in page-sized arenas (`pool`), addressed by `u32`
+//!   handles: a channel node is 128 bytes (ids up to 8 bytes inline, longer ones in one small
+//!   allocation; the subscriber counts of the first two worker slots inline, more slots in a
+//!   chain of 64-byte subscriber nodes), a message node 80 bytes plus one allocation of its
+//!   packed bytes (publish time, lengths, channel id, event id, event type, text);
+//! * live channels are found through a chained hash table with linear hashing (`table`):
+//!   its bucket directory is in 4 KiB segments and it grows one bucket split at a time; the
+//!   exchange keys of a RabbitMQ exchange source are 56-byte nodes in a table of the same
+//!   kind, on a FIFO by expiry;
+//! * a channel's stored messages, the message trash (removed, expired and unstored
+//!   messages), the deleted channels in delete (in `seq` order) and the channel trash are
+//!   FIFO lists linked through the nodes themselves (`pool::Fifo`);
+//! * every record (a message, or a channel-deleted notice, kept in its deleted channel's node)
+//!   has a host-wide sequence number `seq`; the delivery log is every record with `seq` in
+//!   `(log_floor, last_seq]`, found through the log index (`index`: seq -> message or channel
+//!   node, in 4 KiB segments, freed below the floor). A message is freed only from the trash,
+//!   a notice only with its deleted channel, and only once its seq is at or below
+//!   `log_floor`, the lowest cursor acknowledged by every registered worker;
+//! * arenas give back their trailing pages that hold no node in use after a collection (all
+//!   their pages when empty); other free nodes are reused by the next inserts of their kind.
 //!
 //! A small delete reserve (a few pages, `Limits::delete_reserve_pages`) is held while
 //! publishing: publishes and channel creations refuse when they cannot hold it, a delete
 //! frees it when the zone is otherwise full, and collections take it back. So deleting
 //! channels works on a zone that publishing has filled (`reserve`).
 //!
-//! Capacity invariants that let GC and unsubscribe move things around without allocating:
-//! * `trash` has room for everything queued: `trash.cap >= trash.len + queued_total`;
-//! * `chan_trash` has room for every live or deleting channel:
-//!   `chan_trash.cap >= chan_trash.len + channels.len + deleting.len`.
+//! What lets GC, unsubscribe and delete move things around without allocating:
+//! * moving a message to the trash, a channel to the delete list or to the channel trash
+//!   relinks its node (no list has a capacity to keep);
+//! * a subscriber count is kept in place: an unsubscribe only decrements it (a subscriber
+//!   node left unused is freed by a later collection or with its channel);
+//! * a delete needs only a log index entry for its notice and, when its text is not empty,
+//!   one allocation for the text (the channel node itself holds the notice, on the delete
+//!   list, then waits in the channel trash until it is freed).
 //!
 //! Channel lifecycle, as the C module's statistics show it: live → (`DELETE`) in delete →
 //! in trash → gone, or live → (inactive) in trash → gone:
-//! * a deleted channel leaves the live map at once (its id is free again) and is counted in
+//! * a deleted channel leaves the channel table at once (its id is free again) and is counted in
 //!   `channels_in_delete` until its subscribers have been told and at least [`DELETE_HOLD`]
 //!   has passed; [`Store::gc`] then moves it to the channel trash and emits
 //!   `channel_destroyed`;
 //! * a channel with no stored message and no subscriber whose inactivity deadline has passed
-//!   goes to the channel trash at the next [`Store::gc`] (`channel_destroyed` too);
+//!   goes to the channel trash at the next [`Store::gc`] that looks at its bucket
+//!   (`channel_destroyed` too): a collection expires messages and removes inactive channels
+//!   in [`GC_BUCKETS`] buckets of the table (all of a table that small), resuming where the
+//!   last one stopped, so no critical section walks a big store;
 //! * a trashed channel (or record) is freed by the first [`Store::gc`] after its trash delay
 //!   ([`TRASH_DELAY`], unless the limits say otherwise) has passed.
 //!
 //! Subscriber counts are kept per worker slot: every live channel (and every deleted channel
-//! still in delete) holds `(slot, count)` pairs, and its `subscribers` is their sum. When a worker goes away — found dead by [`Store::gc`], replaced in its slot by
+//! still in delete) holds `(slot, count)` pairs, and its `subscribers` is their sum. When a worker
+//! goes away — found dead by [`Store::gc`], replaced in its slot by
 //! [`Store::register_worker`] (a respawn after a crash), or leaving with
 //! [`Store::unregister_worker`] — whatever its slot still counts is removed everywhere, as if
 //! each of those subscribers had unsubscribed, so the counts never outlive the process that
@@ -51,36 +69,39 @@
 //! `channels` (create, look up, list, delete), `messages` (publish, stored messages, the events
 //! channel), `subscribers` (per-slot counts), `workers` (the worker registry), `log` (the
 //! delivery log), `broker` (offsets and exchange numbers of broker messages) and `gc`; the
-//! building blocks are `ring` (fallible FIFO), `keys` (channel keys, hashers) and `record` (one
-//! stored record).
+//! building blocks are `pool` (page-sized arenas, FIFO lists through their nodes), `table`
+//! (the channel table, and the exchange keys' table), `index` (the log index), `record` (one
+//! stored record) and `keys` (temporary copies of ids).
 
 use std::collections::hash_map::RandomState;
 
 pub use allocator_api2::alloc::{AllocError, Allocator, Global};
-use allocator_api2::boxed::Box as ABox;
 use allocator_api2::vec::Vec as AVec;
-use hashbrown::HashMap;
 
-use self::broker::{XEntry, XKeys};
-use self::channels::{Channel, Deleting};
-use self::keys::{Key, SeqHash};
-use self::record::{Msg, TrashEntry};
+use self::broker::XNode;
+use self::channels::ChanNode;
+use self::index::LogIndex;
+use self::pool::{Fifo, Pool};
+use self::record::MsgNode;
 pub use self::recovery::{Carry, Found};
-use self::ring::Ring;
+use self::subscribers::SubsNode;
+use self::table::Table;
 use self::workers::WorkerEntry;
 
 mod broker;
 mod channels;
 mod copy;
 mod gc;
+mod index;
 mod keys;
 mod log;
 mod messages;
+mod pool;
 mod record;
 pub mod recovery;
 mod reserve;
-mod ring;
 mod subscribers;
+mod table;
 mod workers;
 
 /// How long removed messages and channels stay in the trash (seconds), as in the C module:
@@ -93,6 +114,7 @@ pub const TRASH_DELAY: i64 = 10;
 /// this keeps a deleted channel "in delete" for 1 to 3 s.
 pub const DELETE_HOLD: i64 = 2;
 
+pub use self::gc::GC_BUCKETS;
 pub use self::reserve::{MAX_RESERVE_PAGES, RESERVE_PAGE};
 
 /// Limits and names from the configuration, passed to every call that needs them.
@@ -242,9 +264,6 @@ pub struct GcReport {
 
 const OOM: StoreError = StoreError::OutOfMemory;
 
-type MsgMap<A> = HashMap<u64, ABox<Msg<A>, A>, SeqHash, A>;
-type ChannelMap<A> = HashMap<Key<A>, Channel<A>, RandomState, A>;
-
 // ---------------------------------------------------------------------------------------------
 // The store
 // ---------------------------------------------------------------------------------------------
@@ -252,19 +271,26 @@ type ChannelMap<A> = HashMap<Key<A>, Channel<A>, RandomState, A>;
 pub struct Store<A: Allocator + Clone> {
     alloc: A,
     created: i64,
-    channels: ChannelMap<A>,
+    /// Hashes channel ids (keys drawn once, when the store is made).
+    hasher: RandomState,
+    /// Live channels.
+    table: Table<A>,
+    chans: Pool<ChanNode<A>, A>,
+    subs: Pool<SubsNode, A>,
+    msgs: Pool<MsgNode<A>, A>,
+    index: LogIndex<A>,
     next_order: u64,
     /// Live non-wildcard channels (events channel included) and live wildcard channels.
     n_channels: u64,
     n_wildcard: u64,
     /// Deleted channels in delete, in delete (= seq) order.
-    deleting: AVec<ABox<Deleting<A>, A>, A>,
+    deleting: Fifo,
     /// The delete reserve: pages held back from publishing (see `reserve`).
     reserve: [AVec<u8, A>; MAX_RESERVE_PAGES],
-    /// Inactivity deadlines of trashed channels, FIFO.
-    chan_trash: Ring<i64, A>,
-    msgs: MsgMap<A>,
-    trash: Ring<TrashEntry, A>,
+    /// Trashed channels, FIFO (freed when their `inactive_at` has passed).
+    chan_trash: Fifo,
+    /// Trashed messages, FIFO (freed when their `when` has passed and every worker read them).
+    trash: Fifo,
     /// Sum of all queue lengths (events channel included).
     queued_total: usize,
     /// Message records (not channel-deleted notices) in the trash.
@@ -283,26 +309,34 @@ pub struct Store<A: Allocator + Clone> {
     broker_offset: Option<u64>,
     /// The highest broker offset of a control message (channel delete) claimed.
     ops_mark: Option<u64>,
-    /// Exchange source: (dedupe key, occurrence) -> host sequence number, for a window.
-    xkeys: XKeys<A>,
-    xorder: Ring<XEntry, A>,
+    /// Exchange source: (dedupe key, occurrence) -> host sequence number, for a window: a
+    /// table of key nodes, and the FIFO of the same nodes by expiry.
+    xtable: Table<A>,
+    xnodes: Pool<XNode, A>,
+    xorder: Fifo,
     next_xoff: u64,
     /// Milliseconds clock the caller sets before publishing (delivery latency).
     clock_ms: i64,
+    /// The next bucket of the channel table a collection looks at.
+    gc_cursor: usize,
 }
 
 impl<A: Allocator + Clone> Store<A> {
     pub fn new_in(alloc: A, now: i64, limits: &Limits) -> Result<Self, StoreError> {
         let mut s = Store {
-            channels: HashMap::with_hasher_in(RandomState::new(), alloc.clone()),
+            hasher: RandomState::new(),
+            table: Table::new_in(alloc.clone()),
+            chans: Pool::new_in(alloc.clone()),
+            subs: Pool::new_in(alloc.clone()),
+            msgs: Pool::new_in(alloc.clone()),
+            index: LogIndex::new_in(alloc.clone(), 1),
             next_order: 0,
             n_channels: 0,
             n_wildcard: 0,
-            deleting: AVec::new_in(alloc.clone()),
+            deleting: Fifo::EMPTY,
             reserve: core::array::from_fn(|_| AVec::new_in(alloc.clone())),
-            chan_trash: Ring::new_in(alloc.clone()),
-            msgs: HashMap::with_hasher_in(SeqHash, alloc.clone()),
-            trash: Ring::new_in(alloc.clone()),
+            chan_trash: Fifo::EMPTY,
+            trash: Fifo::EMPTY,
             queued_total: 0,
             messages_in_trash: 0,
             published: 0,
@@ -315,10 +349,12 @@ impl<A: Allocator + Clone> Store<A> {
             dropped_events: 0,
             broker_offset: None,
             ops_mark: None,
-            xkeys: HashMap::with_hasher_in(RandomState::new(), alloc.clone()),
-            xorder: Ring::new_in(alloc.clone()),
+            xtable: Table::new_in(alloc.clone()),
+            xnodes: Pool::new_in(alloc.clone()),
+            xorder: Fifo::EMPTY,
             next_xoff: 0,
             clock_ms: 0,
+            gc_cursor: 0,
             created: now,
             alloc,
         };
@@ -340,8 +376,8 @@ impl<A: Allocator + Clone> Store<A> {
             published_messages: self.published,
             stored_messages: self.stored,
             messages_in_trash: self.messages_in_trash,
-            channels_in_delete: self.deleting.len() as u64,
-            channels_in_trash: self.chan_trash.len() as u64,
+            channels_in_delete: u64::from(self.deleting.len),
+            channels_in_trash: u64::from(self.chan_trash.len),
             subscribers: self.workers.iter().map(|w| w.subscribers).sum(),
             created: self.created,
         }
@@ -350,6 +386,9 @@ impl<A: Allocator + Clone> Store<A> {
 
 #[cfg(test)]
 mod broker_tests;
+
+#[cfg(test)]
+mod capacity_tests;
 
 #[cfg(test)]
 mod recovery_tests;

@@ -9,8 +9,6 @@
 
 use allocator_api2::alloc::Allocator;
 
-use super::keys::KeyRef;
-use super::record::TrashEntry;
 use super::{Limits, Store, StoreError, TRASH_DELAY};
 
 /// `poisoned` word: a store operation panicked halfway.
@@ -113,6 +111,7 @@ impl<A: Allocator + Clone> Store<A> {
         self.published = c.published;
         self.last_seq = c.last_seq;
         self.log_floor = c.last_seq;
+        self.index.reset(c.last_seq.saturating_add(1));
         self.last_time = c.last_time;
         self.last_tag = c.last_tag;
         self.broker_offset = unopt(c.broker_offset);
@@ -177,23 +176,13 @@ impl<A: Allocator + Clone> Store<A> {
     /// A channel delete read again from the stream while refilling: the channel's messages
     /// stored so far leave the store quietly (its subscribers were told before the crash).
     pub fn refill_delete(&mut self, id: &[u8], now: i64) -> Result<(), StoreError> {
-        self.trash.try_reserve(self.queued_total + 1)?;
-        let Some(ch) = self.channels.get_mut(&KeyRef(id)) else {
+        let Some(h) = self.find(id) else {
             return Ok(());
         };
-        if ch.events {
+        if self.chans.get(h).events {
             return Ok(());
         }
-        let deadline = now.saturating_add(TRASH_DELAY);
-        while let Some(old) = ch.queue.pop_front() {
-            self.queued_total -= 1;
-            self.stored -= 1;
-            let _ = self.trash.push_back(TrashEntry {
-                seq: old.seq,
-                deadline,
-            });
-            self.messages_in_trash += 1;
-        }
+        self.queue_to_trash(h, now.saturating_add(TRASH_DELAY));
         Ok(())
     }
 
@@ -209,22 +198,18 @@ impl<A: Allocator + Clone> Store<A> {
         limits: &Limits,
     ) -> Result<(), StoreError> {
         let sk = u32::try_from(slot).map_err(|_| StoreError::SubscribersLimit)?;
-        if self.channels.get(&KeyRef(id)).is_none() {
+        if self.find(id).is_none() {
             let events = limits.events_channel_id.as_deref() == Some(id);
-            // Without the events channel's id: re-creating it announces nothing.
-            let quiet = Limits {
-                events_channel_id: None,
-                ..limits.clone()
-            };
-            self.create_channel(id, now, &quiet, events)?;
+            // Re-creating it announces nothing (and copies nothing under the lock).
+            self.create_channel_as(id, now, limits, events, false)?;
         }
-        let Some(ch) = self.channels.get_mut(&KeyRef(id)) else {
+        let Some(h) = self.find(id) else {
             return Err(StoreError::OutOfMemory);
         };
         for _ in 0..n {
-            ch.subs.try_add(sk)?;
+            self.subs_add(h, sk)?;
         }
-        ch.inactive_at = now.saturating_add(limits.channel_inactivity_time);
+        self.chans.get_mut(h).inactive_at = now.saturating_add(limits.channel_inactivity_time);
         Ok(())
     }
 }

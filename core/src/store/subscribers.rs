@@ -1,82 +1,185 @@
 //! Subscriber counts per channel and worker slot.
 
 use allocator_api2::alloc::Allocator;
-use allocator_api2::vec::Vec as AVec;
 
-use super::keys::{try_copy, KeyRef};
+use super::keys::try_copy;
+use super::pool::{link_through, Slot, NIL};
 use super::{Limits, Store, StoreError, OOM};
 
-/// How many subscribers of one channel one worker slot holds.
-#[derive(Clone, Copy)]
+/// How many subscribers of one channel one worker slot holds (count 0: an unused entry).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub(super) struct SlotCount {
     pub(super) slot: u32,
     pub(super) count: u32,
 }
 
-/// The subscribers of a channel, per worker slot (most channels have subscribers on few
-/// workers: a short unsorted vector), and their sum. No entry has a zero count.
-pub(super) struct Subs<A: Allocator> {
-    pub(super) slots: AVec<SlotCount, A>,
-    pub(super) total: u64,
+/// Pairs per subscriber node.
+const PAIRS: usize = 7;
+
+/// More (slot, count) pairs of a channel with subscribers on several workers (64 bytes),
+/// chained from the channel's `more`. Entries with count 0 are unused; a node is freed only
+/// with its channel (or when a collection finds it unused), so an unsubscribe never allocates
+/// or frees.
+#[derive(Clone, Copy, Default)]
+pub(super) struct SubsNode {
+    pub(super) next: u32,
+    /// 1 while the node is in use.
+    pub(super) used: u32,
+    pub(super) pairs: [SlotCount; PAIRS],
 }
 
-impl<A: Allocator> Subs<A> {
-    pub(super) fn new_in(alloc: A) -> Self {
-        Subs {
-            slots: AVec::new_in(alloc),
-            total: 0,
+impl<A: Allocator> Slot<A> for SubsNode {
+    fn vacant(_: &A) -> Self {
+        SubsNode {
+            next: NIL,
+            ..SubsNode::default()
         }
     }
-
-    pub(super) fn position(&self, slot: u32) -> Option<usize> {
-        self.slots.iter().position(|e| e.slot == slot)
+    fn is_vacant(&self) -> bool {
+        self.used == 0
     }
+    link_through!(next);
+}
 
-    pub(super) fn has(&self, slot: u32) -> bool {
-        self.position(slot).is_some()
-    }
-
-    /// One more subscriber on `slot`; all or nothing.
-    pub(super) fn try_add(&mut self, slot: u32) -> Result<(), StoreError> {
-        match self.position(slot) {
-            Some(i) => {
-                let e = &mut self.slots[i];
-                e.count = e.count.checked_add(1).ok_or(StoreError::SubscribersLimit)?;
-            }
-            None => {
-                self.slots.try_reserve(1).map_err(|_| OOM)?;
-                self.slots.push(SlotCount { slot, count: 1 });
-            }
-        }
-        self.total += 1;
-        Ok(())
-    }
-
-    /// One subscriber fewer on `slot`; false (and nothing changes) when it has none.
-    pub(super) fn remove_one(&mut self, slot: u32) -> bool {
-        let Some(i) = self.position(slot) else {
-            return false;
-        };
-        self.slots[i].count -= 1;
-        if self.slots[i].count == 0 {
-            self.slots.swap_remove(i);
-        }
-        self.total -= 1;
-        true
-    }
-
-    /// Removes all of `slot`'s subscribers; returns how many there were.
-    pub(super) fn take_slot(&mut self, slot: u32) -> u64 {
-        let Some(i) = self.position(slot) else {
-            return 0;
-        };
-        let n = u64::from(self.slots.swap_remove(i).count);
-        self.total -= n;
-        n
-    }
+/// Where a slot's count is.
+#[derive(Clone, Copy)]
+enum At {
+    Inline(usize),
+    More(u32, usize),
 }
 
 impl<A: Allocator + Clone> Store<A> {
+    /// Where channel `h` counts `slot` (a used entry), or else the first unused entry.
+    fn subs_at(&self, h: u32, slot: u32) -> (Option<At>, Option<At>) {
+        let c = self.chans.get(h);
+        let mut free = None;
+        for (i, p) in c.s.iter().enumerate() {
+            if p.count > 0 && p.slot == slot {
+                return (Some(At::Inline(i)), None);
+            }
+            if p.count == 0 && free.is_none() {
+                free = Some(At::Inline(i));
+            }
+        }
+        let mut n = c.more;
+        while n != NIL {
+            let node = self.subs.get(n);
+            for (i, p) in node.pairs.iter().enumerate() {
+                if p.count > 0 && p.slot == slot {
+                    return (Some(At::More(n, i)), None);
+                }
+                if p.count == 0 && free.is_none() {
+                    free = Some(At::More(n, i));
+                }
+            }
+            n = node.next;
+        }
+        (None, free)
+    }
+
+    fn pair_mut(&mut self, h: u32, at: At) -> &mut SlotCount {
+        match at {
+            At::Inline(i) => &mut self.chans.get_mut(h).s[i],
+            At::More(n, i) => &mut self.subs.get_mut(n).pairs[i],
+        }
+    }
+
+    /// Every (slot, count) entry of channel `h`, used or not.
+    fn each_pair(&self, h: u32, mut f: impl FnMut(&SlotCount)) {
+        let c = self.chans.get(h);
+        c.s.iter().for_each(&mut f);
+        let mut n = c.more;
+        while n != NIL {
+            let node = self.subs.get(n);
+            node.pairs.iter().for_each(&mut f);
+            n = node.next;
+        }
+    }
+
+    /// Channel `h`'s subscribers (on every worker).
+    pub(super) fn subs_total(&self, h: u32) -> u64 {
+        let mut t = 0u64;
+        self.each_pair(h, |p| t += u64::from(p.count));
+        t
+    }
+
+    pub(super) fn subs_has(&self, h: u32, slot: u32) -> bool {
+        self.subs_at(h, slot).0.is_some()
+    }
+
+    /// One more subscriber of channel `h` on `slot`; all or nothing (`OutOfMemory` when a new
+    /// slot needs a subscriber node that cannot be allocated).
+    pub(super) fn subs_add(&mut self, h: u32, slot: u32) -> Result<(), StoreError> {
+        match self.subs_at(h, slot) {
+            (Some(at), _) => {
+                let p = self.pair_mut(h, at);
+                p.count = p.count.checked_add(1).ok_or(StoreError::SubscribersLimit)?;
+            }
+            (None, Some(at)) => *self.pair_mut(h, at) = SlotCount { slot, count: 1 },
+            (None, None) => {
+                let mut node = SubsNode {
+                    next: self.chans.get(h).more,
+                    used: 1,
+                    ..SubsNode::default()
+                };
+                node.pairs[0] = SlotCount { slot, count: 1 };
+                let n = self.subs.insert(node)?;
+                self.chans.get_mut(h).more = n;
+            }
+        }
+        Ok(())
+    }
+
+    /// One subscriber fewer of channel `h` on `slot`; false (and nothing changes) when it has
+    /// none there.
+    pub(super) fn subs_remove_one(&mut self, h: u32, slot: u32) -> bool {
+        let Some(at) = self.subs_at(h, slot).0 else {
+            return false;
+        };
+        self.pair_mut(h, at).count -= 1;
+        true
+    }
+
+    /// Removes all of `slot`'s subscribers of channel `h`; returns how many there were.
+    pub(super) fn subs_take(&mut self, h: u32, slot: u32) -> u64 {
+        let Some(at) = self.subs_at(h, slot).0 else {
+            return 0;
+        };
+        let p = self.pair_mut(h, at);
+        let n = u64::from(p.count);
+        p.count = 0;
+        n
+    }
+
+    /// Used (slot, count) pairs of channel `h`.
+    pub(super) fn subs_list(&self, h: u32) -> Vec<(usize, u64)> {
+        let mut v = Vec::new();
+        self.each_pair(h, |p| {
+            if p.count > 0 {
+                v.push((p.slot as usize, u64::from(p.count)));
+            }
+        });
+        v
+    }
+
+    /// Frees channel `h`'s subscriber nodes when none of them counts anyone (or `all`).
+    pub(super) fn free_subs_if(&mut self, h: u32, all: bool) {
+        let c = self.chans.get(h);
+        let inline: u64 = c.s.iter().map(|p| u64::from(p.count)).sum();
+        if c.more == NIL || (!all && self.subs_total(h) != inline) {
+            return;
+        }
+        let mut n = c.more;
+        self.chans.get_mut(h).more = NIL;
+        while n != NIL {
+            n = self.subs.remove(n).next;
+        }
+    }
+
+    pub(super) fn free_subs(&mut self, h: u32) {
+        self.free_subs_if(h, true);
+    }
+
     /// One more subscriber to `id`, held by the worker in `slot`. Creates the channel with the
     /// usual rules if it does not exist. Refreshes the inactivity deadline. Fails with
     /// `SubscribersLimit` at `max_subscribers_per_channel` (or, never in practice, when `slot`
@@ -90,30 +193,25 @@ impl<A: Allocator + Clone> Store<A> {
         limits: &Limits,
     ) -> Result<(), StoreError> {
         let sk = u32::try_from(slot).map_err(|_| StoreError::SubscribersLimit)?;
-        if self.channels.get(&KeyRef(id)).is_none() {
-            // The caller normally created it; be forgiving and create it with the usual rules.
-            // The slot entry is reserved first: running out of memory creates nothing.
-            let mut subs = Subs::new_in(self.alloc.clone());
-            subs.slots.try_reserve(1).map_err(|_| OOM)?;
+        if self.find(id).is_none() {
+            // The caller normally created it; be forgiving and create it with the usual rules
+            // (a new channel's first slot is kept in its node: nothing more to allocate).
             let events = limits.events_channel_id.as_deref() == Some(id);
             self.create_channel(id, now, limits, events)?;
-            if let Some(ch) = self.channels.get_mut(&KeyRef(id)) {
-                ch.subs = subs;
-            }
         }
-        let Some(ch) = self.channels.get_mut(&KeyRef(id)) else {
+        let Some(h) = self.find(id) else {
             return Err(OOM);
         };
         if limits
             .max_subscribers_per_channel
-            .is_some_and(|m| ch.subs.total >= m)
+            .is_some_and(|m| self.subs_total(h) >= m)
         {
             return Err(StoreError::SubscribersLimit);
         }
-        ch.subs.try_add(sk)?;
+        self.subs_add(h, sk)?;
+        let ch = self.chans.get_mut(h);
         ch.inactive_at = now.saturating_add(limits.channel_inactivity_time);
-        let events = ch.events;
-        if !events {
+        if !ch.events {
             self.emit("client_subscribed", id, now, limits);
         }
         Ok(())
@@ -129,17 +227,17 @@ impl<A: Allocator + Clone> Store<A> {
         let Ok(sk) = u32::try_from(slot) else {
             return;
         };
-        if let Some(i) = self
+        let deleted = self
             .deleting
-            .iter()
-            .position(|d| d.subs.total > 0 && d.id.0[..] == *id && d.subs.has(sk))
-        {
-            self.deleting[i].subs.remove_one(sk);
+            .iter(&self.chans)
+            .find(|&d| self.chans.get(d).id() == id && self.subs_has(d, sk));
+        if let Some(d) = deleted {
+            self.subs_remove_one(d, sk);
             self.emit("client_unsubscribed", id, now, limits);
             return;
         }
-        if let Some(ch) = self.channels.get_mut(&KeyRef(id)) {
-            if ch.subs.remove_one(sk) && !ch.events {
+        if let Some(h) = self.find(id) {
+            if self.subs_remove_one(h, sk) && !self.chans.get(h).events {
                 self.emit("client_unsubscribed", id, now, limits);
             }
         }
@@ -147,15 +245,10 @@ impl<A: Allocator + Clone> Store<A> {
 
     /// Per-slot subscriber counts of a live channel, by slot (empty for an unknown channel).
     pub fn channel_slots(&self, id: &[u8]) -> Vec<(usize, u64)> {
-        let Some(ch) = self.channels.get(&KeyRef(id)) else {
+        let Some(h) = self.find(id) else {
             return Vec::new();
         };
-        let mut v: Vec<(usize, u64)> = ch
-            .subs
-            .slots
-            .iter()
-            .map(|e| (e.slot as usize, u64::from(e.count)))
-            .collect();
+        let mut v = self.subs_list(h);
         v.sort_unstable();
         v
     }
@@ -170,42 +263,38 @@ impl<A: Allocator + Clone> Store<A> {
         let Ok(sk) = u32::try_from(slot) else {
             return;
         };
-        // Live channels first: counts change in place; the events go into the events channel,
-        // so they are emitted once the iteration is over. Temporary list on the process heap.
+        // Counts change in place; the events go into the events channel, so they are emitted
+        // once the walk is over. Temporary list on the process heap.
         let mut gone: Vec<(Vec<u8>, u64)> = Vec::new();
         let mut lost = 0u64;
-        for (k, ch) in self.channels.iter_mut() {
-            let n = ch.subs.take_slot(sk);
-            if n == 0 || ch.events {
-                continue;
+        let mut take = |s: &mut Self, h: u32, live: bool| {
+            let n = s.subs_take(h, sk);
+            if n == 0 || (live && s.chans.get(h).events) {
+                return;
             }
-            match try_copy(&k.0) {
+            match try_copy(s.chans.get(h).id()) {
                 Some(id) if gone.try_reserve(1).is_ok() => gone.push((id, n)),
                 _ => lost = lost.saturating_add(n),
             }
+        };
+        for b in 0..self.table.buckets() {
+            let mut h = self.table.head(b);
+            while h != NIL {
+                take(self, h, true);
+                h = self.chans.get(h).next;
+            }
+        }
+        let mut h = self.deleting.head;
+        while h != NIL {
+            take(self, h, false);
+            h = self.chans.get(h).next;
         }
         for (id, n) in &gone {
             for _ in 0..*n {
                 self.emit("client_unsubscribed", id, now, limits);
             }
         }
-        drop(gone);
-        // Deleted channels: taken out while the events go into the events channel (`emit`
-        // does not touch them).
-        let mut del = core::mem::replace(&mut self.deleting, AVec::new_in(self.alloc.clone()));
-        for d in del.iter_mut() {
-            let n = d.subs.take_slot(sk);
-            for _ in 0..n {
-                self.emit("client_unsubscribed", &d.id.0, now, limits);
-            }
-        }
-        if !del.is_empty() {
-            self.deleting = del;
-        }
         // Only when an events channel would have received them.
-        let ev = limits.events_channel_id.as_deref();
-        if ev.is_some_and(|e| self.channels.get(&KeyRef(e)).is_some_and(|c| c.events)) {
-            self.dropped_events = self.dropped_events.saturating_add(lost);
-        }
+        self.lost_event(limits, lost);
     }
 }
