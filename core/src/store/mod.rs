@@ -2,9 +2,11 @@
 //!
 //! The store lives inside an nginx shared-memory zone: every worker maps it at the same address
 //! and the caller holds the zone's lock around every call. So every collection here allocates
-//! through the allocator `A` (the zone's slab in nginx, a budgeted heap in tests), nothing uses
-//! the process heap, and no allocation failure may abort: each operation reserves everything it
-//! needs first and returns [`StoreError::OutOfMemory`] with the store unchanged when it cannot.
+//! through the allocator `A` (the zone's slab in nginx, a budgeted heap in tests), and no
+//! allocation failure may abort: each operation reserves everything it needs first and returns
+//! [`StoreError::OutOfMemory`] with the store unchanged when it cannot. What the store hands
+//! out (records, old messages, listings) is copied to the process heap with fallible
+//! reservations (`copy`): [`StoreError::HeapExhausted`] when the heap refuses.
 //!
 //! Layout (no allocation anywhere in the store is bigger than one 4 KiB page, so a zone is
 //! never "full" while it has free pages, and no growth needs an old and a new copy at once):
