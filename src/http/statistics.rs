@@ -3,6 +3,7 @@
 
 use push_stream_core::channel_path::{self as cp, ChannelError};
 use push_stream_core::format::{self, Format, Summary, WorkerInfo};
+use push_stream_core::store::{ChannelInfo, ChannelPages, StoreError};
 
 use super::{fail_channel, no_cache, reply_infos, requested_channels, too_long, ERR500, GET};
 use crate::conf::{LocConf, MainConf};
@@ -36,7 +37,7 @@ pub fn handle(req: &Request<'_>, mcf: &MainConf, lcf: &LocConf) -> Status {
             return fail_channel(req, ChannelError::TooLong);
         }
         if let Some(prefix) = cp::stats_prefix(&c.id) {
-            return match zone.with_store(|s| s.channels(Some(prefix))) {
+            return match listing(zone, Some(prefix)) {
                 Some(Ok(all)) => reply_infos(req, mcf, &all, true),
                 Some(Err(_)) => listing_failed(req),
                 // No usable zone: nothing to list.
@@ -44,7 +45,7 @@ pub fn handle(req: &Request<'_>, mcf: &MainConf, lcf: &LocConf) -> Status {
             };
         }
         if c.id == b"ALL" {
-            return match zone.with_store(|s| s.channels(None)) {
+            return match listing(zone, None) {
                 Some(Ok(all)) => reply_infos(req, mcf, &all, true),
                 Some(Err(_)) => listing_failed(req),
                 // No usable zone: nothing to list.
@@ -104,6 +105,22 @@ fn summary(req: &Request<'_>, mcf: &MainConf) -> Status {
         &[],
         &format::render_summary(fmt, &s),
     )
+}
+
+/// The channels whose id starts with `prefix` (all: None), read a page of the channel table
+/// per hold of the zone's lock (`ChannelPages`), so a big store is never walked in one hold.
+fn listing(
+    zone: crate::ngx::zone::Zone,
+    prefix: Option<&[u8]>,
+) -> Option<Result<Vec<ChannelInfo>, StoreError>> {
+    let mut pages = ChannelPages::default();
+    while !pages.done() {
+        match zone.with_store(|s| pages.read(s, prefix))? {
+            Ok(()) => {}
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    Some(pages.finish())
 }
 
 /// A listing that the worker's heap could not hold (it is copied under the zone lock, where

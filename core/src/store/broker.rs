@@ -196,8 +196,14 @@ impl<A: Allocator + Clone> Store<A> {
     }
 
     /// Forgets the exchange keys whose window has passed (never allocates).
-    pub(super) fn expire_exchange_keys(&mut self, now: i64) {
-        while self.xorder.head != NIL && self.xnodes.get(self.xorder.head).expires <= now {
+    /// Forgets at most `max` exchange keys whose window passed, oldest first.
+    pub(super) fn expire_exchange_keys(&mut self, now: i64, max: usize) {
+        let mut budget = max;
+        while budget > 0
+            && self.xorder.head != NIL
+            && self.xnodes.get(self.xorder.head).expires <= now
+        {
+            budget -= 1;
             if let Some(x) = self.xorder.pop(&mut self.xnodes) {
                 self.xtable.remove(&mut self.xnodes, x);
                 self.xnodes.remove(x);

@@ -129,7 +129,9 @@ impl<A: Allocator + Clone> Store<A> {
         None
     }
 
-    /// Every live channel's handle, bucket by bucket (`f` may not change the table).
+    /// Every live channel's handle, bucket by bucket (`f` may not change the table). (Tests:
+    /// the store itself never walks all channels but in `drop_slot`.)
+    #[cfg(test)]
     pub(super) fn each_channel(&self, mut f: impl FnMut(u32, &ChanNode<A>)) {
         for b in 0..self.table.buckets() {
             let mut h = self.table.head(b);
@@ -248,34 +250,42 @@ impl<A: Allocator + Clone> Store<A> {
         self.unqueue(h, deadline, |_, _| true);
     }
 
-    /// The live channels whose id starts with `prefix` (all: None), in creation order. The
+    /// The live channels whose id starts with `prefix` (all: None), in creation order, in one
+    /// call (tests; the nginx layer reads them a page at a time, see [`ChannelPages`]). The
     /// copy is made under the zone lock: when the process heap cannot hold it, Err and no
     /// listing (see `copy`).
     pub fn channels(&self, prefix: Option<&[u8]>) -> Result<Vec<ChannelInfo>, StoreError> {
-        let prefix = prefix.unwrap_or_default();
-        let mut n = 0;
-        self.each_channel(|_, c| {
-            if c.id().starts_with(prefix) {
-                n += 1;
-            }
-        });
-        let mut v: Vec<(u64, ChannelInfo)> = copy::with_capacity(n)?;
-        let mut failed = None;
-        self.each_channel(|h, c| {
-            if failed.is_none() && c.id().starts_with(prefix) {
-                match copy::bytes(c.id()) {
-                    Ok(id) => v.push((c.order, self.info_with(id, h))),
-                    Err(e) => failed = Some(e),
-                }
-            }
-        });
-        if let Some(e) = failed {
-            return Err(e);
+        let mut pages = ChannelPages::default();
+        while !pages.done() {
+            pages.read(self, prefix)?;
         }
-        v.sort_unstable_by_key(|(o, _)| *o);
-        let mut out = copy::with_capacity(v.len())?;
-        out.extend(v.into_iter().map(|(_, i)| i));
-        Ok(out)
+        pages.finish()
+    }
+
+    /// Up to `GC_BUCKETS` buckets of the channel table from `from`: the live channels whose
+    /// id starts with `prefix`, with their creation order, appended to `out` (room taken
+    /// fallibly); the next bucket, or None at the end of the table.
+    fn channels_page(
+        &self,
+        prefix: &[u8],
+        from: usize,
+        out: &mut Vec<(u64, ChannelInfo)>,
+    ) -> Result<Option<usize>, StoreError> {
+        let end = self
+            .table
+            .buckets()
+            .min(from.saturating_add(super::GC_BUCKETS));
+        for b in from..end {
+            let mut h = self.table.head(b);
+            while h != NIL {
+                let c = self.chans.get(h);
+                if c.id().starts_with(prefix) {
+                    copy::push(out, (c.order, self.info_with(copy::bytes(c.id())?, h)))?;
+                }
+                h = c.next;
+            }
+        }
+        Ok((end < self.table.buckets()).then_some(end))
     }
 
     /// Whether channel `id` may be created: `ChannelsLimit` at the configured limits (not for
@@ -435,5 +445,49 @@ impl<A: Allocator + Clone> Store<A> {
             last_time: c.last_time,
             last_tag: c.last_tag,
         }
+    }
+}
+
+/// A listing of channels read a page of the channel table at a time (one zone lock hold per
+/// page, so listing a big store never holds the lock for all of it). Between pages the table
+/// may change: a channel created meanwhile may or may not appear, one removed meanwhile may
+/// still appear, and a channel that a table split moved is listed once (by its creation
+/// order).
+#[derive(Default)]
+pub struct ChannelPages {
+    next: Option<usize>,
+    started: bool,
+    got: Vec<(u64, ChannelInfo)>,
+}
+
+impl ChannelPages {
+    /// Whether the whole table was read.
+    pub fn done(&self) -> bool {
+        self.started && self.next.is_none()
+    }
+
+    /// Reads the next page (under the zone lock).
+    pub fn read<A: Allocator + Clone>(
+        &mut self,
+        store: &Store<A>,
+        prefix: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let from = if self.started {
+            self.next.unwrap_or(usize::MAX)
+        } else {
+            0
+        };
+        self.started = true;
+        self.next = store.channels_page(prefix.unwrap_or_default(), from, &mut self.got)?;
+        Ok(())
+    }
+
+    /// The channels, in creation order (after the lock: the sort allocates nothing more).
+    pub fn finish(mut self) -> Result<Vec<ChannelInfo>, StoreError> {
+        self.got.sort_unstable_by_key(|(o, _)| *o);
+        self.got.dedup_by_key(|(o, _)| *o);
+        let mut out = copy::with_capacity(self.got.len())?;
+        out.extend(self.got.into_iter().map(|(_, i)| i));
+        Ok(out)
     }
 }

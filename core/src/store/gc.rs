@@ -10,6 +10,12 @@ use super::{GcReport, Limits, Store};
 /// as many channels). A bigger table is covered over several collections.
 pub const GC_BUCKETS: usize = 4096;
 
+/// At most this many trashed messages, trashed channels and expired exchange keys are freed
+/// by one collection (each); the rest by the next ones, a second apart. Far above what this
+/// host can publish in a second, so the trash never grows because of it, and it bounds one
+/// collection's hold of the lock when a burst of messages leaves the trash at once.
+pub const GC_FREES: usize = 65_536;
+
 impl<A: Allocator + Clone> Store<A> {
     pub fn gc(&mut self, now: i64, limits: &Limits, is_alive: &dyn Fn(u32) -> bool) -> GcReport {
         let mut report = GcReport::default();
@@ -91,7 +97,9 @@ impl<A: Allocator + Clone> Store<A> {
 
         // (5) Free trashed messages whose delay passed (strictly, as in the C module) and that
         // every live worker has seen.
-        while self.trash.head != NIL {
+        let mut budget = GC_FREES;
+        while self.trash.head != NIL && budget > 0 {
+            budget -= 1;
             let m = self.msgs.get(self.trash.head);
             if m.when >= now || m.seq > self.log_floor {
                 break;
@@ -105,15 +113,19 @@ impl<A: Allocator + Clone> Store<A> {
         self.index.drop_to(self.log_floor, self.last_seq);
 
         // (6) Free trashed channels whose delay passed.
-        while self.chan_trash.head != NIL && self.chans.get(self.chan_trash.head).inactive_at < now
+        let mut budget = GC_FREES;
+        while budget > 0
+            && self.chan_trash.head != NIL
+            && self.chans.get(self.chan_trash.head).inactive_at < now
         {
+            budget -= 1;
             if let Some(h) = self.chan_trash.pop(&mut self.chans) {
                 self.chans.remove(h);
             }
         }
 
         // (7) Forget exchange keys whose window passed.
-        self.expire_exchange_keys(now);
+        self.expire_exchange_keys(now, GC_FREES);
 
         self.shrink();
         // Take the delete reserve back (best effort).

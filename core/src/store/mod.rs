@@ -55,7 +55,9 @@
 //!   goes to the channel trash at the next [`Store::gc`] that looks at its bucket
 //!   (`channel_destroyed` too): a collection expires messages and removes inactive channels
 //!   in [`GC_BUCKETS`] buckets of the table (all of a table that small), resuming where the
-//!   last one stopped, so no critical section walks a big store;
+//!   last one stopped, and frees at most [`GC_FREES`] of each kind, so the cleanup never
+//!   walks a big store in one critical section (listings are read a page at a time too,
+//!   [`ChannelPages`]; a worker's exit still walks every channel once, `drop_slot`);
 //! * a trashed channel (or record) is freed by the first [`Store::gc`] after its trash delay
 //!   ([`TRASH_DELAY`], unless the limits say otherwise) has passed.
 //!
@@ -82,6 +84,7 @@ use allocator_api2::vec::Vec as AVec;
 
 use self::broker::XNode;
 use self::channels::ChanNode;
+pub use self::channels::ChannelPages;
 use self::index::LogIndex;
 use self::pool::{Fifo, Pool};
 use self::record::MsgNode;
@@ -116,7 +119,7 @@ pub const TRASH_DELAY: i64 = 10;
 /// this keeps a deleted channel "in delete" for 1 to 3 s.
 pub const DELETE_HOLD: i64 = 2;
 
-pub use self::gc::GC_BUCKETS;
+pub use self::gc::{GC_BUCKETS, GC_FREES};
 pub use self::reserve::{MAX_RESERVE_PAGES, RESERVE_PAGE};
 
 /// Limits and names from the configuration, passed to every call that needs them.
@@ -391,6 +394,9 @@ mod broker_tests;
 
 #[cfg(test)]
 mod capacity_tests;
+
+#[cfg(test)]
+mod bounds_tests;
 
 #[cfg(test)]
 mod recovery_tests;
