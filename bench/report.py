@@ -299,7 +299,8 @@ def s7_rows(r):
     for shot in r.get("oneshot", []):
         what = shot["what"]
         rows += [
-            (f"{what}: published / refused", f'{num(shot["published"])} / {num(shot["publish_refused"])}'),
+            (f"{what}: published / refused", f'{num(shot["published"])} / {num(shot["publish_refused"])}'
+             + (" (a publish got no answer within the wait: publishing stopped)" if shot.get("publish_unanswered") else "")),
             (f"{what}: delivered / expected, lost", f'{num(shot["delivered"])} / {num(shot["expected"])}, {num(shot["lost"])}'),
             (f"{what}: time until the last subscriber had it (s)", num(shot["secs_until_last"], "{:.2f}")),
             (f"{what}: latency p50 / p99 / max (ms)",

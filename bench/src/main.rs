@@ -1042,6 +1042,9 @@ async fn one_shot(
     conn.set_nodelay(true).ok();
     let mut buf = Vec::new();
     let (mut ok, mut refused) = (0u64, 0u64);
+    // A publish nginx does not answer within the limit ends the publishing (the connection's
+    // state is unknown); the deliveries are still waited for and counted.
+    let mut unanswered = false;
     for ch in chans {
         let body = format!("PSB{ch}.1.{};", now_ns());
         let req = format!(
@@ -1049,8 +1052,16 @@ async fn one_shot(
             body.len()
         );
         conn.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
-        let h = tokio::time::timeout(limit, read_head(&mut conn, &mut buf)).await.map_err(bounded("publish"))??;
-        tokio::time::timeout(limit, read_body(&mut conn, &h, &mut buf)).await.map_err(bounded("publish body"))??;
+        let Ok(h) = tokio::time::timeout(limit, read_head(&mut conn, &mut buf)).await else {
+            unanswered = true;
+            break;
+        };
+        let h = h?;
+        let Ok(body) = tokio::time::timeout(limit, read_body(&mut conn, &h, &mut buf)).await else {
+            unanswered = true;
+            break;
+        };
+        body?;
         if (200..300).contains(&h.status) {
             ok += 1;
         } else {
@@ -1087,6 +1098,7 @@ async fn one_shot(
     }
     Ok(json!({
         "published": ok, "publish_refused": refused, "publish_secs": publish_secs,
+        "publish_unanswered": unanswered,
         "expected": expected, "delivered": unique, "lost": expected.saturating_sub(unique), "duplicates": dups,
         "all_delivered": got >= expected, "secs_until_last": if got >= expected { wall } else { f64::NAN },
         "latency": lat_json(&hist),
