@@ -107,7 +107,7 @@ const MAIN_DIRECTIVES: [(&str, &str); 12] = [
 
 /// Location-level directives (http, server, location) with a valid value, and whether they are
 /// also allowed inside `if` in a location (push_stream_header_template_file aside).
-const LOC_DIRECTIVES: [(&str, &str, bool); 19] = [
+const LOC_DIRECTIVES: [(&str, &str, bool); 20] = [
     ("push_stream_channels_path", "$arg_id", true),
     ("push_stream_store_messages", "on", true),
     ("push_stream_channel_info_on_publish", "off", false),
@@ -126,6 +126,7 @@ const LOC_DIRECTIVES: [(&str, &str, bool); 19] = [
     ("push_stream_subscriber_connection_ttl", "1m", false),
     ("push_stream_longpolling_connection_ttl", "30s", false),
     ("push_stream_websocket_allow_publish", "on", false),
+    ("push_stream_detached_subscribers", "on", false),
     ("push_stream_last_received_message_time", "$arg_time", true),
     ("push_stream_last_received_message_tag", "$arg_tag", true),
     ("push_stream_last_event_id", "$arg_last_event_id", true),
@@ -143,13 +144,14 @@ const ROLE_DIRECTIVES: [&str; 3] = [
     "push_stream_subscriber",
 ];
 
-const FLAG_DIRECTIVES: [&str; 6] = [
+const FLAG_DIRECTIVES: [&str; 7] = [
     "push_stream_timeout_with_body",
     "push_stream_store_messages",
     "push_stream_channel_info_on_publish",
     "push_stream_authorized_channels_only",
     "push_stream_allow_connections_to_events_channel",
     "push_stream_websocket_allow_publish",
+    "push_stream_detached_subscribers",
 ];
 
 const NUMBER_DIRECTIVES: [&str; 6] = [
@@ -1049,8 +1051,8 @@ fn a_configuration_with_all_36_directives_is_accepted_and_serves() {
          }}"
     );
     // The C module's 36 directives (push_stream_amqp_*, push_stream_metrics,
-    // push_stream_max_channels_per_request and push_stream_max_pending_bytes are this
-    // module's own).
+    // push_stream_max_channels_per_request, push_stream_max_pending_bytes and
+    // push_stream_detached_subscribers are this module's own).
     let names: Vec<String> = command_table_names()
         .into_iter()
         .filter(|n| {
@@ -1058,6 +1060,7 @@ fn a_configuration_with_all_36_directives_is_accepted_and_serves() {
                 && n != "push_stream_metrics"
                 && n != "push_stream_max_channels_per_request"
                 && n != "push_stream_max_pending_bytes"
+                && n != "push_stream_detached_subscribers"
         })
         .collect();
     assert_eq!(names.len(), 36, "the command table: {names:?}");

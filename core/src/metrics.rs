@@ -52,6 +52,8 @@ pub struct Worker {
     pub delivered: u64,
     pub bytes: u64,
     pub slow_closed: u64,
+    /// Subscribers detached from their requests now.
+    pub detached: u64,
     pub lost: u64,
     /// Publish-to-write latency of the messages this worker wrote: per-bucket counts (not
     /// cumulative; the last is +Inf), their sum in milliseconds.
@@ -198,7 +200,7 @@ pub fn render(h: &Host, workers: &[Worker]) -> String {
             );
         }
     }
-    let per: [Family<Worker>; 4] = [
+    let per: [Family<Worker>; 5] = [
         (
             "push_stream_worker_messages_delivered_total",
             "counter",
@@ -216,6 +218,12 @@ pub fn render(h: &Host, workers: &[Worker]) -> String {
             "counter",
             "Subscribers closed because they stopped reading.",
             |w| w.slow_closed,
+        ),
+        (
+            "push_stream_worker_subscribers_detached",
+            "gauge",
+            "Subscribers held without their request (push_stream_detached_subscribers).",
+            |w| w.detached,
         ),
         (
             "push_stream_worker_messages_lost_total",
@@ -361,7 +369,7 @@ mod tests {
                 assert!(name.starts_with("push_stream_"), "{line}");
             }
         }
-        assert_eq!(families, 1 + 10 + 1 + 4 + 1 + 2 + 5);
+        assert_eq!(families, 1 + 10 + 1 + 5 + 1 + 2 + 5);
         assert!(text.contains("push_stream_worker_subscribers{pid=\"42\",mode=\"websocket\"} 4\n"));
         assert!(text.contains("push_stream_channels{kind=\"normal\"} 3\n"));
         assert!(text.contains("push_stream_worker_amqp_connected{pid=\"42\"} 1\n"));

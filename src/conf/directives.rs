@@ -115,9 +115,10 @@ enum LocField {
     PaddingByUserAgent,
     MaxChannelsPerRequest,
     MaxPendingBytes,
+    DetachedSubscribers,
 }
 
-const LOC_FIELDS: [LocField; 27] = [
+const LOC_FIELDS: [LocField; 28] = [
     LocField::Publisher,
     LocField::Subscriber,
     LocField::Statistics,
@@ -145,6 +146,7 @@ const LOC_FIELDS: [LocField; 27] = [
     LocField::PaddingByUserAgent,
     LocField::MaxChannelsPerRequest,
     LocField::MaxPendingBytes,
+    LocField::DetachedSubscribers,
 ];
 
 const MAIN: usize = NGX_HTTP_MAIN_CONF_OFFSET;
@@ -157,9 +159,9 @@ const ANY_IF: u32 = ANY | NGX_HTTP_LIF_CONF;
 const T1: u32 = NGX_CONF_TAKE1;
 
 #[cfg(not(feature = "test-hooks"))]
-pub const N_COMMANDS: usize = 50;
+pub const N_COMMANDS: usize = 51;
 #[cfg(feature = "test-hooks")]
-pub const N_COMMANDS: usize = 54;
+pub const N_COMMANDS: usize = 55;
 
 /// The command table (its last entry is the empty terminator).
 #[rustfmt::skip]
@@ -221,6 +223,7 @@ where
         command(c"push_stream_padding_by_user_agent", ANY | T1, sl, LOC, L::PaddingByUserAgent as usize),
         command(c"push_stream_max_channels_per_request", ANY | T1, sl, LOC, L::MaxChannelsPerRequest as usize),
         command(c"push_stream_max_pending_bytes", ANY | T1, sl, LOC, L::MaxPendingBytes as usize),
+        command(c"push_stream_detached_subscribers", ANY | T1, sl, LOC, L::DetachedSubscribers as usize),
         #[cfg(feature = "test-hooks")]
         command(c"push_stream_test_hook", NGX_HTTP_LOC_CONF | T1, sl, LOC, L::TestHook as usize),
         #[cfg(feature = "test-hooks")]
@@ -474,6 +477,7 @@ where
             LocField::WebsocketAllowPublish => {
                 set_once(&mut l.websocket_allow_publish, flag()?, &name)
             }
+            LocField::DetachedSubscribers => set_once(&mut l.detached_subscribers, flag()?, &name),
             LocField::WildcardChannelMaxQtd => {
                 let n = cv::parse_number(&a).map_err(|e| invalid(&name, e))?;
                 set_once(&mut l.wildcard_channel_max_qtd, nonzero(n, &name)?, &name)
@@ -693,6 +697,7 @@ where
         &mut conf.websocket_allow_publish,
         &prev.websocket_allow_publish,
     );
+    inherit(&mut conf.detached_subscribers, &prev.detached_subscribers);
     inherit(
         &mut conf.last_received_message_time,
         &prev.last_received_message_time,

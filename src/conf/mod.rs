@@ -27,6 +27,7 @@ pub mod defaults {
     pub const AUTHORIZED_CHANNELS_ONLY: bool = false;
     pub const ALLOW_CONNECTIONS_TO_EVENTS_CHANNEL: bool = false;
     pub const WEBSOCKET_ALLOW_PUBLISH: bool = false;
+    pub const DETACHED_SUBSCRIBERS: bool = false;
     pub const MESSAGE_TEMPLATE: &[u8] = b"~text~";
     /// `push_stream_max_channels_per_request`.
     pub const MAX_CHANNELS_PER_REQUEST: u64 = 100;
@@ -206,6 +207,8 @@ pub struct LocConf {
     pub subscriber_connection_ttl: Option<u64>,
     pub longpolling_connection_ttl: Option<u64>,
     pub websocket_allow_publish: Option<bool>,
+    /// `push_stream_detached_subscribers`.
+    pub detached_subscribers: Option<bool>,
     pub last_received_message_time: Option<Complex>,
     pub last_received_message_tag: Option<Complex>,
     pub last_event_id: Option<Complex>,
@@ -239,6 +242,10 @@ impl LocConf {
     pub fn websocket_allow_publish(&self) -> bool {
         self.websocket_allow_publish
             .unwrap_or(defaults::WEBSOCKET_ALLOW_PUBLISH)
+    }
+    pub fn detached_subscribers(&self) -> bool {
+        self.detached_subscribers
+            .unwrap_or(defaults::DETACHED_SUBSCRIBERS)
     }
     /// How many distinct channels one request may name.
     pub fn max_channels_per_request(&self) -> usize {

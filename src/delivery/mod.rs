@@ -25,7 +25,8 @@ pub use fanout::{deliver_message, process_log, schedule_delivery, Since};
 pub use gather::{gathered, leftover_first};
 pub use subscribers::{
     end, forget, hold, is_subscriber, on_timer, on_write, reply_batch, send_bytes, shutdown,
-    ws_context, ws_feed, ws_in_message, ws_release, Mode, Sub, WsState, WS_PARTIAL_BUDGET,
+    ws_body_timeout, ws_context, ws_feed, ws_in_message, ws_release, Mode, Sub, WsState,
+    WS_PARTIAL_BUDGET,
 };
 
 /// The periodic timer: log catch-up, GC, registration retry.
@@ -424,6 +425,8 @@ pub fn publish_slot_stats() {
     st.delivered.store(stats.delivered, Relaxed);
     st.bytes.store(stats.bytes, Relaxed);
     st.slow_closed.store(stats.slow_closed, Relaxed);
+    st.detached
+        .store(crate::ngx::held::detached().1 as u64, Relaxed);
     st.lost.store(stats.lost, Relaxed);
     for (i, n) in stats.latency.iter().enumerate() {
         st.latency[i].store(*n, Relaxed);
@@ -435,6 +438,7 @@ pub fn publish_slot_stats() {
 /// it finished, so its eventfd can be closed): leave the store, close the connections.
 pub fn exit(joined: bool) {
     crate::ngx::held::run_closes();
+    crate::ngx::held::close_all_detached();
     let Some(w) = WORKER.with(|w| w.borrow_mut().take()) else {
         return;
     };

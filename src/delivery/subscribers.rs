@@ -23,6 +23,9 @@ pub struct WsState {
     pub lcf: &'static LocConf,
     /// The bytes of the unfinished message being received counted in the worker's budget for unfinished messages.
     pub partial_counted: usize,
+    /// The location's `client_body_timeout` (ms): how long an unfinished message may wait
+    /// for its next bytes (kept here: a detached subscriber has no request to ask).
+    pub body_timeout: u64,
 }
 
 /// The bytes of unfinished WebSocket messages one worker holds, over all its clients: past
@@ -95,6 +98,15 @@ pub fn ws_in_message(h: HeldRef) -> bool {
         _ => false,
     })
     .unwrap_or(false)
+}
+
+/// The `client_body_timeout` of a WebSocket subscriber's location (ms).
+pub fn ws_body_timeout(h: HeldRef) -> Option<u64> {
+    with(|w| match w.subs.get(&h.key()).map(|s| &s.mode) {
+        Some(Mode::WebSocket(st)) => Some(st.body_timeout),
+        _ => None,
+    })
+    .flatten()
 }
 
 /// The channels and configuration of a WebSocket subscriber.

@@ -47,6 +47,7 @@ pub fn handle(req: &Request<'_>, mcf: &MainConf) -> Status {
             delivered: s.delivered.load(Relaxed),
             bytes: s.bytes.load(Relaxed),
             slow_closed: s.slow_closed.load(Relaxed),
+            detached: s.detached.load(Relaxed),
             lost: s.lost.load(Relaxed),
             latency_buckets: std::array::from_fn(|i| s.latency[i].load(Relaxed)),
             latency_sum_ms: s.latency_sum_ms.load(Relaxed),

@@ -112,6 +112,8 @@ pub fn handle(
         h.close(Status::ERROR);
     } else if delivery::shutting_down() {
         delivery::end(h);
+    } else if lcf.detached_subscribers() {
+        h.detach();
     }
     Status::DONE
 }

@@ -28,7 +28,9 @@ pub fn handle(req: Request<'_>, hook: TestHook) -> Status {
             );
             let (ticks, last) = delivery::with(|w| (w.ticks, w.last_tick)).unwrap_or((0, 0));
             let body = format!(
-                "{{\"pid\": {pid}, \"bridge\": {bridge}, \"ticks\": {ticks}, \"last_tick\": {last}, \"dropped\": {dropped}, \"held\": {held}}}\n"
+                "{{\"pid\": {pid}, \"bridge\": {bridge}, \"ticks\": {ticks}, \"last_tick\": {last}, \"dropped\": {dropped}, \"held\": {held}, \"detached\": {}, \"detached_total\": {}}}\n",
+                crate::ngx::held::detached().1,
+                crate::ngx::held::detached().0
             );
             req.respond(200, Some(b"application/json"), &[], body.as_bytes())
         }

@@ -115,6 +115,7 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
         mcf,
         lcf,
         partial_counted: 0,
+        body_timeout: req.client_body_timeout(),
     };
     let mut sub = match held_sub(req, mcf, lcf, &p, tpl, Mode::WebSocket(Box::new(state))) {
         Ok(sub) => sub,
@@ -139,6 +140,9 @@ pub fn handshake(req: Request<'_>, mcf: &'static MainConf, lcf: &'static LocConf
     }
     // Frames the client sent right after the handshake are read on the next loop turn.
     held.read_again_next_turn();
+    if lcf.detached_subscribers() {
+        held.detach();
+    }
     Status::DONE
 }
 
@@ -196,7 +200,7 @@ fn feed(h: HeldRef, data: &[u8]) -> bool {
     }
     if let Some(ms) = fed
         .in_message
-        .then(|| h.with(|r| r.client_body_timeout()))
+        .then(|| delivery::ws_body_timeout(h))
         .flatten()
     {
         // An unfinished message may wait client_body_timeout for its next bytes (counted

@@ -16,6 +16,7 @@
 //!   them).
 
 pub mod conf;
+mod detached;
 pub mod event;
 pub mod guard;
 pub mod held;

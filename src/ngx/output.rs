@@ -56,6 +56,112 @@ fn framed<'a>(
     }
 }
 
+/// Linux's IOV_MAX: a direct write of more pieces goes through nginx.
+pub(super) const MAX_IOV: usize = 1024;
+
+/// What a direct write did.
+pub(super) enum Wrote {
+    /// Everything went (this many bytes).
+    All(usize),
+    /// The socket took this many bytes; the rest (payload, offset of its first unsent byte)
+    /// is already framed.
+    Partial(usize, Vec<(Rc<[u8]>, usize)>),
+    /// The write failed (the connection is broken).
+    Error,
+}
+
+/// Writes the messages `parts[..ends[0]]`, `parts[ends[0]..ends[1]]`… to the socket `fd` in
+/// one `writev`, each framed as an HTTP/1.1 chunk when `chunked` (as nginx's chunked filter
+/// frames each output-filter call); empty messages are left out. The caller checked that
+/// `parts.len() + 2 * ends.len() <= MAX_IOV`.
+pub(super) fn direct_write(
+    fd: libc::c_int,
+    parts: &[Rc<[u8]>],
+    ends: &[usize],
+    chunked: bool,
+) -> Wrote {
+    // Iovecs on the stack for the usual write (one message, maybe with its padding); a
+    // worker catching up (up to 256 messages a batch) takes them from the heap.
+    const STACK_IOV: usize = 64;
+    let size: usize = parts.iter().map(|p| p.len()).sum();
+    let needed = parts.len() + 2 * ends.len();
+    // Each message's chunk head (chunked responses; empty messages get no chunk).
+    let (one, many);
+    let heads: &[([u8; 18], usize)] = match (chunked, ends) {
+        (false, _) => &[],
+        (true, [_]) => {
+            one = [wire::chunk_head(size)];
+            &one
+        }
+        (true, _) => {
+            many = wire::message_sizes(parts.iter().map(|p| p.len()), ends)
+                .map(wire::chunk_head)
+                .collect::<Vec<_>>();
+            &many
+        }
+    };
+    let empty = libc::iovec {
+        iov_base: ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut stack = [empty; STACK_IOV];
+    let mut heap;
+    let iov: &mut [libc::iovec] = if needed <= STACK_IOV {
+        &mut stack
+    } else {
+        heap = vec![empty; needed];
+        &mut heap
+    };
+    let mut n = 0;
+    framed(parts, ends, heads, |piece| {
+        let b: &[u8] = match piece {
+            Piece::Shared(p) => p,
+            Piece::Frame(b) => b,
+        };
+        iov[n] = libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        };
+        n += 1;
+    });
+    let total: usize = iov[..n].iter().map(|v| v.iov_len).sum();
+    let written = match writev_all(fd, &iov[..n]) {
+        Some(w) => w,
+        None => return Wrote::Error,
+    };
+    if written == total {
+        return Wrote::All(written);
+    }
+    let mut segs: Vec<Rc<[u8]>> = Vec::with_capacity(n);
+    framed(parts, ends, heads, |piece| match piece {
+        // The payloads stay shared; the framing bytes are copied.
+        Piece::Shared(p) => segs.push(p.clone()),
+        Piece::Frame(b) => segs.push(Rc::from(b)),
+    });
+    let lens: Vec<usize> = segs.iter().map(|p| p.len()).collect();
+    let rest = wire::unsent(&lens, written)
+        .map(|(i, at)| (segs[i].clone(), at))
+        .collect();
+    Wrote::Partial(written, rest)
+}
+
+/// One `writev` of `iov` to `fd` (retried on EINTR): the bytes the socket took (0 when it is
+/// full), None when the write failed.
+pub(super) fn writev_all(fd: libc::c_int, iov: &[libc::iovec]) -> Option<usize> {
+    loop {
+        // SAFETY: the iovecs point into memory the caller keeps alive for the call.
+        let rc = unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+        if rc >= 0 {
+            return Some(rc as usize);
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return Some(0),
+            _ => return None,
+        }
+    }
+}
+
 /// The tag of the module's buffers in nginx's free/busy chains: any address unique to the
 /// module.
 static BUF_TAG: u8 = 0;
@@ -131,6 +237,11 @@ impl Out {
 }
 
 impl Out {
+    /// Nothing of this request's output waits in the module's or nginx's chains.
+    pub(super) fn idle(&self) -> bool {
+        self.pending == 0 && self.busy.is_null() && !self.blocked && self.inflight.is_empty()
+    }
+
     /// The payloads nginx may still reference, for the request's pool cleanup to release.
     pub(super) fn take_inflight(&mut self) -> std::collections::VecDeque<Rc<[u8]>> {
         std::mem::take(&mut self.inflight)
@@ -307,6 +418,52 @@ impl Request<'_> {
         }
     }
 
+    /// Whether the request can be freed now with its connection kept (see
+    /// `held::HeldRef::detach`): its writes may go around the body filters and nothing of
+    /// it is queued (`direct_ok`), it is the connection's only reference to it, nothing is
+    /// posted or reading for it, no timer runs on its connection, and no other module has
+    /// put a cleanup in its pool (`limit_conn` counts the connection there until the pool
+    /// goes). The connection and whether the body is chunked.
+    pub(super) fn detachable(&self) -> Option<(*mut nginx_sys::ngx_connection_t, bool)> {
+        let Direct::Yes { c, chunked, .. } = self.direct_ok() else {
+            return None;
+        };
+        // SAFETY: fields of a live request, its connection, events and pool.
+        unsafe {
+            let r = self.raw();
+            let ok = (*r).count() == 1
+                && (*r).blocked() == 0
+                && (*r).posted_requests.is_null()
+                && (*r).discard_body() == 0
+                && (*r).reading_body() == 0
+                && (*r).http_version >= nginx_sys::NGX_HTTP_VERSION_10 as usize
+                && (*(*c).read).timer_set() == 0
+                && (*(*c).write).timer_set() == 0
+                && self.own_pool_cleanups_only();
+            ok.then_some((c, chunked))
+        }
+    }
+
+    /// False when the request can never be detached (`detachable` may become true later
+    /// otherwise, once its output drained).
+    pub(super) fn detach_may_qualify_later(&self) -> bool {
+        self.direct_ok() != Direct::Never && self.own_pool_cleanups_only()
+    }
+
+    fn own_pool_cleanups_only(&self) -> bool {
+        // SAFETY: the cleanup list of a live request's pool.
+        unsafe {
+            let mut cl = (*(*self.raw()).pool).cleanup;
+            while !cl.is_null() {
+                if (*cl).handler.is_some() && !super::held::own_pool_cleanup((*cl).handler) {
+                    return false;
+                }
+                cl = (*cl).next;
+            }
+        }
+        true
+    }
+
     /// Whether the response body is chunked (known once the header was sent).
     fn chunked(&self) -> bool {
         // SAFETY: a field of a live request.
@@ -315,13 +472,9 @@ impl Request<'_> {
 
     /// The direct write of `send_shared`; None when it does not apply (nothing was written).
     fn send_direct(&self, out: &mut Out, parts: &[Rc<[u8]>], ends: &[usize]) -> Option<ngx_int_t> {
-        // Iovecs on the stack for the usual write (one message, maybe with its padding); a
-        // worker catching up (up to 256 messages a batch) takes them from the heap.
-        const STACK_IOV: usize = 64;
-        const MAX_IOV: usize = 1024; // Linux's IOV_MAX
         let size: usize = parts.iter().map(|p| p.len()).sum();
-        let needed = parts.len() + 2 * ends.len();
-        if size == 0 || needed > MAX_IOV || out.blocked || !out.busy.is_null() {
+        if size == 0 || parts.len() + 2 * ends.len() > MAX_IOV || out.blocked || !out.busy.is_null()
+        {
             return None;
         }
         if out.direct == Direct::Unknown {
@@ -330,83 +483,37 @@ impl Request<'_> {
         let Direct::Yes { c, fd, chunked } = out.direct else {
             return None;
         };
-        // Each message's chunk head (chunked responses; empty messages get no chunk).
-        let (one, many);
-        let heads: &[([u8; 18], usize)] = match (chunked, ends) {
-            (false, _) => &[],
-            (true, [_]) => {
-                one = [wire::chunk_head(size)];
-                &one
+        let rest = match direct_write(fd, parts, ends, chunked) {
+            Wrote::All(n) => {
+                out.unsent += n as libc::off_t;
+                return Some(NGX_OK);
             }
-            (true, _) => {
-                many = wire::message_sizes(parts.iter().map(|p| p.len()), ends)
-                    .map(wire::chunk_head)
-                    .collect::<Vec<_>>();
-                &many
+            Wrote::Error => {
+                // SAFETY: the request's live connection; nginx's own send functions mark
+                // the error the same way.
+                unsafe { (*c).set_error(1) };
+                return Some(NGX_ERROR);
             }
-        };
-        let empty = libc::iovec {
-            iov_base: ptr::null_mut(),
-            iov_len: 0,
-        };
-        let mut stack = [empty; STACK_IOV];
-        let mut heap;
-        let iov: &mut [libc::iovec] = if needed <= STACK_IOV {
-            &mut stack
-        } else {
-            heap = vec![empty; needed];
-            &mut heap
-        };
-        let mut n = 0;
-        framed(parts, ends, heads, |piece| {
-            let b: &[u8] = match piece {
-                Piece::Shared(p) => p,
-                Piece::Frame(b) => b,
-            };
-            iov[n] = libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            };
-            n += 1;
-        });
-        let total: usize = iov[..n].iter().map(|v| v.iov_len).sum();
-        let written = loop {
-            // SAFETY: the iovecs point into `parts`, `head` and a static, all alive for the
-            // call; the fd is the request's own socket (the connection outlives the request).
-            let rc = unsafe { libc::writev(fd, iov.as_ptr(), n as libc::c_int) };
-            if rc >= 0 {
-                break rc as usize;
-            }
-            match std::io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) => break 0,
-                _ => {
-                    // SAFETY: as above; nginx's own send functions mark the error the same way.
-                    unsafe { (*c).set_error(1) };
-                    return Some(NGX_ERROR);
-                }
+            Wrote::Partial(n, rest) => {
+                out.unsent += n as libc::off_t;
+                rest
             }
         };
-        out.unsent += written as libc::off_t;
-        if written == total {
-            return Some(NGX_OK);
-        }
         out.settle();
         // The socket is full: nginx's write filter keeps the rest and writes it when the
         // socket is writable again (the write event handler flushes it).
         // SAFETY: as above.
         unsafe { (*(*c).write).set_ready(0) };
-        let mut segs: Vec<Rc<[u8]>> = Vec::with_capacity(n);
-        framed(parts, ends, heads, |piece| match piece {
-            // The payloads stay shared; the framing bytes are copied.
-            Piece::Shared(p) => segs.push(p.clone()),
-            Piece::Frame(b) => segs.push(Rc::from(b)),
-        });
-        let lens: Vec<usize> = segs.iter().map(|p| p.len()).collect();
-        let rest = wire::unsent(&lens, written).map(|(i, at)| (segs[i].clone(), at));
         // SAFETY: the rest is already framed: it goes to the write filter only, behind
         // nothing (direct_ok saw nothing queued).
-        Some(unsafe { self.queue(out, rest, nginx_sys::ngx_http_write_filter, true) })
+        Some(unsafe {
+            self.queue(
+                out,
+                rest.into_iter(),
+                nginx_sys::ngx_http_write_filter,
+                true,
+            )
+        })
     }
 
     /// Hands `segs` (payload, offset of its first unsent byte) to `filter` as buffers from the

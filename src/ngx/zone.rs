@@ -138,6 +138,8 @@ pub struct SlotStats {
     pub delivered: std::sync::atomic::AtomicU64,
     pub bytes: std::sync::atomic::AtomicU64,
     pub slow_closed: std::sync::atomic::AtomicU64,
+    /// Subscribers detached from their requests now (`push_stream_detached_subscribers`).
+    pub detached: std::sync::atomic::AtomicU64,
     pub lost: std::sync::atomic::AtomicU64,
     pub amqp_connected: std::sync::atomic::AtomicU64,
     pub amqp_in: std::sync::atomic::AtomicU64,
@@ -157,7 +159,7 @@ pub struct SlotStats {
 /// Lock-hold histogram buckets (core's bounds and +Inf).
 pub const LOCK_HOLD_SLOTS: usize = push_stream_core::metrics::LOCK_HOLD_BUCKETS.len() + 1;
 
-const MAGIC: u64 = 0x7073_7472_6561_6d37; // "pstream7"
+const MAGIC: u64 = 0x7073_7472_6561_6d38; // "pstream8"
 
 /// The limits a rebuilt store is made with (this process's configuration; set by
 /// [`Zone::configure`] in the master, inherited by the workers it forks).

@@ -142,6 +142,7 @@ pub fn full_config_with(
          events {{ worker_connections {worker_connections}; }}\n\
          http {{\n\
          access_log off;\n\
+         {detached}\
          client_body_temp_path {p}/tmp/body;\n\
          proxy_temp_path {p}/tmp/proxy;\n\
          fastcgi_temp_path {p}/tmp/fastcgi;\n\
@@ -152,6 +153,11 @@ pub fn full_config_with(
          }}\n",
         module = module_path().display(),
         body = http_body.replace("{PORT}", &port.to_string()),
+        detached = if detached_everywhere() {
+            "push_stream_detached_subscribers on;\n"
+        } else {
+            ""
+        },
     )
 }
 
@@ -1084,6 +1090,12 @@ pub fn peak_rss_bytes(pid: u32) -> u64 {
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .unwrap_or(0)
+}
+
+/// Whether every configuration turns `push_stream_detached_subscribers` on at the `http`
+/// level (`PUSH_STREAM_TEST_DETACHED=1`: `ci/test` runs the subscriber suites once more so).
+pub fn detached_everywhere() -> bool {
+    std::env::var_os("PUSH_STREAM_TEST_DETACHED").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 /// Whether nginx runs under valgrind (`ci/memcheck` sets `PUSH_STREAM_UNDER_MEMCHECK=1`):
