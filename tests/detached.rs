@@ -81,6 +81,12 @@ fn conf(extra_http: &str) -> String {
             push_stream_channels_path $1;
             limit_conn perip 100;
         }}
+        location ~ /pa/(.*) {{
+            push_stream_subscriber;
+            push_stream_channels_path $1;
+            post_action /after;
+        }}
+        location /after {{ return 204; }}
         location ~ /off/(.*) {{
             push_stream_subscriber;
             push_stream_channels_path $1;
@@ -247,16 +253,17 @@ fn where_the_module_may_not_write_around_nginx_the_request_stays() {
     let mut rate = Stream::open(p, "/rate/d4", &[]);
     let mut lc = Stream::open(p, "/lc/d4", &[]);
     let mut off = Stream::open(p, "/off/d4", &[]);
+    let mut pa = Stream::open(p, "/pa/d4", &[]);
     let mut on = Stream::open(p, "/sub/d4on", &[]);
     assert_eq!(on.next_chunk().unwrap(), b"H".to_vec());
     // Only the one in a plain location.
     wait_detached(&n, 1);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(detached_now(&n), 1);
-    assert_eq!(subscribers(p, "d4"), 4);
+    assert_eq!(subscribers(p, "d4"), 5);
     publish(&n, "d4", "x");
     publish(&n, "d4on", "y");
-    for s in [&mut rate, &mut lc, &mut off] {
+    for s in [&mut rate, &mut lc, &mut off, &mut pa] {
         assert_eq!(s.next_chunk().unwrap(), b"x".to_vec());
     }
     assert_eq!(on.next_chunk().unwrap(), b"1|y\n".to_vec());

@@ -744,17 +744,21 @@ fn end_detached(h: HeldRef, rc: Status) {
         (hooks.ended)(h.key(), h.gen);
     }
     if done {
-        close_detached(h);
+        // A lingering close only after a normal end: a failure closes at once, as nginx
+        // terminates such a request (a client flooding a connection it never reads must not
+        // keep a worker reading for lingering_time).
+        close_detached_as(h, rc == Status::OK);
     }
 }
 
 /// Closes a detached subscriber's connection now (telling the module first when it has not
-/// been told).
+/// been told), lingering when the client may still be sending (see `close_connection`).
 fn close_detached(h: HeldRef) {
-    close_detached_as(h, false)
+    close_detached_as(h, true)
 }
 
-fn close_detached_as(h: HeldRef, at_exit: bool) {
+/// `close_detached`; `linger` false: never a lingering close (a failure, the worker's exit).
+fn close_detached_as(h: HeldRef, linger_ok: bool) {
     let Some(e) = HELD.with(|m| m.borrow_mut().remove(&h.key())) else {
         return;
     };
@@ -776,7 +780,7 @@ fn close_detached_as(h: HeldRef, at_exit: bool) {
     // SAFETY: the detached connection is live and nothing of the module refers to it any
     // more; nginx closes its socket, deletes its events' timers and postings, and destroys
     // its pool (after a lingering close, when the client may still be sending).
-    unsafe { super::detached::close_connection(c, if at_exit { (0, 0, 0) } else { linger }) };
+    unsafe { super::detached::close_connection(c, if linger_ok { linger } else { (0, 0, 0) }) };
 }
 
 /// `exit_process`: closes the detached subscribers still open (a graceful exit that waited
@@ -790,7 +794,7 @@ pub fn close_all_detached() {
             .collect()
     });
     for h in all {
-        close_detached_as(h, true);
+        close_detached_as(h, false);
     }
 }
 

@@ -439,7 +439,8 @@ impl Request<'_> {
                 && (*r).http_version >= nginx_sys::NGX_HTTP_VERSION_10 as usize
                 && (*(*c).read).timer_set() == 0
                 && (*(*c).write).timer_set() == 0
-                && self.own_pool_cleanups_only();
+                && self.own_pool_cleanups_only()
+                && !self.has_post_action();
             ok.then_some((c, chunked))
         }
     }
@@ -447,7 +448,20 @@ impl Request<'_> {
     /// False when the request can never be detached (`detachable` may become true later
     /// otherwise, once its output drained).
     pub(super) fn detach_may_qualify_later(&self) -> bool {
-        self.direct_ok() != Direct::Never && self.own_pool_cleanups_only()
+        self.direct_ok() != Direct::Never
+            && self.own_pool_cleanups_only()
+            && !self.has_post_action()
+    }
+
+    /// The location runs a `post_action` at the request's end (which a freed request never
+    /// reaches).
+    fn has_post_action(&self) -> bool {
+        use ngx::http::HttpModuleLocationConf;
+        // SAFETY: the core location configuration of a live request.
+        unsafe {
+            ngx::http::NgxHttpCoreModule::location_conf(&*self.raw())
+                .is_none_or(|clcf| !clcf.post_action.data.is_null())
+        }
     }
 
     fn own_pool_cleanups_only(&self) -> bool {
