@@ -64,6 +64,7 @@ fn conf(extra_http: &str) -> String {
             push_stream_channels_path $1;
             push_stream_max_pending_bytes 16m;
             send_timeout 1s;
+            reset_timedout_connection on;
         }}
         location ~ /gz/(.*) {{
             push_stream_subscriber;
@@ -267,6 +268,15 @@ fn where_the_module_may_not_write_around_nginx_the_request_stays() {
         assert_eq!(s.next_chunk().unwrap(), b"x".to_vec());
     }
     assert_eq!(on.next_chunk().unwrap(), b"1|y\n".to_vec());
+    // Why, once per worker and reason.
+    let log = n.error_log();
+    for why in [
+        "stays attached to its request: TLS, HTTP/2 or 3, a body filter",
+        "stays attached to its request: another module keeps state in the request's pool",
+        "stays attached to its request: the location has a post_action",
+    ] {
+        assert_eq!(log.matches(why).count(), 1, "{why}: {log}");
+    }
     // gzip still compresses what it is given (the bytes are not plain text).
     let mut buf = [0u8; 256];
     let k = read_some(&mut gz, &mut buf).unwrap();
@@ -368,6 +378,10 @@ fn a_paused_detached_reader_gets_everything_in_order_and_stopped_ones_are_closed
     assert!(n
         .error_log()
         .contains("client timed out (send_timeout) with output pending"));
+    // reset_timedout_connection: the client's read ends in a reset, not a clean end.
+    let mut rest = vec![];
+    let end = (&stall).read_to_end(&mut rest);
+    assert!(end.is_err(), "a clean end after {} bytes", rest.len());
     drop((small, stall));
     n.stop();
 }

@@ -39,6 +39,12 @@ pub(super) struct Wire {
     pub(super) ended: bool,
     /// The location's `lingering_close`, `lingering_timeout` (ms) and `lingering_time` (s).
     pub(super) linger: (u8, u32, u32),
+    /// The location's `reset_timedout_connection`.
+    pub(super) reset_timedout: bool,
+    /// The largest piece in the queue and how many pieces have that size (recounted only
+    /// when the last of them left).
+    max_piece: usize,
+    max_count: usize,
 }
 
 impl Wire {
@@ -50,6 +56,7 @@ impl Wire {
         chunked: bool,
         send_timeout: ngx_msec_t,
         linger: (u8, u32, u32),
+        reset_timedout: bool,
     ) -> Wire {
         Wire {
             c,
@@ -61,12 +68,35 @@ impl Wire {
             pending: 0,
             ended: false,
             linger,
+            reset_timedout,
+            max_piece: 0,
+            max_count: 0,
         }
     }
 
     /// The largest piece waiting for the socket.
-    pub(super) fn largest(&self) -> usize {
-        self.queue.iter().map(|p| p.len()).max().unwrap_or(0)
+    pub(super) fn largest(&mut self) -> usize {
+        if self.max_count == 0 && !self.queue.is_empty() {
+            self.max_piece = self.queue.iter().map(|p| p.len()).max().unwrap_or(0);
+            self.max_count = self
+                .queue
+                .iter()
+                .filter(|p| p.len() == self.max_piece)
+                .count();
+        }
+        if self.queue.is_empty() {
+            0
+        } else {
+            self.max_piece
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(p) = self.queue.pop_front() {
+            if p.len() == self.max_piece && self.max_count > 0 {
+                self.max_count -= 1;
+            }
+        }
     }
 
     fn push(&mut self, piece: Rc<[u8]>, at: usize) {
@@ -80,6 +110,13 @@ impl Wire {
             return self.push(Rc::from(&piece[at..]), 0);
         }
         self.pending += piece.len() - at + PIECE_OVERHEAD;
+        if self.max_count > 0 || self.queue.is_empty() {
+            if piece.len() > self.max_piece || self.queue.is_empty() {
+                (self.max_piece, self.max_count) = (piece.len(), 1);
+            } else if piece.len() == self.max_piece {
+                self.max_count += 1;
+            }
+        }
         self.queue.push_back(piece);
     }
 
@@ -116,6 +153,12 @@ impl Wire {
             if self.chunked {
                 self.push(Rc::from(wire::CHUNK_TAIL), 0);
             }
+        }
+        // While the socket is known to be full, the write event (not another writev that can
+        // only fail) says when it takes more.
+        // SAFETY: the live connection's write event (the `new` contract).
+        if unsafe { (*(*self.c).write).ready() } == 0 {
+            return NGX_AGAIN;
         }
         self.flush()
     }
@@ -189,7 +232,7 @@ impl Wire {
                 if written >= left {
                     written -= left;
                     self.pending -= left + PIECE_OVERHEAD;
-                    self.queue.pop_front();
+                    self.pop_front();
                     self.at = 0;
                 } else {
                     self.at += written;
@@ -235,6 +278,7 @@ impl Wire {
         // a failed connection the same way.
         unsafe { (*self.c).set_error(1) };
         self.queue.clear();
+        (self.max_piece, self.max_count) = (0, 0);
         self.pending = 0;
         self.ended = true;
         NGX_ERROR
@@ -259,9 +303,28 @@ impl Wire {
 ///
 /// # Safety
 /// `c` is a live detached connection nothing of the module refers to any more.
-pub(super) unsafe fn close_connection(c: *mut ngx_connection_t, linger: (u8, u32, u32)) {
+pub(super) unsafe fn close_connection(
+    c: *mut ngx_connection_t,
+    linger: (u8, u32, u32),
+    reset_timedout: bool,
+) {
     let (mode, timeout, time) = linger;
     let rev = (*c).read;
+    if (*c).timedout() != 0 && reset_timedout {
+        // `reset_timedout_connection`, as nginx does when it frees a timed-out request: the
+        // kernel drops what the client never took instead of retransmitting it.
+        let l = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        libc::setsockopt(
+            (*c).fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            core::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
     let wanted = (*c).error() == 0
         && (*c).timedout() == 0
         && (*c).close() == 0

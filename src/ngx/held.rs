@@ -129,6 +129,8 @@ thread_local! {
     static CLOSER: Cell<*mut ngx_event_t> = const { Cell::new(ptr::null_mut()) };
     static DETACHED: Cell<u64> = const { Cell::new(0) };
     static DETACHED_NOW: Cell<usize> = const { Cell::new(0) };
+    /// The reasons a subscriber could not be detached that this worker has logged.
+    static REFUSALS: RefCell<std::collections::HashSet<&'static str>> = RefCell::new(Default::default());
 }
 
 /// `entry` also for an entry whose end is pending.
@@ -401,23 +403,28 @@ impl HeldRef {
     ) -> Sent {
         enum Got {
             Wire(Sent),
-            Req(NonNull<ngx_http_request_t>, Out),
+            Req(NonNull<ngx_http_request_t>, Out, bool),
         }
         let got = entry(self, |e| match &mut e.target {
             Target::Conn(w) => {
                 let rc = wire(w);
                 Got::Wire(sent_of(rc, w.pending, w.largest()))
             }
-            Target::Request { r, out, .. } => Got::Req(*r, std::mem::take(out)),
+            Target::Request { r, out, .. } => Got::Req(*r, std::mem::take(out), e.detach),
         });
         match got {
             None => Sent::Gone,
             Some(Got::Wire(s)) => s,
-            Some(Got::Req(r, mut out)) => {
+            Some(Got::Req(r, mut out, detach)) => {
                 // SAFETY: see `with`.
                 let rc = unsafe { Request::from_raw(r.as_ptr()) }
                     .map_or(nginx_sys::NGX_ERROR as ngx_int_t, |rq| req(&rq, &mut out));
-                self.put_back(out, rc)
+                let sent = self.put_back(out, rc);
+                if detach && matches!(sent, Sent::Ok { pending: 0, .. }) {
+                    // A detach that waited (its response was not idle yet): now it may be.
+                    self.retry_detach();
+                }
+                sent
             }
         }
     }
@@ -538,6 +545,14 @@ impl HeldRef {
         }
         DETACHING.with(|q| q.borrow_mut().push_back(self));
         post_closer();
+    }
+
+    /// Queues a detach that was asked for and has not happened yet.
+    fn retry_detach(self) {
+        if entry(self, |e| e.detach) == Some(true) {
+            DETACHING.with(|q| q.borrow_mut().push_back(self));
+            post_closer();
+        }
     }
 
     /// Arms (or re-arms) one of the request's timers; `A::held_timer` runs when it fires. A
@@ -767,20 +782,24 @@ fn close_detached_as(h: HeldRef, linger_ok: bool) {
         HELD.with(|m| m.borrow_mut().insert(h.key(), e));
         return;
     };
-    let (c, linger) = (w.c, w.linger);
+    let (c, linger, reset) = (w.c, w.linger, w.reset_timedout);
     DETACHED_NOW.with(|d| d.set(d.get().saturating_sub(1)));
     for ev in e.timers {
         // SAFETY: the module's own events of this entry (`new_event`).
         unsafe { drop_event(ev, true) };
     }
-    if !e.ended {
-        (e.hooks.ended)(h.key(), h.gen);
-    }
+    let (hooks, told) = (e.hooks, e.ended);
     drop(e);
+    // The connection first: whatever the module does when told, it is closed.
     // SAFETY: the detached connection is live and nothing of the module refers to it any
     // more; nginx closes its socket, deletes its events' timers and postings, and destroys
     // its pool (after a lingering close, when the client may still be sending).
-    unsafe { super::detached::close_connection(c, if linger_ok { linger } else { (0, 0, 0) }) };
+    unsafe {
+        super::detached::close_connection(c, if linger_ok { linger } else { (0, 0, 0) }, reset)
+    };
+    if !told {
+        (hooks.ended)(h.key(), h.gen);
+    }
 }
 
 /// `exit_process`: closes the detached subscribers still open (a graceful exit that waited
@@ -824,16 +843,23 @@ fn try_detach(h: HeldRef) {
             return;
         };
         let Some((c, chunked)) = req.detachable() else {
-            // Not now, or never (TLS, HTTP/2, filters, rate limits, foreign cleanups):
-            // `detachable` tells which by leaving the request's `detach` mark.
-            if !req.detach_may_qualify_later() {
+            // Not now (retried when its output drained, after a write that left nothing
+            // pending, or on its timers), or never: then said once per worker and reason.
+            if let Some(why) = req.detach_refusal() {
                 entry(h, |e| e.detach = false);
+                let first = REFUSALS.with(|r| r.borrow_mut().insert(why));
+                if first {
+                    super::log::info(
+                        req.log(),
+                        &format!("push_stream: a subscriber stays attached to its request: {why} (said once per worker)"),
+                    );
+                }
             }
             return;
         };
         use ngx::http::HttpModuleLocationConf;
-        let Some((send_timeout, linger)) =
-            ngx::http::NgxHttpCoreModule::location_conf(&*r).map(|clcf| {
+        let Some((send_timeout, linger, reset)) = ngx::http::NgxHttpCoreModule::location_conf(&*r)
+            .map(|clcf| {
                 (
                     clcf.send_timeout,
                     (
@@ -841,6 +867,7 @@ fn try_detach(h: HeldRef) {
                         clcf.lingering_timeout as u32,
                         (clcf.lingering_time / 1000) as u32,
                     ),
+                    clcf.reset_timedout_connection != 0,
                 )
             })
         else {
@@ -866,7 +893,7 @@ fn try_detach(h: HeldRef) {
                 drop_event(*ev, false);
                 *ev = ptr::null_mut();
             }
-            e.target = Target::Conn(Wire::new(c, chunked, send_timeout, linger));
+            e.target = Target::Conn(Wire::new(c, chunked, send_timeout, linger, reset));
             e.detach = false;
             Some(left)
         })
@@ -875,12 +902,14 @@ fn try_detach(h: HeldRef) {
         };
         REQS.with(|m| m.borrow_mut().remove(&(r as usize)));
         let hc = (*r).http_connection;
+        // As `ngx_http_close_request` after the last reference: cleanups, log line, pool.
+        // (`c->data` is still the request for the cleanups and log handlers that look.)
+        (*r).set_count(0);
+        nginx_sys::ngx_http_free_request(r, 0);
+        // Nothing can fire between the two: the connection is the module's from here.
         (*c).data = h.gen as usize as *mut core::ffi::c_void;
         (*(*c).read).handler = Some(hooks.conn_read);
         (*(*c).write).handler = Some(hooks.conn_write);
-        // As `ngx_http_close_request` after the last reference: cleanups, log line, pool.
-        (*r).set_count(0);
-        nginx_sys::ngx_http_free_request(r, 0);
         // The connection stays: `destroyed` (set by freeing the request) is left set so that
         // nginx code looking for a request of this connection stops there.
         // The header buffers, as for an idle keep-alive connection.
@@ -965,10 +994,7 @@ unsafe extern "C" fn write_handler<A: App>(r: *mut ngx_http_request_t) {
     guard(h.log(), "write handler", (), || {
         A::held_write(h);
         // A detach that waited for the output to drain.
-        if entry(h, |e| e.detach) == Some(true) {
-            DETACHING.with(|q| q.borrow_mut().push_back(h));
-            post_closer();
-        }
+        h.retry_detach();
     })
 }
 
@@ -991,7 +1017,8 @@ unsafe extern "C" fn timer_handler<A: App>(ev: *mut ngx_event_t) {
     .flatten();
     if let Some(which) = which {
         guard(Log::from_raw((*ev).log), "timer", (), || {
-            A::held_timer(h, which)
+            A::held_timer(h, which);
+            h.retry_detach();
         })
     }
 }

@@ -439,18 +439,33 @@ impl Request<'_> {
                 && (*r).http_version >= nginx_sys::NGX_HTTP_VERSION_10 as usize
                 && (*(*c).read).timer_set() == 0
                 && (*(*c).write).timer_set() == 0
-                && self.own_pool_cleanups_only()
-                && !self.has_post_action();
+                && (*r).expect_trailers() == 0
+                && (*r).headers_out.trailers.part.nelts == 0
+                && self.detach_refusal().is_none();
             ok.then_some((c, chunked))
         }
     }
 
-    /// False when the request can never be detached (`detachable` may become true later
-    /// otherwise, once its output drained).
-    pub(super) fn detach_may_qualify_later(&self) -> bool {
-        self.direct_ok() != Direct::Never
-            && self.own_pool_cleanups_only()
-            && !self.has_post_action()
+    /// Why the request can never be detached; None when `detachable` may become true later
+    /// (once its output drained, its other references went).
+    pub(super) fn detach_refusal(&self) -> Option<&'static str> {
+        // SAFETY: nginx's event flags, set once at the worker's start.
+        let edge = unsafe { nginx_sys::ngx_event_flags }
+            & nginx_sys::NGX_USE_CLEAR_EVENT as nginx_sys::ngx_uint_t
+            != 0;
+        if !edge {
+            // A level-triggered event method (poll, select) would report the idle socket
+            // ready on every turn: the module's handlers are written for epoll and kqueue.
+            Some("the event method is not edge-triggered (epoll, kqueue)")
+        } else if self.direct_ok() == Direct::Never {
+            Some("TLS, HTTP/2 or 3, a body filter (gzip, sub_filter…) or limit_rate")
+        } else if !self.own_pool_cleanups_only() {
+            Some("another module keeps state in the request's pool (limit_conn, realip, the PROXY protocol's address…)")
+        } else if self.has_post_action() {
+            Some("the location has a post_action")
+        } else {
+            None
+        }
     }
 
     /// The location runs a `post_action` at the request's end (which a freed request never
