@@ -120,7 +120,7 @@ struct Entry {
 }
 
 thread_local! {
-    static HELD: RefCell<HashMap<usize, Box<Entry>, PtrHash>> = RefCell::new(HashMap::default());
+    static HELD: RefCell<HashMap<usize, Entry, PtrHash>> = RefCell::new(HashMap::default());
     /// Held (attached) requests by address: how nginx's request handlers find their entry.
     static REQS: RefCell<HashMap<usize, u64, PtrHash>> = RefCell::new(HashMap::default());
     static NEXT_GEN: Cell<u64> = const { Cell::new(0) };
@@ -250,7 +250,7 @@ impl Request<'_> {
             HELD.with(|m| {
                 m.borrow_mut().insert(
                     gen as usize,
-                    Box::new(Entry {
+                    Entry {
                         target: Target::Request {
                             r: NonNull::new_unchecked(r),
                             out: Out::default(),
@@ -263,7 +263,7 @@ impl Request<'_> {
                         closing: false,
                         ended: false,
                         detach: false,
-                    }),
+                    },
                 )
             });
             if count {
