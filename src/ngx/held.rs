@@ -135,7 +135,7 @@ thread_local! {
 
 /// `entry` also for an entry whose end is pending.
 fn entry_any<R>(h: HeldRef, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
-    HELD.with(|m| m.borrow_mut().get_mut(&(h.gen as usize)).map(|e| f(e)))
+    HELD.with(|m| m.borrow_mut().get_mut(&(h.gen as usize)).map(f))
 }
 
 fn entry<R>(h: HeldRef, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
@@ -143,7 +143,7 @@ fn entry<R>(h: HeldRef, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
         m.borrow_mut()
             .get_mut(&(h.gen as usize))
             .filter(|e| !e.closing)
-            .map(|e| f(e))
+            .map(f)
     })
 }
 
