@@ -347,7 +347,7 @@ pub(super) unsafe fn close_connection(
         return;
     }
     if (*rev).ready() != 0 {
-        linger_handler(rev);
+        linger_read(rev, c);
     }
 }
 
@@ -361,6 +361,19 @@ unsafe fn peek_data(fd: libc::c_int) -> bool {
 /// up, or it is silent for `lingering_timeout`.
 unsafe extern "C" fn linger_handler(rev: *mut nginx_sys::ngx_event_t) {
     let c = (*rev).data as *mut ngx_connection_t;
+    // SAFETY: the live connection's log (an entry point nginx calls: never unwinds into it).
+    let log = super::log::Log::from_raw((*c).log);
+    // SAFETY: `rev` and `c` are the lingering connection's, live for the call.
+    super::guard::guard(log, "lingering close", (), || unsafe {
+        linger_read(rev, c)
+    })
+}
+
+/// `linger_handler`'s body.
+///
+/// # Safety
+/// `rev` is the read event of `c`, a live connection in a lingering close.
+unsafe fn linger_read(rev: *mut nginx_sys::ngx_event_t, c: *mut ngx_connection_t) {
     let packed = (*c).data as usize as u64;
     let (deadline, timeout) = (packed >> 32, packed & 0xffff_ffff);
     let now = nginx_sys::ngx_time() as u64;
